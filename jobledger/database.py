@@ -1,0 +1,122 @@
+"""Engines, URLs, and the one place where driver errors become jobledger errors."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.pool import StaticPool
+
+from .errors import ConfigurationError, DatabaseUnavailable, SchemaMissing
+
+DEFAULT_URL = "sqlite:///jobledger.db"
+#: How long a SQLite writer waits for another process's write lock before giving up.
+SQLITE_BUSY_TIMEOUT = 30.0
+
+# SQLSTATEs meaning "the schema is not there (yet)": undefined table / column.
+_MISSING_SCHEMA_SQLSTATES = {"42P01", "42703"}
+
+
+def parse_url(url: str | URL) -> URL:
+    """Parse a database URL; ``postgresql://`` means psycopg 3, which the extra installs."""
+    try:
+        parsed = make_url(url)
+    except sa_exc.ArgumentError as exc:
+        raise ConfigurationError(f"not a database URL: {mask(str(url))!r} ({exc})") from None
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def mask(url: str | URL) -> str:
+    """The URL as text with any password replaced by ``***``."""
+    if isinstance(url, URL):
+        return url.render_as_string(hide_password=True)
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except sa_exc.ArgumentError:
+        return "<unparseable URL>"
+
+
+def engine_for(url: str | URL | Engine) -> Engine:
+    """An Engine for ``url`` (or ``url`` itself), configured for jobledger's access pattern."""
+    if isinstance(url, Engine):
+        if url.dialect.name == "sqlite":
+            _configure_sqlite(url)
+        return url
+    parsed = parse_url(url)
+    kwargs: dict[str, Any] = {}
+    if parsed.get_backend_name() == "sqlite":
+        kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT, "check_same_thread": False}
+        if parsed.database in (None, "", ":memory:"):
+            kwargs["poolclass"] = StaticPool  # one shared connection, or each sees its own DB
+    elif parsed.get_backend_name() == "postgresql":
+        kwargs["pool_pre_ping"] = True  # a worker outlives database restarts
+    try:
+        engine = create_engine(parsed, **kwargs)
+    except (sa_exc.ArgumentError, sa_exc.NoSuchModuleError, ImportError) as exc:
+        hint = " (install jobledger[postgres] for PostgreSQL)" if "postgres" in str(exc) else ""
+        raise ConfigurationError(f"cannot use database URL {mask(parsed)}: {exc}{hint}") from None
+    if engine.dialect.name == "sqlite":
+        _configure_sqlite(engine)
+    return engine
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    """Real transactions (pysqlite's own are broken: no BEGIN before SELECT) and WAL.
+
+    WAL lets readers run beside the one writer; the busy timeout makes a writer
+    wait for another process's write instead of failing at once.
+    """
+    if getattr(engine, "_jobledger_configured", False):
+        return
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT * 1000)}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        # A command reads and then writes: take the write lock up front, or a
+        # WAL reader that tries to upgrade fails at once instead of waiting.
+        immediate = connection.get_execution_options().get("jobledger_write")
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    engine._jobledger_configured = True  # type: ignore[attr-defined]
+
+
+@contextlib.contextmanager
+def translated_errors(engine: Engine) -> Iterator[None]:
+    """Turn connection and missing-schema driver errors into jobledger errors."""
+    try:
+        yield
+    except sa_exc.DBAPIError as exc:
+        mapped = translate(exc, engine)
+        if mapped is exc:
+            raise
+        raise mapped from exc
+
+
+def translate(exc: sa_exc.DBAPIError, engine: Engine) -> Exception:
+    """The jobledger error for a driver error, or the error itself if it is unexpected."""
+    text = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
+    where = mask(engine.url)
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    if sqlstate in _MISSING_SCHEMA_SQLSTATES or "no such table" in text or "no such column" in text:
+        return SchemaMissing(
+            f"database {where} has no up-to-date jobledger schema ({text}); "
+            "run `jobledger db upgrade` or Ledger.migrate()"
+        )
+    if exc.connection_invalidated or isinstance(
+        exc, (sa_exc.OperationalError, sa_exc.InterfaceError)
+    ):
+        return DatabaseUnavailable(f"database {where} is unavailable: {text}")
+    return exc

@@ -1,0 +1,96 @@
+"""Event payloads: what may be stored, and the canonical bytes that get hashed.
+
+Payloads are refused *before* anything is written when they would not come
+back from the database exactly as given: non-string keys (JSON would quietly
+turn ``1`` into ``"1"``), NaN and infinities, NUL characters (PostgreSQL's
+JSONB cannot hold them), lone surrogates, and anything that is not JSON.
+
+The canonical encoding is specified in README.md ("Hash chain") so an auditor
+can re-check it with another tool; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from .errors import InvalidPayload
+
+JSONValue = Any  # a recursive alias adds noise without catching anything here
+
+_encode_string = json.JSONEncoder(ensure_ascii=False).encode
+
+
+def normalize_payload(value: object, where: str = "data") -> JSONValue:
+    """Return ``value`` as plain JSON data (tuples become lists) or raise ``InvalidPayload``."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return int(value)  # drops int subclasses such as IntEnum
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidPayload(f"{where}: {value!r} is not representable in JSON")
+        return value
+    if isinstance(value, str):
+        _check_string(value, where)
+        return str(value)
+    if isinstance(value, Mapping):
+        return {_key(k, where): normalize_payload(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [normalize_payload(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    raise InvalidPayload(f"{where}: {type(value).__name__} is not JSON-serialisable")
+
+
+def _key(key: object, where: str) -> str:
+    if not isinstance(key, str):
+        raise InvalidPayload(f"{where}: key {key!r} is not a string")
+    _check_string(key, where)
+    return str(key)
+
+
+def _check_string(text: str, where: str) -> None:
+    if "\x00" in text:
+        raise InvalidPayload(f"{where}: strings may not contain NUL characters")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidPayload(f"{where}: string is not valid Unicode ({exc.reason})") from None
+
+
+def canonical_json(value: JSONValue) -> str:
+    """Deterministic JSON text of ``value``.
+
+    Objects have their keys sorted by code point, no whitespace is emitted,
+    strings are escaped as Python's ``json`` module does with
+    ``ensure_ascii=False``, integers and integral floats are written as exact
+    integers (``2.0`` -> ``2``; PostgreSQL's JSONB does not keep the
+    difference) and other floats in their shortest round-trip form.
+    """
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    if isinstance(value, str):
+        return _encode_string(value)
+    if isinstance(value, Mapping):
+        items = sorted(value.items())
+        return "{" + ",".join(f"{_encode_string(k)}:{canonical_json(v)}" for k, v in items) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(canonical_json(v) for v in value) + "]"
+    raise InvalidPayload(f"{type(value).__name__} is not JSON-serialisable")
+
+
+def canonical_time(moment: datetime) -> str:
+    """``YYYY-MM-DDTHH:MM:SS.ffffffZ`` in UTC, always six fractional digits."""
+    if moment.tzinfo is None:
+        raise ValueError("timestamps must be timezone-aware")
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

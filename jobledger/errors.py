@@ -1,0 +1,123 @@
+"""Every exception jobledger raises on purpose.
+
+All of them derive from :class:`LedgerError`, so ``except LedgerError`` catches
+every expected failure while real bugs still surface as themselves. Messages
+name the job, its state, the event that was tried and the holder, because the
+person reading them is usually an operator at 3 a.m. with only the log line.
+"""
+
+from __future__ import annotations
+
+
+class LedgerError(Exception):
+    """Base class of every jobledger error."""
+
+
+class InvalidTransition(LedgerError):
+    """The lifecycle machine does not allow this event from the job's state."""
+
+    def __init__(self, job_id: str, state: str, event: str) -> None:
+        self.job_id, self.state, self.event = job_id, str(state), str(event)
+        super().__init__(
+            f"job {job_id!r}: cannot apply {self.event!r} to a job in state {self.state!r}"
+        )
+
+
+class UnknownJob(LedgerError, LookupError):
+    """No job with this id has ever been enqueued."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(f"job {job_id!r} does not exist")
+
+
+class DuplicateJob(LedgerError):
+    """A job with this id already exists; job ids are never reused."""
+
+    def __init__(self, job_ids: list[str], committed: int = 0) -> None:
+        self.job_ids = job_ids
+        self.committed = committed
+        shown = ", ".join(repr(j) for j in job_ids[:5])
+        more = f" and {len(job_ids) - 5} more" if len(job_ids) > 5 else ""
+        tail = f" ({committed} jobs of earlier batches were enqueued)" if committed else ""
+        super().__init__(f"job {shown}{more} already exists{tail}")
+
+
+class ConcurrencyConflict(LedgerError):
+    """Another writer appended to the job between our read and our write."""
+
+    def __init__(self, job_id: str, expected_version: int, event: str) -> None:
+        self.job_id, self.expected_version, self.event = job_id, expected_version, str(event)
+        super().__init__(
+            f"job {job_id!r}: {self.event!r} at version {expected_version} kept losing "
+            "races to other writers"
+        )
+
+
+class AlreadyClaimed(LedgerError):
+    """The job is claimed by another process (a lost claim race, or a live holder)."""
+
+    def __init__(self, job_id: str, holder: str | None, token: int | None) -> None:
+        self.job_id, self.holder, self.token = job_id, holder, token
+        super().__init__(f"job {job_id!r} is already claimed by {holder} (token {token})")
+
+
+class StaleClaim(LedgerError):
+    """The claim token presented is not the job's current claim token.
+
+    The holder's claim was abandoned (and perhaps given to someone else) or has
+    already ended. The refusal is itself recorded as a ``rejected`` event.
+    """
+
+    def __init__(
+        self,
+        job_id: str,
+        event: str,
+        token: int,
+        current_token: int | None,
+        state: str,
+        process: str | None,
+    ) -> None:
+        self.job_id, self.event, self.token = job_id, str(event), token
+        self.current_token, self.state, self.process = current_token, str(state), process
+        now_held = (
+            f"current claim token is {current_token}"
+            if current_token is not None
+            else "no claim is current"
+        )
+        super().__init__(
+            f"job {job_id!r}: {self.event!r} by {process} refused: token {token} is stale "
+            f"(job is {self.state!r}, {now_held})"
+        )
+
+
+class InvalidPayload(LedgerError, ValueError):
+    """Event data that cannot be stored as JSON exactly as given."""
+
+
+class InvalidIdentity(LedgerError, ValueError):
+    """A process identity that is not ``hostname:pid:nonce``."""
+
+
+class DatabaseUnavailable(LedgerError):
+    """The database cannot be reached or refused the connection."""
+
+
+class SchemaMissing(LedgerError):
+    """The database is reachable but has no (or an outdated) jobledger schema."""
+
+
+class LivenessUnavailable(LedgerError):
+    """The liveness backend (Redis, or the lease table) cannot be reached."""
+
+
+class CorruptHistory(LedgerError):
+    """Stored events are not a legal, intact history (see ``Ledger.verify``)."""
+
+
+class ConfigurationError(LedgerError, ValueError):
+    """A setting that cannot work: a malformed URL, an unknown driver, a bad option."""
+
+
+class InvalidJobId(LedgerError, ValueError):
+    """A job id or queue name that cannot be stored (empty, too long, not text)."""

@@ -1,0 +1,373 @@
+"""The Ledger: every command on a job is one validated, version-guarded append."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.engine import URL
+
+from . import identity, migrate
+from .chain import GENESIS, event_hash
+from .database import DEFAULT_URL, engine_for
+from .encoding import normalize_payload
+from .errors import (
+    AlreadyClaimed,
+    ConcurrencyConflict,
+    DuplicateJob,
+    InvalidJobId,
+    InvalidTransition,
+    LedgerError,
+    StaleClaim,
+    UnknownJob,
+)
+from .lifecycle import MOVES, EventType, State
+from .projection import fold
+from .records import Claim, Event, JobStatus
+from .store import LostRace, Store
+
+_E = EventType
+#: How often one command re-reads and retries after losing a race to another writer.
+MAX_RACE_RETRIES = 25
+MAX_ID_LENGTH = 255
+
+JobSpec = str | tuple[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What a command decided: the event to append (``type=None``: nothing)."""
+
+    type: str | None
+    process: str | None = None
+    data: Any = None
+    refusal: LedgerError | None = None  # raised after the event is stored
+
+
+_NOTHING = _Plan(None)
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    status: JobStatus
+    event: Event | None
+
+
+Decide = Callable[[JobStatus | None, datetime], _Plan]
+
+
+class Ledger:
+    """An append-only record of job lifecycles in an SQL database.
+
+    ``url`` is a SQLAlchemy URL (``postgresql://`` means psycopg 3) or an Engine.
+    ``heartbeat_interval`` is the minimum number of seconds between two recorded
+    heartbeats of one job; heartbeats inside it are checked but not written.
+    """
+
+    def __init__(
+        self,
+        url: str | URL | Engine = DEFAULT_URL,
+        *,
+        heartbeat_interval: float = 10.0,
+        batch_size: int = 5000,
+    ) -> None:
+        if heartbeat_interval < 0 or batch_size < 1:
+            raise ValueError("heartbeat_interval must be >= 0 and batch_size >= 1")
+        self._owns_engine = not isinstance(url, Engine)
+        self.engine = engine_for(url)
+        self.heartbeat_interval = timedelta(seconds=heartbeat_interval)
+        self.batch_size = batch_size
+        self._store = Store(self.engine)
+
+    # -- lifecycle of the Ledger object -------------------------------------------------
+
+    def migrate(self) -> None:
+        """Create or upgrade the schema to the newest revision (Alembic ``upgrade head``)."""
+        migrate.upgrade(self.engine)
+
+    def close(self) -> None:
+        """Release pooled connections (only of an engine this Ledger created)."""
+        if self._owns_engine:
+            self.engine.dispose()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Ledger({self.engine.url.render_as_string(hide_password=True)!r})"
+
+    # -- producing ----------------------------------------------------------------------
+
+    def enqueue(
+        self, job_id: str, queue: str = "default", data: Any = None, process: str | None = None
+    ) -> JobStatus:
+        """Record a new job. ``DuplicateJob`` if the id was ever used."""
+        payload = {"queue": _checked_name(queue, "queue"), "data": normalize_payload(data)}
+
+        def decide(status: JobStatus | None, now: datetime) -> _Plan:
+            if status is not None:
+                raise DuplicateJob([job_id])
+            return _Plan(_E.ENQUEUED, process, payload)
+
+        return self._execute(_checked_name(job_id), decide).status
+
+    def enqueue_many(
+        self, jobs: Iterable[JobSpec], queue: str = "default", process: str | None = None
+    ) -> int:
+        """Record many new jobs, ``batch_size`` per transaction; returns how many.
+
+        ``jobs`` holds ids or ``(id, data)`` pairs. Everything is validated before
+        the first write. If a job already exists, its batch writes nothing and
+        ``DuplicateJob`` says how many jobs of earlier batches were committed.
+        """
+        queue = _checked_name(queue, "queue")
+        items = [_job_item(spec) for spec in jobs]
+        _refuse_repeats(items)
+        committed = 0
+        for start in range(0, len(items), self.batch_size):
+            batch = items[start : start + self.batch_size]
+
+            def rows(now: datetime, batch: list[tuple[str, Any]] = batch) -> list[Any]:
+                return [
+                    self._first_event(job_id, queue, data, process, now) for job_id, data in batch
+                ]
+
+            existing = self._store.create_many(rows)
+            if existing:
+                raise DuplicateJob(existing, committed)
+            committed += len(batch)
+        return committed
+
+    def _first_event(
+        self, job_id: str, queue: str, data: Any, process: str | None, now: datetime
+    ) -> tuple[Event, JobStatus]:
+        event = _seal(
+            None, _Plan(_E.ENQUEUED, process, {"queue": queue, "data": data}), job_id, now
+        )
+        return event, fold(None, event)
+
+    # -- working ------------------------------------------------------------------------
+
+    def claim(self, job_id: str, process: str) -> Claim:
+        """Claim an enqueued job for ``process``; ``AlreadyClaimed`` if someone holds it."""
+        identity.validate(process)
+
+        def decide(status: JobStatus | None, now: datetime) -> _Plan:
+            status = _known(job_id, status)
+            if status.state == State.CLAIMED:
+                raise AlreadyClaimed(job_id, status.claimed_by, status.claim_token)
+            _check_move(status, _E.CLAIMED)
+            return _Plan(_E.CLAIMED, process, {"attempt": status.attempt + 1})
+
+        status = self._execute(job_id, decide).status
+        assert status.claim_token is not None  # set by every claimed event
+        return Claim(job_id, status.claim_token, status.attempt, process)
+
+    def heartbeat(self, claim: Claim, progress: Any = None) -> bool:
+        """Show the job is still being worked on; ``True`` if an event was written.
+
+        Heartbeats closer together than ``heartbeat_interval`` are validated
+        (a stale claim still raises ``StaleClaim``) but not written.
+        """
+        data = {"progress": normalize_payload(progress, "progress")}
+        return self._as_holder(claim, _E.HEARTBEAT, data, throttle=True).event is not None
+
+    def complete(self, claim: Claim, result: Any = None) -> JobStatus:
+        """Record success. ``StaleClaim`` if the claim is no longer the job's current one."""
+        data = {"result": normalize_payload(result, "result")}
+        return self._as_holder(claim, _E.COMPLETED, data).status
+
+    def fail(self, claim: Claim, error: str) -> JobStatus:
+        """Record failure with an error message. ``StaleClaim`` as for ``complete``."""
+        return self._as_holder(claim, _E.FAILED, {"error": _text(error, "error")}).status
+
+    def release(self, claim: Claim, reason: str | None = None) -> JobStatus:
+        """Give the job back to its queue (graceful shutdown); ``StaleClaim`` as ``complete``."""
+        return self._as_holder(claim, _E.RELEASED, {"reason": _text(reason, "reason")}).status
+
+    def _as_holder(
+        self, claim: Claim, event: str, data: Mapping[str, Any], throttle: bool = False
+    ) -> _Outcome:
+        def decide(status: JobStatus | None, now: datetime) -> _Plan:
+            status = _known(claim.job_id, status)
+            if status.claim_token != claim.token or status.claimed_by != claim.process:
+                return _rejection(status, claim, event)
+            _check_move(status, event)
+            if (
+                throttle
+                and now - (status.heartbeat_at or status.claimed_at or now)
+                < self.heartbeat_interval
+            ):
+                return _NOTHING
+            return _Plan(event, claim.process, dict(data))
+
+        return self._execute(claim.job_id, decide)
+
+    # -- recovering and operating -------------------------------------------------------
+
+    def abandon(
+        self, job_id: str, token: int, reason: str, process: str | None = None
+    ) -> JobStatus:
+        """End the claim ``token`` of a holder presumed dead. ``StaleClaim`` if it already ended.
+
+        Because the token is checked against the job's current claim inside the
+        version-guarded append, a late ``complete`` and an ``abandon`` can never
+        both succeed, and two recovery processes never both abandon one claim.
+        """
+        why = _text(reason, "reason")
+
+        def decide(status: JobStatus | None, now: datetime) -> _Plan:
+            status = _known(job_id, status)
+            if status.claim_token != token:
+                raise StaleClaim(
+                    job_id, _E.ABANDONED, token, status.claim_token, status.state, process
+                )
+            data = {"token": token, "holder": status.claimed_by, "reason": why}
+            return _Plan(_E.ABANDONED, process, data)
+
+        return self._execute(job_id, decide).status
+
+    def requeue(
+        self, job_id: str, reason: str | None = None, process: str | None = None
+    ) -> JobStatus:
+        """Put an abandoned or failed job back in its queue."""
+        return self._operate(job_id, _E.REQUEUED, reason, process)
+
+    def cancel(
+        self, job_id: str, reason: str | None = None, process: str | None = None
+    ) -> JobStatus:
+        """Withdraw a job that is still waiting in its queue."""
+        return self._operate(job_id, _E.CANCELLED, reason, process)
+
+    def _operate(
+        self, job_id: str, event: str, reason: str | None, process: str | None
+    ) -> JobStatus:
+        data = {"reason": _text(reason, "reason")}
+
+        def decide(status: JobStatus | None, now: datetime) -> _Plan:
+            _check_move(_known(job_id, status), event)
+            return _Plan(event, process, data)
+
+        return self._execute(job_id, decide).status
+
+    # -- reading ------------------------------------------------------------------------
+
+    def status(self, job_id: str) -> JobStatus:
+        """The job's current status. ``UnknownJob`` if it does not exist."""
+        return _known(job_id, self._store.status(job_id))
+
+    def history(self, job_id: str) -> list[Event]:
+        """Every event of the job, oldest first. ``UnknownJob`` if it has none."""
+        events = self._store.history(job_id)
+        if not events:
+            raise UnknownJob(job_id)
+        return events
+
+    def jobs(
+        self, state: str | None = None, queue: str | None = None, claimed_by: str | None = None
+    ) -> Iterator[JobStatus]:
+        """Current statuses, optionally filtered, in job-id order (fetched page by page)."""
+        if state is not None and state not in State._value2member_map_:
+            known = ", ".join(s.value for s in State)
+            raise ValueError(f"unknown state {state!r}; states are {known}")
+        return self._store.statuses(state=state, queue=queue, claimed_by=claimed_by)
+
+    # -- the one write path -------------------------------------------------------------
+
+    def _execute(self, job_id: str, decide: Decide) -> _Outcome:
+        """Load, decide, append; re-run on a lost race, so ``decide`` sees the winner's write."""
+        expected, attempted = 0, "append"
+        for _ in range(MAX_RACE_RETRIES):
+            try:
+                with self._store.command(job_id) as command:
+                    plan = decide(command.status, command.now)
+                    if plan.type is None:
+                        return _Outcome(_known(job_id, command.status), None)
+                    event = _seal(command.status, plan, job_id, command.now)
+                    expected, attempted = event.version - 1, event.type
+                    status = fold(command.status, event)
+                    position = command.write(event, status)
+            except LostRace:
+                continue
+            if plan.refusal is not None:
+                raise plan.refusal
+            return _Outcome(status, replace(event, position=position))
+        raise ConcurrencyConflict(job_id, expected, attempted)
+
+
+def _seal(status: JobStatus | None, plan: _Plan, job_id: str, now: datetime) -> Event:
+    """The event ``plan`` describes, chained to ``status``; its position is set on insert."""
+    assert plan.type is not None
+    version = status.version + 1 if status is not None else 1
+    prev_hash = status.last_hash if status is not None else GENESIS
+    # Never let a job's history run backwards, even if the database clock steps back.
+    recorded_at = max(now, status.updated_at) if status is not None else now
+    kind = str(plan.type)
+    digest = event_hash(prev_hash, job_id, version, kind, plan.process, plan.data, recorded_at)
+    return Event(-1, job_id, version, kind, plan.process, plan.data, recorded_at, prev_hash, digest)
+
+
+def _rejection(status: JobStatus, claim: Claim, event: str) -> _Plan:
+    refusal = StaleClaim(
+        claim.job_id, event, claim.token, status.claim_token, status.state, claim.process
+    )
+    data = {
+        "attempted": str(event),
+        "token": claim.token,
+        "current_token": status.claim_token,
+        "holder": status.claimed_by,
+        "state": status.state,
+    }
+    return _Plan(_E.REJECTED, claim.process, data, refusal)
+
+
+def _known(job_id: str, status: JobStatus | None) -> JobStatus:
+    if status is None:
+        raise UnknownJob(job_id)
+    return status
+
+
+def _check_move(status: JobStatus, event: str) -> None:
+    if (status.state, str(event)) not in MOVES:
+        raise InvalidTransition(status.job_id, status.state, str(event))
+
+
+def _checked_name(value: object, what: str = "job id") -> str:
+    if not isinstance(value, str) or not value or len(value) > MAX_ID_LENGTH or "\x00" in value:
+        raise InvalidJobId(
+            f"{what} must be a non-empty string of at most {MAX_ID_LENGTH} characters "
+            f"without NUL, not {value!r}"
+        )
+    return value
+
+
+def _text(value: object, what: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a string, not {type(value).__name__}")
+    return normalize_payload(value, what)  # type: ignore[no-any-return]
+
+
+def _job_item(spec: JobSpec) -> tuple[str, Any]:
+    if isinstance(spec, tuple):
+        if len(spec) != 2:
+            raise InvalidJobId(f"expected a job id or an (id, data) pair, not {spec!r}")
+        job_id, data = spec
+        return _checked_name(job_id), normalize_payload(data, f"data of {job_id!r}")
+    return _checked_name(spec), None
+
+
+def _refuse_repeats(items: list[tuple[str, Any]]) -> None:
+    seen: set[str] = set()
+    repeated: set[str] = set()
+    for job_id, _ in items:
+        (repeated if job_id in seen else seen).add(job_id)
+    if repeated:
+        raise DuplicateJob(sorted(repeated))

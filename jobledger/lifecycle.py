@@ -1,0 +1,108 @@
+"""The job lifecycle, defined once.
+
+The one ``transitions`` Machine below is the only statement of which moves are
+legal. It is built once, with no model, and compiled at import into a frozen
+``(state, event) -> state`` table: appends and replay look moves up in that
+table instead of running a Machine per job (a Machine costs tens of KiB and a
+tenth of a millisecond per model, far too much for a hot path).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import Enum
+from types import MappingProxyType
+from typing import Any
+
+from transitions import Machine
+
+
+class State(str, Enum):
+    """Where a job is in its life."""
+
+    ENQUEUED = "enqueued"
+    CLAIMED = "claimed"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    ABANDONED = "abandoned"
+    CANCELLED = "cancelled"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class EventType(str, Enum):
+    """What can be appended to a job's history."""
+
+    ENQUEUED = "enqueued"
+    CLAIMED = "claimed"
+    HEARTBEAT = "heartbeat"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    RELEASED = "released"
+    ABANDONED = "abandoned"
+    REQUEUED = "requeued"
+    CANCELLED = "cancelled"
+    REJECTED = "rejected"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+#: Pseudo-state of a job that has no events yet; never stored.
+NEW = "new"
+
+_S, _E = State, EventType
+_ALL_STATES = [s.value for s in State]
+
+#: The lifecycle, in the form ``transitions`` takes. ``dest=None`` is an
+#: internal transition: the event is recorded, the state does not move.
+TRANSITIONS: tuple[dict[str, Any], ...] = (
+    {"trigger": _E.ENQUEUED.value, "source": NEW, "dest": _S.ENQUEUED.value},
+    {"trigger": _E.CLAIMED.value, "source": _S.ENQUEUED.value, "dest": _S.CLAIMED.value},
+    {"trigger": _E.HEARTBEAT.value, "source": _S.CLAIMED.value, "dest": _S.CLAIMED.value},
+    {"trigger": _E.COMPLETED.value, "source": _S.CLAIMED.value, "dest": _S.COMPLETED.value},
+    {"trigger": _E.FAILED.value, "source": _S.CLAIMED.value, "dest": _S.FAILED.value},
+    {"trigger": _E.RELEASED.value, "source": _S.CLAIMED.value, "dest": _S.ENQUEUED.value},
+    {"trigger": _E.ABANDONED.value, "source": _S.CLAIMED.value, "dest": _S.ABANDONED.value},
+    {
+        "trigger": _E.REQUEUED.value,
+        "source": [_S.ABANDONED.value, _S.FAILED.value],
+        "dest": _S.ENQUEUED.value,
+    },
+    {"trigger": _E.CANCELLED.value, "source": _S.ENQUEUED.value, "dest": _S.CANCELLED.value},
+    {"trigger": _E.REJECTED.value, "source": _ALL_STATES, "dest": None},
+)
+
+
+def build_machine(model: object | None = None, initial: str = NEW) -> Machine:
+    """The lifecycle as a ``transitions`` Machine (for compiling, diagrams and tests)."""
+    return Machine(
+        model=model,
+        states=[NEW, *_ALL_STATES],
+        transitions=[dict(t) for t in TRANSITIONS],
+        initial=initial,
+        auto_transitions=False,
+        send_event=False,
+    )
+
+
+def _compile(machine: Machine) -> Mapping[tuple[str, str], str]:
+    table: dict[tuple[str, str], str] = {}
+    for event_name, event in machine.events.items():
+        for source, transitions in event.transitions.items():
+            (transition,) = transitions  # one unconditional move per (source, event)
+            table[(source, event_name)] = transition.dest or source
+    return MappingProxyType(table)
+
+
+#: ``(state, event) -> next state`` for every legal move; absent pairs are illegal.
+MOVES: Mapping[tuple[str, str], str] = _compile(build_machine())
+
+#: States a job never leaves without an operator (or the recovery policy).
+TERMINAL_STATES = frozenset({_S.COMPLETED.value, _S.CANCELLED.value})
+
+
+def next_state(state: str, event: str) -> str | None:
+    """The state after ``event`` from ``state``, or ``None`` if the move is illegal."""
+    return MOVES.get((state, event))

@@ -1,0 +1,138 @@
+"""The four tables, in one place. Alembic's migrations (``migrations/``) create them;
+``tests/integration/test_migrations.py`` proves the two agree.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.types import TypeDecorator, UserDefinedType
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite keeps no zone of its own)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("jobledger stores only timezone-aware datetimes")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):  # raw SQLite text, e.g. from a bare SELECT
+            value = datetime.fromisoformat(value)
+        moment: datetime = value
+        if moment.tzinfo is None:
+            return moment.replace(tzinfo=timezone.utc)
+        return moment.astimezone(timezone.utc)
+
+
+class Xid8(UserDefinedType[int]):
+    """PostgreSQL's 64-bit transaction id (``pg_current_xact_id()``)."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return "xid8"
+
+
+Json = JSON().with_variant(JSONB(), "postgresql")
+#: SQLite only auto-increments an ``INTEGER PRIMARY KEY``, not a ``BIGINT`` one.
+Position = BigInteger().with_variant(Integer(), "sqlite")
+#: The writing transaction's id on PostgreSQL; NULL elsewhere (SQLite has one writer at a time).
+TransactionId = BigInteger().with_variant(Xid8(), "postgresql")
+
+events = Table(
+    "jobledger_events",
+    metadata,
+    Column("position", Position, primary_key=True, autoincrement=True),
+    Column("job_id", String(255), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("type", String(16), nullable=False),
+    Column("process", String(255), nullable=True),
+    Column("data", Json, nullable=False),
+    Column("recorded_at", UtcDateTime, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("tx_id", TransactionId, nullable=True),
+    UniqueConstraint("job_id", "version"),
+    Index(None, "tx_id", "position"),
+)
+
+jobs = Table(
+    "jobledger_jobs",
+    metadata,
+    Column("job_id", String(255), primary_key=True),
+    Column("queue", String(255), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("claimed_by", String(255), nullable=True),
+    Column("claim_token", Integer, nullable=True),
+    Column("enqueued_at", UtcDateTime, nullable=False),
+    Column("claimed_at", UtcDateTime, nullable=True),
+    Column("heartbeat_at", UtcDateTime, nullable=True),
+    Column("finished_at", UtcDateTime, nullable=True),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("last_error", Text, nullable=True),
+    Column("last_hash", String(64), nullable=False),
+    Index(None, "state", "queue"),
+    Index(None, "claimed_by"),
+)
+
+checkpoints = Table(
+    "jobledger_checkpoints",
+    metadata,
+    Column("name", String(255), primary_key=True),
+    Column("position", BigInteger, nullable=False),
+    Column("tx_id", BigInteger, nullable=True),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+processes = Table(
+    "jobledger_processes",
+    metadata,
+    Column("identity", String(255), primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("quiet", Boolean, nullable=False),
+    Column("busy", Integer, nullable=False),
+    Index(None, "expires_at"),
+)
+
+#: Alembic's bookkeeping table, kept apart from an application's own.
+VERSION_TABLE = "jobledger_alembic_version"
