@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -39,7 +40,7 @@ def mask(url: str | URL) -> str:
     try:
         return make_url(url).render_as_string(hide_password=True)
     except sa_exc.ArgumentError:
-        return "<unparseable URL>"
+        return re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", url)
 
 
 def engine_for(url: str | URL | Engine) -> Engine:
@@ -115,6 +116,8 @@ def translate(exc: sa_exc.DBAPIError, engine: Engine) -> Exception:
             f"database {where} has no up-to-date jobledger schema ({text}); "
             "run `jobledger db upgrade` or Ledger.migrate()"
         )
+    if "connection option" in text or "invalid dsn" in text:
+        return ConfigurationError(f"cannot use database URL {where}: {text}")
     if exc.connection_invalidated or isinstance(
         exc, (sa_exc.OperationalError, sa_exc.InterfaceError)
     ):

@@ -23,6 +23,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import base as postgresql_base
 from sqlalchemy.types import TypeDecorator, UserDefinedType
 
 metadata = MetaData(
@@ -67,6 +68,9 @@ class Xid8(UserDefinedType[int]):
     def get_col_spec(self, **kw: Any) -> str:
         return "xid8"
 
+
+# Teach the PostgreSQL dialect to reflect xid8, so migration drift checks compare it.
+postgresql_base.ischema_names.setdefault("xid8", Xid8)
 
 Json = JSON().with_variant(JSONB(), "postgresql")
 #: SQLite only auto-increments an ``INTEGER PRIMARY KEY``, not a ``BIGINT`` one.

@@ -1,0 +1,108 @@
+"""Shared fixtures: real SQLite files, a scratch PostgreSQL database, real Redis.
+
+Tests that need PostgreSQL or Redis skip (and say why) when the service is
+absent, unless JOBLEDGER_REQUIRE_SERVICES=1, which turns the skip into a
+failure: CI sets it, so a CI run cannot pass with the PostgreSQL tests skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from jobledger import Ledger
+from jobledger.database import engine_for
+from jobledger.schema import metadata
+from jobledger.testing import (
+    DEFAULT_POSTGRES_URL,
+    DEFAULT_REDIS_URL,
+    postgres_available,
+    scratch_database,
+)
+
+REQUIRE_SERVICES = os.environ.get("JOBLEDGER_REQUIRE_SERVICES") == "1"
+POSTGRES_URL = os.environ.get("JOBLEDGER_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
+REDIS_URL = os.environ.get("JOBLEDGER_TEST_REDIS_URL", DEFAULT_REDIS_URL)
+
+
+def service_missing(what: str, why: str) -> None:
+    message = f"{what} is not available ({why})"
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{message}, and JOBLEDGER_REQUIRE_SERVICES=1", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> str:
+    """The URL of a PostgreSQL server the suite may create databases on."""
+    why = postgres_available(POSTGRES_URL)
+    if why is not None:
+        service_missing(f"PostgreSQL at {POSTGRES_URL}", why)
+    return POSTGRES_URL
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server_url: str) -> Iterator[str]:
+    """A scratch database for this test session, migrated to head."""
+    with scratch_database(postgres_server_url) as url:
+        ledger = Ledger(url)
+        ledger.migrate()
+        ledger.close()
+        yield url.render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file, copied for every test (migrating each time is slow)."""
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    ledger = Ledger(f"sqlite:///{path}")
+    ledger.migrate()
+    ledger.close()
+    return path
+
+
+def truncate_all(url: str) -> None:
+    engine = engine_for(url)
+    names = ", ".join(table.name for table in metadata.sorted_tables)
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY"))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A migrated, empty database: a fresh SQLite file, or the truncated scratch database."""
+    if request.param == "sqlite":
+        path = tmp_path / "ledger.db"
+        shutil.copy(request.getfixturevalue("sqlite_template"), path)
+        return f"sqlite:///{path}"
+    url: str = request.getfixturevalue("postgres_url")
+    truncate_all(url)
+    return url
+
+
+@pytest.fixture
+def ledger(database_url: str) -> Iterator[Ledger]:
+    """A Ledger that records every heartbeat (no throttling), on each backend."""
+    with Ledger(database_url, heartbeat_interval=0) as ledger:
+        yield ledger
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The shared Redis server. Tests must use their own key prefix and never flush it."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        service_missing(f"Redis at {REDIS_URL}", str(exc))
+    finally:
+        client.close()
+    return REDIS_URL
