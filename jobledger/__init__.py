@@ -3,7 +3,20 @@
 from __future__ import annotations
 
 from .ledger import Ledger
+from .liveness import RedisLiveness, SqlLiveness
 from .records import Claim, Event, JobStatus
+from .recovery import RecoveryPolicy, RecoveryProjector
+from .worker import Worker
 
-__all__ = ["Claim", "Event", "JobStatus", "Ledger"]
+__all__ = [
+    "Claim",
+    "Event",
+    "JobStatus",
+    "Ledger",
+    "RecoveryPolicy",
+    "RecoveryProjector",
+    "RedisLiveness",
+    "SqlLiveness",
+    "Worker",
+]
 __version__ = "0.1.0"

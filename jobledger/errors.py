@@ -121,3 +121,7 @@ class ConfigurationError(LedgerError, ValueError):
 
 class InvalidJobId(LedgerError, ValueError):
     """A job id or queue name that cannot be stored (empty, too long, not text)."""
+
+
+class NotClaiming(LedgerError):
+    """The worker is quiet, stopping, or presumed dead, so it takes no new jobs."""

@@ -8,15 +8,18 @@ failure: CI sets it, so a CI run cannot pass with the PostgreSQL tests skipped.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
-from jobledger import Ledger
+from jobledger import Ledger, RedisLiveness, SqlLiveness
 from jobledger.database import engine_for
+from jobledger.liveness import Liveness
 from jobledger.schema import metadata
 from jobledger.testing import (
     DEFAULT_POSTGRES_URL,
@@ -106,3 +109,55 @@ def redis_url() -> str:
     finally:
         client.close()
     return REDIS_URL
+
+
+class Backend:
+    """A ledger plus a factory of liveness backends of one kind, cleaned up afterwards."""
+
+    def __init__(self, kind: str, ledger: Ledger, redis_url: str | None) -> None:
+        self.kind, self.ledger, self.redis_url = kind, ledger, redis_url
+        self.prefix = f"jobledger-test-{secrets.token_hex(6)}"
+        self._made: list[Liveness] = []
+
+    def liveness(self, ttl: float = 1.0) -> Liveness:
+        made: Liveness
+        if self.kind == "redis":
+            assert self.redis_url is not None
+            made = RedisLiveness(self.redis_url, ttl=ttl, prefix=self.prefix)
+            if not self._made:
+                # A Redis whose life began an hour ago, as in production; a brand-new epoch
+                # would make every projector pause for one TTL first (see test_recovery).
+                born = int(time.time() * 1000) - 3_600_000
+                made.client.set("{" + self.prefix + "}:epoch", f"settled@{born}", nx=True)
+        else:
+            made = SqlLiveness(self.ledger, ttl=ttl)
+        self._made.append(made)
+        return made
+
+    def close(self) -> None:
+        for made in self._made:
+            if isinstance(made, RedisLiveness):
+                keys = list(made.client.scan_iter(match="{" + self.prefix + "}*"))
+                if keys:
+                    made.client.delete(*keys)
+            made.close()
+        self.ledger.close()
+
+
+@pytest.fixture(params=["redis", "sql-sqlite", "sql-postgresql"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """Redis liveness (ledger on SQLite) or SQL leases in SQLite or PostgreSQL."""
+    kind = request.param
+    if kind == "sql-postgresql":
+        url: str = request.getfixturevalue("postgres_url")
+        truncate_all(url)
+    else:
+        path = tmp_path / "ledger.db"
+        shutil.copy(request.getfixturevalue("sqlite_template"), path)
+        url = f"sqlite:///{path}"
+    redis_url = request.getfixturevalue("redis_url") if kind == "redis" else None
+    made = Backend(
+        "redis" if kind == "redis" else "sql", Ledger(url, heartbeat_interval=0), redis_url
+    )
+    yield made
+    made.close()

@@ -1,0 +1,184 @@
+"""Liveness in Redis: one key with a TTL per live process.
+
+Keys share one hash tag (``{prefix}``), so they live in one slot and the
+pipelines below work unchanged on Redis Cluster. ``EXISTS``/``PTTL`` on a key
+make Redis expire it if its time is up, so a poll sees a lapse at once, unlike
+keyspace notifications, which wait for Redis's lazy expiry cycle.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+from collections.abc import Collection, Iterator
+from datetime import datetime
+from typing import Any
+
+import redis
+
+from ..database import mask
+from ..errors import ConfigurationError, LivenessUnavailable
+from .base import Incarnation, ProcessInfo
+
+#: Commands per pipeline when checking thousands of identities at once.
+CHUNK = 5000
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RedisLiveness:
+    """Process liveness kept in Redis (redis-py with hiredis)."""
+
+    def __init__(
+        self,
+        url_or_client: str | redis.Redis = "redis://localhost:6379/0",
+        ttl: float = 15.0,
+        prefix: str = "jobledger",
+        *,
+        socket_timeout: float = 2.0,
+    ) -> None:
+        if ttl <= 0:
+            raise ConfigurationError(f"ttl must be positive, not {ttl!r}")
+        if not prefix or any(c in prefix for c in "{}"):
+            raise ConfigurationError(f"prefix must be non-empty and without braces: {prefix!r}")
+        self.ttl = float(ttl)
+        self._ttl_ms = max(1, round(ttl * 1000))
+        if isinstance(url_or_client, str):
+            self.where = mask(url_or_client)
+            try:
+                self.client = redis.Redis.from_url(
+                    url_or_client,
+                    socket_timeout=socket_timeout,
+                    socket_connect_timeout=socket_timeout,
+                )
+            except ValueError as exc:
+                raise ConfigurationError(f"not a Redis URL: {self.where} ({exc})") from None
+        else:
+            self.client = url_or_client
+            self.where = repr(url_or_client)
+        tag = "{" + prefix + "}"
+        self._key_prefix = f"{tag}:process:"
+        self._registry = f"{tag}:processes"
+        self._epoch = f"{tag}:epoch"
+
+    def __repr__(self) -> str:
+        return f"RedisLiveness({self.where}, ttl={self.ttl})"
+
+    def key(self, identity: str) -> str:
+        """The Redis key that says ``identity`` is alive."""
+        return self._key_prefix + identity
+
+    @contextlib.contextmanager
+    def _translated(self) -> Iterator[None]:
+        try:
+            yield
+        except redis.RedisError as exc:
+            raise LivenessUnavailable(f"Redis at {self.where} is unavailable: {exc}") from exc
+
+    def register(self, info: ProcessInfo) -> None:
+        with self._translated():
+            pipe = self.client.pipeline(transaction=False)
+            pipe.set(self.key(info.identity), _encode(info), px=self._ttl_ms)
+            pipe.sadd(self._registry, info.identity)
+            pipe.execute()
+
+    def refresh(self, info: ProcessInfo) -> bool:
+        with self._translated():
+            # XX: only if the key still exists; a lapsed process must not quietly revive.
+            return bool(
+                self.client.set(self.key(info.identity), _encode(info), px=self._ttl_ms, xx=True)
+            )
+
+    def unregister(self, identity: str) -> None:
+        with self._translated():
+            pipe = self.client.pipeline(transaction=False)
+            pipe.delete(self.key(identity))
+            pipe.srem(self._registry, identity)
+            pipe.execute()
+
+    def remaining(self, identities: Collection[str]) -> dict[str, float | None]:
+        ordered = list(identities)
+        replies = self._each(ordered, "pttl")
+        # PTTL: -2 = no such key (lapsed), -1 = no expiry (treated as a full TTL).
+        return {
+            identity: None if ms == -2 else (self.ttl if ms == -1 else ms / 1000)
+            for identity, ms in zip(ordered, replies, strict=True)
+        }
+
+    def alive(self, identities: Collection[str]) -> dict[str, bool]:
+        ordered = list(identities)
+        replies = self._each(ordered, "exists")
+        return {identity: bool(n) for identity, n in zip(ordered, replies, strict=True)}
+
+    def _each(self, identities: list[str], command: str) -> list[Any]:
+        """Run ``command`` on each identity's key, pipelined: one round trip per CHUNK keys."""
+        replies: list[Any] = []
+        with self._translated():
+            for start in range(0, len(identities), CHUNK):
+                pipe = self.client.pipeline(transaction=False)
+                for identity in identities[start : start + CHUNK]:
+                    getattr(pipe, command)(self.key(identity))
+                replies.extend(pipe.execute())
+        return replies
+
+    def processes(self) -> list[ProcessInfo]:
+        identities = sorted(self.known())
+        values = self._each(identities, "get")
+        return [_decode(identity, v) for identity, v in zip(identities, values, strict=True) if v]
+
+    def known(self) -> set[str]:
+        with self._translated():
+            return {_text(member) for member in self.client.smembers(self._registry)}
+
+    def forget(self, identities: Collection[str]) -> None:
+        if identities:
+            with self._translated():
+                self.client.srem(self._registry, *identities)
+
+    def incarnation(self) -> Incarnation:
+        with self._translated():
+            pipe = self.client.pipeline(transaction=False)
+            pipe.info("server")
+            pipe.get(self._epoch)
+            pipe.time()
+            server, epoch, (seconds, micros) = pipe.execute()
+            now_ms = seconds * 1000 + micros // 1000
+            if epoch is None:
+                # "<random>@<Redis time in ms>": the creation time says how young this life is.
+                fresh = f"{secrets.token_hex(8)}@{now_ms}"
+                created = self.client.set(self._epoch, fresh, nx=True)
+                epoch = fresh if created else self.client.get(self._epoch)
+        epoch_text = _text(epoch)
+        born_ms = int(epoch_text.rpartition("@")[2] or now_ms)
+        return Incarnation(str(server.get("run_id")), epoch_text, max(0, now_ms - born_ms) / 1000)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _encode(info: ProcessInfo) -> str:
+    return json.dumps(
+        {
+            "host": info.host,
+            "pid": info.pid,
+            "started_at": info.started_at.isoformat(),
+            "quiet": info.quiet,
+            "busy": info.busy,
+        },
+        separators=(",", ":"),
+    )
+
+
+def _decode(identity: str, raw: Any) -> ProcessInfo:
+    value = json.loads(raw)
+    return ProcessInfo(
+        identity=identity,
+        host=value["host"],
+        pid=value["pid"],
+        started_at=datetime.fromisoformat(value["started_at"]),
+        quiet=value["quiet"],
+        busy=value["busy"],
+    )

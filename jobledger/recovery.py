@@ -1,0 +1,409 @@
+"""The recovery projector: finds claims whose holder died and hands the jobs back.
+
+Detection is a polling sweep. Each sweep reads the claimed jobs grouped by
+holder (one query), asks the liveness backend how long every holder and known
+process has left (one pipelined round trip), and for holders that are gone
+looks again, checks the grace period, and appends ``abandoned`` with the claim
+token it saw. The ledger's version guard makes that append lose cleanly to a
+late ``completed`` or to another projector, so several projectors can run.
+
+Keyspace notifications are not used: Redis expires keys lazily and sends
+``expired`` only when its expiry cycle gets round to a key, measured up to
+~50 s late with many keys carrying TTLs. ``PTTL`` on the key, which the
+sweep does, expires it on the spot.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from types import FrameType
+from typing import Any
+
+from sqlalchemy import Row, func, select
+
+from .database import translated_errors
+from .errors import DatabaseUnavailable, InvalidTransition, LivenessUnavailable, StaleClaim
+from .identity import new_identity
+from .ledger import Ledger
+from .lifecycle import State
+from .liveness.base import Incarnation, Liveness
+from .schema import jobs
+from .store import database_clock
+
+log = logging.getLogger("jobledger.recovery")
+
+#: Identities per IN (...) list when fetching orphaned jobs.
+CHUNK = 1000
+
+
+@dataclass(frozen=True)
+class RecoveryPolicy:
+    """What happens to an abandoned job, per queue.
+
+    A job is requeued while its attempt count is below ``max_attempts`` (the
+    poison-pill cap), else it stays ``abandoned`` for an operator. With a
+    ``heartbeat_timeout``, a job held by a *live* process but not heartbeated
+    for that many seconds is abandoned too (reason ``heartbeat-timeout``).
+    """
+
+    max_attempts: int = 3
+    max_attempts_by_queue: Mapping[str, int] = field(default_factory=dict)
+    heartbeat_timeout: float | None = None
+    heartbeat_timeout_by_queue: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        attempts = [self.max_attempts, *self.max_attempts_by_queue.values()]
+        timeouts = [self.heartbeat_timeout, *self.heartbeat_timeout_by_queue.values()]
+        if any(a < 1 for a in attempts):
+            raise ValueError("max_attempts must be at least 1")
+        if any(t is not None and t <= 0 for t in timeouts):
+            raise ValueError("heartbeat timeouts must be positive")
+
+    def attempts_for(self, queue: str) -> int:
+        return self.max_attempts_by_queue.get(queue, self.max_attempts)
+
+    def timeout_for(self, queue: str) -> float | None:
+        return self.heartbeat_timeout_by_queue.get(queue, self.heartbeat_timeout)
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """One decision of the projector about one job."""
+
+    job_id: str
+    holder: str
+    token: int
+    reason: str
+    attempt: int
+    requeued: bool
+    latency: float | None  # seconds from the holder's estimated expiry to the abandon
+
+
+@dataclass
+class Counters:
+    """What the projector has done since it started."""
+
+    sweeps: int = 0
+    abandoned: int = 0
+    requeued: int = 0
+    left_abandoned: int = 0
+    paused_sweeps: int = 0
+    unavailable_sweeps: int = 0
+    lost_races: int = 0
+    last_sweep_seconds: float = 0.0
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
+
+
+@dataclass(frozen=True)
+class _Orphan:
+    job_id: str
+    queue: str
+    holder: str
+    token: int
+    attempt: int
+
+
+class RecoveryProjector:
+    """Appends ``abandoned`` for claims whose holder's liveness record lapsed."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        liveness: Liveness,
+        policy: RecoveryPolicy | None = None,
+        *,
+        interval: float = 1.0,
+        grace: float | None = None,
+        mass_death_share: float = 0.5,
+        mass_death_minimum: int = 3,
+        identity: str | None = None,
+    ) -> None:
+        if interval <= 0 or (grace is not None and grace < 0):
+            raise ValueError("interval must be positive and grace non-negative")
+        if not 0 < mass_death_share <= 1 or mass_death_minimum < 1:
+            raise ValueError("mass_death_share must be in (0, 1] and mass_death_minimum >= 1")
+        self.ledger = ledger
+        self.liveness = liveness
+        self.policy = policy or RecoveryPolicy()
+        self.interval = interval
+        self.grace = liveness.ttl if grace is None else grace
+        self.mass_death_share = mass_death_share
+        self.mass_death_minimum = mass_death_minimum
+        self.identity = identity or new_identity()
+        self.counters = Counters()
+        self._clock = database_clock(ledger.engine.dialect.name)
+        self._incarnation: Incarnation | None = None
+        self._paused_until = 0.0
+        self._previously_alive: set[str] = set()
+        self._expiry: dict[str, float] = {}  # identity -> estimated expiry, time.monotonic()
+        self._stop = threading.Event()
+
+    # -- running -------------------------------------------------------------------------
+
+    def run_once(self) -> list[Recovery]:
+        """One sweep; the jobs it abandoned. ``LivenessUnavailable``: nothing was abandoned."""
+        started = time.monotonic()
+        try:
+            return self._sweep()
+        except LivenessUnavailable:
+            self.counters.unavailable_sweeps += 1
+            raise
+        finally:
+            self.counters.sweeps += 1
+            self.counters.last_sweep_seconds = time.monotonic() - started
+
+    def run_forever(self, handle_signals: bool = True) -> None:
+        """Sweep every ``interval`` until :meth:`stop`, SIGTERM or SIGINT; back off on outages."""
+        previous = self._install_signal_handlers() if handle_signals else {}
+        log.info(
+            "recovery projector %s started: ttl %.1fs, grace %.1fs, every %.1fs",
+            self.identity,
+            self.liveness.ttl,
+            self.grace,
+            self.interval,
+        )
+        delay = self.interval
+        try:
+            while not self._stop.is_set():
+                try:
+                    self.run_once()
+                    delay = self.interval
+                except (LivenessUnavailable, DatabaseUnavailable) as exc:
+                    delay = min(max(delay * 2, self.interval), 30.0)
+                    log.error("sweep failed, abandoning nothing; retrying in %.1fs: %s", delay, exc)
+                self._stop.wait(delay)
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            log.info("recovery projector %s stopped: %s", self.identity, self.summary())
+
+    def stop(self) -> None:
+        """Make :meth:`run_forever` return after the current sweep."""
+        self._stop.set()
+
+    def summary(self) -> dict[str, Any]:
+        """The counters, with detection latency percentiles (seconds past expiry)."""
+        c = self.counters
+        ordered = sorted(c.latencies)
+
+        def pct(p: float) -> float | None:
+            return ordered[min(len(ordered) - 1, int(p * len(ordered)))] if ordered else None
+
+        return {
+            "sweeps": c.sweeps,
+            "abandoned": c.abandoned,
+            "requeued": c.requeued,
+            "left_abandoned": c.left_abandoned,
+            "paused_sweeps": c.paused_sweeps,
+            "unavailable_sweeps": c.unavailable_sweeps,
+            "lost_races": c.lost_races,
+            "last_sweep_seconds": c.last_sweep_seconds,
+            "latency_p50": pct(0.5),
+            "latency_p99": pct(0.99),
+            "latency_max": ordered[-1] if ordered else None,
+        }
+
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            log.info(
+                "recovery projector %s: %s, stopping", self.identity, signal.Signals(signum).name
+            )
+            self.stop()
+
+        return {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    # -- one sweep -----------------------------------------------------------------------
+
+    def _sweep(self) -> list[Recovery]:
+        if self._backend_forgot(self.liveness.incarnation()) or self._paused():
+            self.counters.paused_sweeps += 1
+            return []
+        holders = self._holders()
+        known = self.liveness.known()
+        left = self.liveness.remaining(known | holders)
+        alive = {identity for identity, seconds in left.items() if seconds is not None}
+        now = time.monotonic()
+        self._expiry.update({i: now + s for i, s in left.items() if s is not None})
+        if self._mass_death(alive, known):
+            self.counters.paused_sweeps += 1
+            return []
+        recoveries = self._recover_dead(holders - alive)
+        recoveries += self._recover_hung(holders & alive)
+        self._forget_departed(known - alive - holders)
+        return recoveries
+
+    def _backend_forgot(self, now: Incarnation) -> bool:
+        """True (and a pause begins) if the backend restarted or lost its keys recently."""
+        before, self._incarnation = self._incarnation, now
+        if before is None:
+            # Just started: if the backend's life began less than a TTL ago, live processes
+            # may not have re-registered yet; wait until a full TTL has passed.
+            if now.age is None or now.age >= self.liveness.ttl:
+                return False
+            self._pause(
+                f"the liveness backend started or was flushed {now.age:.1f}s ago",
+                self.liveness.ttl - now.age,
+            )
+            return True
+        if before.same_life(now):
+            return False
+        self._pause(
+            "the liveness backend restarted, failed over or was flushed (run id or epoch changed)"
+        )
+        return True
+
+    def _mass_death(self, alive: set[str], known: set[str]) -> bool:
+        # A process that unregistered (left `known`) departed gracefully; it is not a death.
+        vanished = (self._previously_alive & known) - alive
+        before = len(self._previously_alive)
+        self._previously_alive = alive
+        if (
+            len(vanished) >= self.mass_death_minimum
+            and len(vanished) > self.mass_death_share * before
+        ):
+            self._pause(
+                f"{len(vanished)} of {before} live processes vanished in one sweep, "
+                f"more than {self.mass_death_share:.0%}"
+            )
+            return True
+        return False
+
+    def _pause(self, why: str, seconds: float | None = None) -> None:
+        seconds = self.liveness.ttl if seconds is None else seconds
+        self._paused_until = time.monotonic() + seconds
+        self._previously_alive = set()
+        log.warning("pausing abandonment for %.1fs: %s", seconds, why)
+
+    def _paused(self) -> bool:
+        return time.monotonic() < self._paused_until
+
+    # -- reading the ledger --------------------------------------------------------------
+
+    def _holders(self) -> set[str]:
+        query = (
+            select(jobs.c.claimed_by)
+            .where(jobs.c.state == State.CLAIMED.value, jobs.c.claimed_by.is_not(None))
+            .group_by(jobs.c.claimed_by)
+        )
+        with translated_errors(self.ledger.engine), self.ledger.engine.connect() as conn:
+            return set(conn.execute(query).scalars())
+
+    def _claimed_rows(self, *conditions: Any) -> list[Row[Any]]:
+        """Claimed jobs matching ``conditions``, each with the database clock as ``now``."""
+        query = select(
+            jobs.c.job_id,
+            jobs.c.queue,
+            jobs.c.claimed_by,
+            jobs.c.claim_token,
+            jobs.c.attempt,
+            jobs.c.claimed_at,
+            func.coalesce(jobs.c.heartbeat_at, jobs.c.claimed_at).label("seen"),
+            self._clock.label("now"),
+        ).where(jobs.c.state == State.CLAIMED.value, *conditions)
+        with translated_errors(self.ledger.engine), self.ledger.engine.connect() as conn:
+            return list(conn.execute(query).all())
+
+    def _orphans(self, holders: Collection[str]) -> list[_Orphan]:
+        ordered = sorted(holders)
+        found: list[_Orphan] = []
+        grace = timedelta(seconds=self.grace)
+        for start in range(0, len(ordered), CHUNK):
+            rows = self._claimed_rows(jobs.c.claimed_by.in_(ordered[start : start + CHUNK]))
+            found += [_orphan(row) for row in rows if row.now - row.claimed_at >= grace]
+        return found
+
+    # -- deciding ------------------------------------------------------------------------
+
+    def _recover_dead(self, dead: set[str]) -> list[Recovery]:
+        if not dead:
+            return []
+        orphans = self._orphans(dead)
+        # Second look, just before acting: a holder that re-registered meanwhile keeps its jobs.
+        second = self.liveness.alive({o.holder for o in orphans})
+        recoveries = []
+        for orphan in orphans:
+            if second[orphan.holder]:
+                log.info("holder %s is back; leaving %r alone", orphan.holder, orphan.job_id)
+                continue
+            recovery = self._abandon(orphan, f"holder {orphan.holder} is not alive")
+            if recovery is not None:
+                recoveries.append(recovery)
+        return recoveries
+
+    def _recover_hung(self, live_holders: set[str]) -> list[Recovery]:
+        policy = self.policy
+        if policy.heartbeat_timeout is None and not policy.heartbeat_timeout_by_queue:
+            return []
+        recoveries = []
+        for row in self._claimed_rows(jobs.c.claimed_by.in_(sorted(live_holders))):
+            timeout = policy.timeout_for(row.queue)
+            if timeout is not None and row.now - row.seen >= timedelta(seconds=timeout):
+                recovery = self._abandon(_orphan(row), "heartbeat-timeout", hung=True)
+                if recovery is not None:
+                    recoveries.append(recovery)
+        return recoveries
+
+    def _abandon(self, orphan: _Orphan, reason: str, hung: bool = False) -> Recovery | None:
+        try:
+            self.ledger.abandon(orphan.job_id, orphan.token, reason=reason, process=self.identity)
+        except StaleClaim:
+            self.counters.lost_races += 1
+            log.info("job %r: claim %d already ended; nothing to do", orphan.job_id, orphan.token)
+            return None
+        expiry = None if hung else self._expiry.get(orphan.holder)
+        latency = time.monotonic() - expiry if expiry is not None else None
+        if latency is not None:
+            self.counters.latencies.append(latency)
+        self.counters.abandoned += 1
+        requeued = self._apply_policy(orphan)
+        log.warning(
+            "job %r abandoned (%s; attempt %d, token %d)%s",
+            orphan.job_id,
+            reason,
+            orphan.attempt,
+            orphan.token,
+            ", requeued" if requeued else ", left abandoned",
+        )
+        return Recovery(
+            orphan.job_id, orphan.holder, orphan.token, reason, orphan.attempt, requeued, latency
+        )
+
+    def _apply_policy(self, orphan: _Orphan) -> bool:
+        cap = self.policy.attempts_for(orphan.queue)
+        if orphan.attempt >= cap:
+            self.counters.left_abandoned += 1
+            log.warning("job %r reached %d attempts: left abandoned", orphan.job_id, cap)
+            return False
+        try:
+            self.ledger.requeue(
+                orphan.job_id,
+                reason=f"recovery: attempt {orphan.attempt} of {cap} abandoned",
+                process=self.identity,
+            )
+        except InvalidTransition:
+            log.info("job %r was moved on by someone else before requeue", orphan.job_id)
+            return False
+        self.counters.requeued += 1
+        return True
+
+    def _forget_departed(self, lapsed: set[str]) -> None:
+        """Lapsed identities holding nothing are dropped from the registry (and the estimates)."""
+        if lapsed:
+            self.liveness.forget(lapsed)
+            for identity in lapsed:
+                self._expiry.pop(identity, None)
+            log.info("forgot %d lapsed processes holding no jobs", len(lapsed))
+
+
+def _orphan(row: Row[Any]) -> _Orphan:
+    return _Orphan(row.job_id, row.queue, row.claimed_by, row.claim_token, row.attempt)

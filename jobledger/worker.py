@@ -1,0 +1,320 @@
+"""A Worker: a process identity that stays alive in the liveness backend while it works.
+
+The liveness record is refreshed from a daemon thread every TTL/3, so job code
+that hogs the main thread for minutes cannot make a live process look dead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from types import FrameType
+from typing import Any, TypeVar
+
+from .errors import AlreadyClaimed, LivenessUnavailable, NotClaiming, StaleClaim
+from .identity import new_identity, parse
+from .ledger import Ledger
+from .liveness.base import Incarnation, Liveness, ProcessInfo
+from .records import Claim, JobStatus
+
+log = logging.getLogger("jobledger.worker")
+
+_T = TypeVar("_T")
+_SignalHandler = Callable[[int, FrameType | None], Any] | int | None
+
+
+class Worker:
+    """Claims and works jobs under one process identity, kept alive by a refresh thread.
+
+    Use it as a context manager: entering registers the identity and starts the
+    refresh thread; leaving releases whatever is still held (at once: the block
+    that would have finished it is over) and unregisters. With
+    ``handle_signals=True`` (main thread only) SIGTSTP makes the worker quiet and
+    SIGTERM starts a graceful stop that gives held jobs up to ``stop_timeout``
+    seconds to finish; your loop should end when :attr:`stopping` becomes true.
+    """
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        liveness: Liveness,
+        *,
+        identity: str | None = None,
+        handle_signals: bool = False,
+        stop_timeout: float = 25.0,
+    ) -> None:
+        self.ledger = ledger
+        self.liveness = liveness
+        self.identity = identity or new_identity()
+        parsed = parse(self.identity)
+        self.host, self.pid = parsed.host, parsed.pid
+        self.started_at = datetime.now(timezone.utc)  # shown to operators, never compared
+        self.stop_timeout = stop_timeout
+        self._handle_signals = handle_signals
+        self._held: dict[str, Claim] = {}
+        self._lock = threading.Lock()
+        self._quiet = False
+        self._presumed_dead = False
+        self._stopping = threading.Event()
+        self._stopped = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_refresh = 0.0  # time.monotonic() of the last successful refresh
+        self._incarnation: Incarnation | None = None
+        self._previous_handlers: dict[int, _SignalHandler] = {}
+
+    def __repr__(self) -> str:
+        return f"Worker({self.identity}, held={len(self._held)}, quiet={self._quiet})"
+
+    # -- starting and stopping -----------------------------------------------------------
+
+    def __enter__(self) -> Worker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop(timeout=0)
+
+    def start(self) -> Worker:
+        """Register the identity and start refreshing; ``LivenessUnavailable`` if it cannot."""
+        if self._thread is not None:
+            raise RuntimeError(f"worker {self.identity} was already started")
+        self.liveness.register(self._info())
+        self._incarnation = self.liveness.incarnation()
+        self._last_refresh = time.monotonic()
+        self._thread = threading.Thread(
+            target=self._refresh_forever, name=f"jobledger-refresh-{self.pid}", daemon=True
+        )
+        self._thread.start()
+        if self._handle_signals:
+            self._install_signal_handlers()
+        log.info("worker %s started (ttl %.1fs)", self.identity, self.liveness.ttl)
+        return self
+
+    def quiet(self) -> None:
+        """Stop claiming new jobs; keep working (and heartbeating) the ones held."""
+        if not self._quiet:
+            self._quiet = True
+            log.info("worker %s is quiet: no new claims", self.identity)
+            self._wake.set()  # publish the quiet flag now, not at the next refresh
+
+    def request_stop(self) -> None:
+        """Begin a graceful stop in the background with ``stop_timeout`` (what SIGTERM does)."""
+        if not self._stopping.is_set():
+            stopper = threading.Thread(
+                target=self.stop, args=(self.stop_timeout,), name="jobledger-stop", daemon=True
+            )
+            stopper.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Quiet, wait up to ``timeout`` s (default ``stop_timeout``) for held jobs, release the
+        rest, unregister."""
+        if self._stopping.is_set():
+            self._stopped.wait()
+            return
+        self._stopping.set()
+        self.quiet()
+        deadline = time.monotonic() + (self.stop_timeout if timeout is None else timeout)
+        while self.held and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for claim in self.held:
+            self._release_on_stop(claim)
+        self._stop_refreshing()
+        try:
+            self.liveness.unregister(self.identity)
+        except LivenessUnavailable as exc:
+            log.warning(
+                "worker %s could not unregister (its record will lapse): %s", self.identity, exc
+            )
+        self._restore_signal_handlers()
+        self._stopped.set()
+        log.info("worker %s stopped", self.identity)
+
+    def _release_on_stop(self, claim: Claim) -> None:
+        try:
+            self.release(claim, reason="worker stopping")
+            log.info("worker %s released %s on stop", self.identity, claim.job_id)
+        except StaleClaim:
+            log.warning(
+                "worker %s: claim on %s had already been taken away", self.identity, claim.job_id
+            )
+
+    def _stop_refreshing(self) -> None:
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._wake.set()
+            thread.join(timeout=10)
+
+    # -- state ---------------------------------------------------------------------------
+
+    @property
+    def held(self) -> list[Claim]:
+        """The claims this worker holds right now."""
+        with self._lock:
+            return list(self._held.values())
+
+    @property
+    def stopping(self) -> bool:
+        """True once a stop has begun: end your work loop."""
+        return self._stopping.is_set()
+
+    @property
+    def presumed_dead(self) -> bool:
+        """True if the worker went silent for longer than the TTL and its record lapsed."""
+        return self._presumed_dead
+
+    @property
+    def claiming(self) -> bool:
+        return not (self._quiet or self._presumed_dead or self._stopping.is_set())
+
+    # -- work ----------------------------------------------------------------------------
+
+    def claim(self, job_id: str) -> Claim:
+        """Claim ``job_id``; take it over if its holder is dead, ``AlreadyClaimed`` if alive."""
+        if not self.claiming:
+            why = "presumed dead" if self._presumed_dead else "quiet or stopping"
+            raise NotClaiming(f"worker {self.identity} is {why}; not claiming {job_id!r}")
+        try:
+            claim = self.ledger.claim(job_id, self.identity)
+        except AlreadyClaimed as taken:
+            claim = self._take_over(job_id, taken)
+        with self._lock:
+            self._held[job_id] = claim
+        return claim
+
+    def _take_over(self, job_id: str, taken: AlreadyClaimed) -> Claim:
+        holder = taken.holder
+        if holder is None or holder == self.identity or taken.token is None:
+            raise taken
+        # Unknown liveness (LivenessUnavailable) propagates: never take a job on a guess.
+        if self.liveness.alive([holder])[holder]:
+            raise taken
+        log.warning(
+            "job %r: holder %s is not alive; %s takes it over", job_id, holder, self.identity
+        )
+        reason = f"holder {holder} is not alive; taken over by {self.identity}"
+        try:
+            self.ledger.abandon(job_id, taken.token, reason=reason, process=self.identity)
+        except StaleClaim:
+            pass  # someone else ended that claim first; the claim below says how it stands
+        else:
+            self.ledger.requeue(
+                job_id, reason=f"taken over by {self.identity}", process=self.identity
+            )
+        return self.ledger.claim(job_id, self.identity)
+
+    def heartbeat(self, claim: Claim, progress: Any = None) -> bool:
+        """Record that the job is progressing (throttled by the ledger)."""
+        return self._finishing(claim, lambda: self.ledger.heartbeat(claim, progress), ends=False)
+
+    def complete(self, claim: Claim, result: Any = None) -> JobStatus:
+        return self._finishing(claim, lambda: self.ledger.complete(claim, result))
+
+    def fail(self, claim: Claim, error: str) -> JobStatus:
+        return self._finishing(claim, lambda: self.ledger.fail(claim, error))
+
+    def release(self, claim: Claim, reason: str | None = None) -> JobStatus:
+        return self._finishing(claim, lambda: self.ledger.release(claim, reason))
+
+    def _finishing(self, claim: Claim, command: Callable[[], _T], ends: bool = True) -> _T:
+        try:
+            result = command()
+        except StaleClaim:
+            self._forget(claim)
+            raise
+        if ends:
+            self._forget(claim)
+        return result
+
+    def _forget(self, claim: Claim) -> None:
+        with self._lock:
+            if self._held.get(claim.job_id) == claim:
+                del self._held[claim.job_id]
+
+    # -- staying alive -------------------------------------------------------------------
+
+    def _info(self) -> ProcessInfo:
+        return ProcessInfo(
+            identity=self.identity,
+            host=self.host,
+            pid=self.pid,
+            started_at=self.started_at,
+            quiet=self._quiet or self._stopping.is_set(),
+            busy=len(self._held),
+        )
+
+    def _refresh_forever(self) -> None:
+        interval = self.liveness.ttl / 3
+        outage_logged = False
+        while True:
+            self._wake.wait(interval)
+            self._wake.clear()
+            if self._thread is None:
+                return
+            try:
+                self._refresh_once()
+            except LivenessUnavailable as exc:
+                if not outage_logged:
+                    log.warning(
+                        "worker %s cannot refresh (will keep trying): %s", self.identity, exc
+                    )
+                outage_logged = True
+                continue
+            except Exception:  # the thread must never die: a dead refresher means false death
+                log.exception("worker %s: unexpected error while refreshing", self.identity)
+                continue
+            if outage_logged:
+                log.warning("worker %s: liveness backend reachable again", self.identity)
+                outage_logged = False
+
+    def _refresh_once(self) -> None:
+        if self._presumed_dead:
+            return
+        info = self._info()
+        if self.liveness.refresh(info):
+            self._last_refresh = time.monotonic()
+            return
+        # Our record is gone. Either the backend forgot it (restart, failover, flush), or it
+        # lapsed because we were silent too long (paused, swapped out, partitioned).
+        silent_for = time.monotonic() - self._last_refresh
+        now = self.liveness.incarnation()
+        forgot = self._incarnation is None or not now.same_life(self._incarnation)
+        if silent_for <= self.liveness.ttl or forgot:
+            cause = "the backend restarted or was flushed" if forgot else "the backend lost it"
+            log.warning(
+                "worker %s: liveness record vanished (%s); re-registering", self.identity, cause
+            )
+            self.liveness.register(info)
+            self._incarnation = self.liveness.incarnation()
+            self._last_refresh = time.monotonic()
+            return
+        self._presumed_dead = True
+        log.error(
+            "worker %s was silent for %.1fs (TTL %.1fs) and its record lapsed: it is presumed "
+            "dead, its claims may be abandoned and its writes to them refused; not claiming",
+            self.identity,
+            silent_for,
+            self.liveness.ttl,
+        )
+
+    # -- signals -------------------------------------------------------------------------
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            raise RuntimeError("handle_signals=True needs the Worker to start in the main thread")
+        for signum, handler in (
+            (signal.SIGTSTP, lambda *_: self.quiet()),
+            (signal.SIGTERM, lambda *_: self.request_stop()),
+        ):
+            self._previous_handlers[signum] = signal.signal(signum, handler)
+
+    def _restore_signal_handlers(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for signum, handler in self._previous_handlers.items():
+                with contextlib.suppress(TypeError, ValueError):
+                    signal.signal(signum, handler)
+        self._previous_handlers.clear()

@@ -1,0 +1,111 @@
+"""Worker behaviour in-process, against real Redis and real SQL leases."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from jobledger import Worker
+from jobledger.errors import AlreadyClaimed, NotClaiming, StaleClaim
+from jobledger.identity import new_identity
+from tests.conftest import Backend
+
+
+def test_worker_registers_works_and_leaves(backend: Backend) -> None:
+    ledger, liveness = backend.ledger, backend.liveness(ttl=1.0)
+    ledger.enqueue_many(["a", "b"])
+    with Worker(ledger, liveness) as worker:
+        assert liveness.alive([worker.identity])[worker.identity]
+        claim = worker.claim("a")
+        assert worker.held == [claim]
+        worker.heartbeat(claim, progress={"step": 1})
+        worker.complete(claim, result={"ok": True})
+        assert worker.held == []
+        held_at_exit = worker.claim("b")
+    assert not liveness.alive([worker.identity])[worker.identity]
+    assert worker.identity not in liveness.known()
+    assert ledger.status("a").state == "completed"
+    assert ledger.status("b").state == "enqueued"  # released on the way out
+    assert ledger.history("b")[-1].data == {"reason": "worker stopping"}
+    assert held_at_exit.process == worker.identity
+
+
+def test_refresh_thread_keeps_a_busy_worker_alive(backend: Backend) -> None:
+    liveness = backend.liveness(ttl=0.6)
+    with Worker(backend.ledger, liveness) as worker:
+        deadline = time.monotonic() + 2.0  # more than 3 TTLs of a main thread doing "work"
+        while time.monotonic() < deadline:
+            sum(range(10_000))
+            assert liveness.alive([worker.identity])[worker.identity]
+
+
+def test_busy_count_and_quiet_are_published(backend: Backend) -> None:
+    liveness = backend.liveness(ttl=0.6)
+    backend.ledger.enqueue_many(["a", "b"])
+    with Worker(backend.ledger, liveness) as worker:
+        worker.claim("a")
+        worker.claim("b")
+        worker.quiet()
+        time.sleep(0.1)
+        (published,) = liveness.processes()
+        assert (published.busy, published.quiet) == (2, True)
+        with pytest.raises(NotClaiming):
+            worker.claim("c")
+
+
+def test_takeover_from_a_dead_holder(backend: Backend) -> None:
+    ledger = backend.ledger
+    ledger.enqueue("j")
+    ghost = new_identity(host="ghost")  # claimed, then never heard of again
+    dead_claim = ledger.claim("j", ghost)
+    with Worker(ledger, backend.liveness()) as worker:
+        claim = worker.claim("j")
+        assert claim.attempt == 2
+        types = [(e.type, e.process) for e in ledger.history("j")]
+        assert types[-3:] == [
+            ("abandoned", worker.identity),
+            ("requeued", worker.identity),
+            ("claimed", worker.identity),
+        ]
+        assert ledger.history("j")[2].data["holder"] == ghost
+        with pytest.raises(StaleClaim):
+            ledger.complete(dead_claim)
+
+
+def test_no_takeover_from_a_live_holder(backend: Backend) -> None:
+    ledger = backend.ledger
+    ledger.enqueue("j")
+    with Worker(ledger, backend.liveness()) as first, Worker(ledger, backend.liveness()) as second:
+        first.claim("j")
+        with pytest.raises(AlreadyClaimed) as caught:
+            second.claim("j")
+        assert caught.value.holder == first.identity
+        assert ledger.status("j").claimed_by == first.identity
+
+
+def test_lost_record_is_re_registered(backend: Backend) -> None:
+    """The record vanishes while the worker is healthy: a backend that forgot it."""
+    liveness = backend.liveness(ttl=0.9)
+    with Worker(backend.ledger, liveness) as worker:
+        liveness.unregister(worker.identity)  # as a FLUSH or failover would
+        assert not liveness.alive([worker.identity])[worker.identity]
+        time.sleep(0.6)  # refresh runs every TTL/3
+        assert liveness.alive([worker.identity])[worker.identity]
+        assert not worker.presumed_dead
+
+
+def test_stop_waits_for_jobs_finished_by_other_threads(backend: Backend) -> None:
+    ledger = backend.ledger
+    ledger.enqueue_many(["slow", "stuck"])
+    worker = Worker(ledger, backend.liveness(), stop_timeout=3).start()
+    slow, stuck = worker.claim("slow"), worker.claim("stuck")
+    finisher = threading.Timer(0.3, lambda: worker.complete(slow))
+    finisher.start()
+    started = time.monotonic()
+    worker.stop(timeout=1.0)
+    assert 0.9 < time.monotonic() - started < 2.5  # waited for "stuck", then released it
+    assert ledger.status("slow").state == "completed"
+    assert ledger.status("stuck").state == "enqueued"
+    assert stuck.job_id not in {c.job_id for c in worker.held}
