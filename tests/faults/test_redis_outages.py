@@ -1,0 +1,57 @@
+"""Redis restarts and outages must never look like dead workers."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+from tests.faults.conftest import TTL, FaultEnv
+
+
+def _two_workers(env: FaultEnv) -> list[str]:
+    env.ledger.enqueue_many(["w1-a", "w1-b", "w2-a"])
+    identities = []
+    for jobs in (["w1-a", "w1-b"], ["w2-a"]):
+        worker = env.worker(jobs)
+        identities.append(worker.expect("claimed")["identity"])
+    return identities
+
+
+def test_redis_restarted_empty_while_workers_live(redis_env: FaultEnv) -> None:
+    env = redis_env
+    assert env.redis is not None
+    projector = env.projector(grace=0)
+    identities = _two_workers(env)
+    time.sleep(TTL)
+    env.redis.restart()  # comes back with no keys at all
+    liveness = env.liveness()
+    env.wait_for(lambda: all(liveness.alive(identities).values()), timeout=TTL * 2)
+    time.sleep(3 * TTL)
+    assert projector.counters.abandoned == 0
+    assert projector.counters.paused_sweeps >= 1
+    assert {s.state for s in env.ledger.jobs()} == {"claimed"}
+    assert all(liveness.alive(identities).values())
+
+
+def test_redis_down_then_back(redis_env: FaultEnv) -> None:
+    env = redis_env
+    assert env.redis is not None
+    projector = env.projector(grace=0)
+    identities = _two_workers(env)
+    time.sleep(TTL)
+    env.redis.stop()
+    time.sleep(3 * TTL)  # far longer than the TTL: every key would have lapsed
+    assert projector.counters.unavailable_sweeps >= 1
+    assert projector.counters.abandoned == 0
+    env.redis.start()  # empty again
+    liveness = env.liveness()
+    env.wait_for(lambda: all(liveness.alive(identities).values()), timeout=TTL * 4)
+    time.sleep(2 * TTL)
+    assert projector.counters.abandoned == 0
+    assert {s.state for s in env.ledger.jobs()} == {"claimed"}
+
+    # Recovery resumes: a worker killed now is recovered as usual.
+    env.workers[1].signal(signal.SIGKILL)
+    env.workers[1].kill()
+    env.wait_for(lambda: env.ledger.status("w2-a").state == "enqueued", timeout=TTL + 4)
+    assert env.ledger.status("w1-a").state == "claimed"
