@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import itertools
+import json
+import logging
 import sys
 import traceback
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, is_dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 import click
+from rich.console import Console
+from rich.table import Table
 
 from . import migrate
 from .database import DEFAULT_URL, mask
 from .errors import LedgerError
 from .ledger import Ledger
+from .liveness import Liveness, RedisLiveness, SqlLiveness
+from .recovery import RecoveryPolicy, RecoveryProjector
 
 
 @dataclass
@@ -23,6 +32,12 @@ class Settings:
 
     def ledger(self, **kwargs: Any) -> Ledger:
         return Ledger(self.database_url, **kwargs)
+
+    def liveness(self, ledger: Ledger, ttl: float = 15.0) -> Liveness:
+        """Redis liveness if a Redis URL is set, else SQL leases in the ledger's database."""
+        if self.redis_url:
+            return RedisLiveness(self.redis_url, ttl=ttl)
+        return SqlLiveness(ledger, ttl=ttl)
 
 
 pass_settings = click.make_pass_decorator(Settings)
@@ -79,6 +94,237 @@ def db_current(settings: Settings) -> None:
     click.echo(f"database: {revision or 'not migrated'}; newest: {head}")
     if revision != head:
         sys.exit(1)
+
+
+# -- shared helpers ----------------------------------------------------------------------
+
+
+def _as_json(value: Any) -> str:
+    return json.dumps(value, default=_json_default, indent=None, separators=(",", ":"))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
+def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    table = Table(title=title, show_lines=False)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*("" if cell is None else str(cell) for cell in row))
+    Console().print(table)
+
+
+def _ago(moment: datetime | None) -> str:
+    if moment is None:
+        return ""
+    seconds = max(0.0, (datetime.now(timezone.utc) - moment).total_seconds())
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def _pairs(values: tuple[str, ...], convert: Callable[[str], Any], what: str) -> dict[str, Any]:
+    """``queue=value`` options as a mapping."""
+    parsed = {}
+    for item in values:
+        queue, sep, raw = item.partition("=")
+        if not sep or not queue:
+            raise click.BadParameter(f"expected QUEUE=VALUE, got {item!r}", param_hint=what)
+        try:
+            parsed[queue] = convert(raw)
+        except ValueError:
+            raise click.BadParameter(f"bad value in {item!r}", param_hint=what) from None
+    return parsed
+
+
+def _log_to_stderr(debug: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+# -- producing and reading ---------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("job_ids", nargs=-1, required=True)
+@click.option("--queue", default="default", show_default=True, help="Queue of the new jobs.")
+@click.option("--data", "data_json", default=None, help="JSON payload recorded with each job.")
+@pass_settings
+def enqueue(
+    settings: Settings, job_ids: tuple[str, ...], queue: str, data_json: str | None
+) -> None:
+    """Record new jobs (DuplicateJob if an id was ever used)."""
+    try:
+        data = None if data_json is None else json.loads(data_json)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="--data") from None
+    with settings.ledger() as ledger:
+        count = ledger.enqueue_many([(job_id, data) for job_id in job_ids], queue=queue)
+    click.echo(f"enqueued {count} job{'s' if count != 1 else ''} on queue {queue!r}")
+
+
+@cli.command()
+@click.option("--state", default=None, help="Only jobs in this state.")
+@click.option("--queue", default=None, help="Only jobs of this queue.")
+@click.option("--limit", default=100, show_default=True, help="At most this many (0: all).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@pass_settings
+def jobs(
+    settings: Settings, state: str | None, queue: str | None, limit: int, as_json: bool
+) -> None:
+    """List jobs from the status projection."""
+    with settings.ledger() as ledger:
+        try:
+            found = list(itertools.islice(ledger.jobs(state=state, queue=queue), limit or None))
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--state") from None
+    if as_json:
+        for status in found:
+            click.echo(_as_json(status))
+        return
+    rows = [
+        [s.job_id, s.queue, s.state, s.attempt, s.claimed_by, _ago(s.updated_at), s.last_error]
+        for s in found
+    ]
+    columns = ["job", "queue", "state", "attempt", "held by", "changed", "last error"]
+    _table(f"{len(found)} jobs", columns, rows)
+
+
+# -- processes and recovery --------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@pass_settings
+def processes(settings: Settings, as_json: bool) -> None:
+    """Live processes: identity, age, quiet flag, busy count and the jobs they hold."""
+    with settings.ledger() as ledger:
+        liveness = settings.liveness(ledger)
+        try:
+            live = liveness.processes()
+            held: dict[str, list[str]] = {}
+            for status in ledger.jobs(state="claimed"):
+                held.setdefault(status.claimed_by or "", []).append(status.job_id)
+        finally:
+            liveness.close()
+    if as_json:
+        for info in live:
+            click.echo(_as_json({**asdict(info), "held": held.get(info.identity, [])}))
+        return
+    rows = [
+        [
+            p.identity,
+            _ago(p.started_at),
+            "yes" if p.quiet else "",
+            p.busy,
+            ", ".join(held.get(p.identity, [])[:5])
+            + (" …" if len(held.get(p.identity, [])) > 5 else ""),
+        ]
+        for p in live
+    ]
+    _table(
+        f"{len(live)} live processes",
+        ["identity", "age", "quiet", "busy", "holds"],
+        rows,
+    )
+    orphaned = sorted(set(held) - {p.identity for p in live})
+    if orphaned:
+        count = sum(len(held[h]) for h in orphaned)
+        click.echo(f"{count} claimed jobs are held by {len(orphaned)} processes that are not alive")
+
+
+@cli.command()
+@click.option("--once", is_flag=True, help="One sweep, then exit.")
+@click.option("--interval", default=1.0, show_default=True, help="Seconds between sweeps.")
+@click.option(
+    "--ttl",
+    default=15.0,
+    show_default=True,
+    envvar="JOBLEDGER_TTL",
+    help="Liveness TTL the workers use, in seconds (env JOBLEDGER_TTL).",
+)
+@click.option(
+    "--grace", default=None, type=float, help="Minimum claim age before abandoning [default: TTL]."
+)
+@click.option(
+    "--max-attempts",
+    default=3,
+    show_default=True,
+    help="Requeue abandoned jobs up to this many attempts.",
+)
+@click.option(
+    "--queue-max-attempts", multiple=True, metavar="QUEUE=N", help="Per-queue attempt cap."
+)
+@click.option(
+    "--heartbeat-timeout",
+    default=None,
+    type=float,
+    help="Abandon jobs of live processes silent this long.",
+)
+@click.option(
+    "--queue-heartbeat-timeout",
+    multiple=True,
+    metavar="QUEUE=SECONDS",
+    help="Per-queue heartbeat timeout.",
+)
+@click.option("--json", "as_json", is_flag=True, help="With --once: the decisions as JSON lines.")
+@pass_settings
+def recover(
+    settings: Settings,
+    once: bool,
+    interval: float,
+    ttl: float,
+    grace: float | None,
+    max_attempts: int,
+    queue_max_attempts: tuple[str, ...],
+    heartbeat_timeout: float | None,
+    queue_heartbeat_timeout: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Abandon (and requeue by policy) the jobs of processes that are no longer alive.
+
+    Runs until SIGTERM or SIGINT; every decision is logged to stderr.
+    """
+    _log_to_stderr(settings.debug)
+    policy = RecoveryPolicy(
+        max_attempts=max_attempts,
+        max_attempts_by_queue=_pairs(queue_max_attempts, int, "--queue-max-attempts"),
+        heartbeat_timeout=heartbeat_timeout,
+        heartbeat_timeout_by_queue=_pairs(
+            queue_heartbeat_timeout, float, "--queue-heartbeat-timeout"
+        ),
+    )
+    with settings.ledger() as ledger:
+        liveness = settings.liveness(ledger, ttl)
+        projector = RecoveryProjector(ledger, liveness, policy, interval=interval, grace=grace)
+        try:
+            if not once:
+                projector.run_forever()
+                return
+            recovered = projector.run_once()
+        finally:
+            liveness.close()
+    for recovery in recovered:
+        click.echo(
+            _as_json(recovery)
+            if as_json
+            else f"{recovery.job_id}: abandoned ({recovery.reason}); "
+            f"{'requeued' if recovery.requeued else 'left abandoned'}"
+        )
+    if not as_json:
+        click.echo(f"{len(recovered)} jobs recovered", err=True)
 
 
 def main(argv: list[str] | None = None) -> None:
