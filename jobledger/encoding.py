@@ -71,6 +71,16 @@ def canonical_json(value: JSONValue) -> str:
     integers (``2.0`` -> ``2``; PostgreSQL's JSONB does not keep the
     difference) and other floats in their shortest round-trip form.
     """
+    # Exact built-in types first: verify and export encode every stored event,
+    # and these cover nearly all of them. The general cases below decide the rest.
+    kind = type(value)
+    if kind is str:
+        return canonical_string(value)
+    if kind is dict:
+        items = sorted(value.items())
+        return "{" + ",".join([f"{_object_key(k)}:{canonical_json(v)}" for k, v in items]) + "}"
+    if kind is int:
+        return str(value)
     if value is None:
         return "null"
     if value is True:
@@ -89,6 +99,10 @@ def canonical_json(value: JSONValue) -> str:
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(canonical_json(v) for v in value) + "]"
     raise InvalidPayload(f"{type(value).__name__} is not JSON-serialisable")
+
+
+def _object_key(key: object) -> str:
+    return canonical_string(key) if type(key) is str else _encode_string(key)
 
 
 def canonical_time(moment: datetime) -> str:

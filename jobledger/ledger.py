@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TextIO
 
 from sqlalchemy import Engine
 from sqlalchemy.engine import URL
 
-from . import identity, migrate
+from . import audit, identity, migrate
 from .chain import GENESIS, event_hash
 from .database import DEFAULT_URL, engine_for
 from .encoding import normalize_payload
@@ -277,6 +277,26 @@ class Ledger:
             known = ", ".join(s.value for s in State)
             raise ValueError(f"unknown state {state!r}; states are {known}")
         return self._store.statuses(state=state, queue=queue, claimed_by=claimed_by)
+
+    # -- auditing (see jobledger.audit) -------------------------------------------------
+
+    def verify(self, progress: audit.Progress | None = None) -> audit.VerifyReport:
+        """Check every hash chain, every lifecycle path and the projection; a report."""
+        return audit.verify(self.engine, progress)
+
+    def replay(self, until: datetime | None = None) -> dict[str, JobStatus]:
+        """Every job's status as of ``until`` (database clock), folded from the events alone."""
+        return audit.replay(self.engine, until)
+
+    def rebuild(self, progress: audit.Progress | None = None) -> int:
+        """Re-fold the projection from the events in one transaction; the number of jobs."""
+        return audit.rebuild(self.engine, progress)
+
+    def export(
+        self, out: TextIO, since: int | None = None, progress: audit.Progress | None = None
+    ) -> int:
+        """Write the events after position ``since`` to ``out`` as JSON lines; how many."""
+        return audit.export(self.engine, out, since, progress)
 
     # -- the one write path -------------------------------------------------------------
 
