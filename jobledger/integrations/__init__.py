@@ -1,0 +1,1 @@
+"""Adapters that record real job systems' jobs in a jobledger Ledger."""

@@ -1,0 +1,133 @@
+"""RQ adapter: every RQ job's life recorded in jobledger, by the process that runs it.
+
+RQ forks a *work horse* per job, and the horse is the process that works on the
+job, so the horse is what jobledger tracks: it registers its own identity,
+claims the job, heartbeats while it runs and completes or fails it. If the horse
+and its parent are SIGKILLed, RQ keeps listing the job as started until its own
+registry cleanup (minutes later); jobledger's recovery projector abandons it
+once the horse's liveness record lapses.
+
+Producer side::
+
+    queue = LedgerQueue("default", connection=redis, ledger=Ledger(url))
+    queue.enqueue(send_invoice, 42)          # also recorded as `enqueued`
+
+Worker side (settings from the environment, as for the jobledger CLI)::
+
+    JOBLEDGER_DATABASE_URL=... JOBLEDGER_REDIS_URL=... JOBLEDGER_TTL=15 \\
+        rq worker --worker-class jobledger.integrations.rq.LedgerWorker default
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+from rq import Queue
+from rq import Worker as RQWorker
+
+from ..database import DEFAULT_URL
+from ..errors import InvalidTransition, UnknownJob
+from ..ledger import Ledger
+from ..liveness import Liveness, RedisLiveness, SqlLiveness
+from ..records import Claim
+from ..worker import Worker
+
+#: Seconds between job heartbeats while RQ runs the job (the ledger throttles further).
+HEARTBEAT_EVERY = 5.0
+
+
+class LedgerQueue(Queue):
+    """An RQ Queue that records every job it enqueues in ``ledger``."""
+
+    def __init__(self, *args: Any, ledger: Ledger | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.ledger = ledger
+
+    def enqueue_job(self, job: Any, *args: Any, **kwargs: Any) -> Any:
+        if self.ledger is not None:
+            self.ledger.enqueue(job.id, queue=self.name, data={"rq_func": job.func_name})
+        return super().enqueue_job(job, *args, **kwargs)
+
+
+class LedgerWorker(RQWorker):
+    """An RQ Worker whose work horses record their jobs in jobledger.
+
+    Settings default to ``JOBLEDGER_DATABASE_URL``, ``JOBLEDGER_REDIS_URL``
+    (SQL leases without it) and ``JOBLEDGER_TTL`` (seconds, default 15).
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        database_url: str | None = None,
+        liveness_url: str | None = None,
+        ttl: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.database_url = database_url or os.environ.get("JOBLEDGER_DATABASE_URL", DEFAULT_URL)
+        self.liveness_url = liveness_url or os.environ.get("JOBLEDGER_REDIS_URL")
+        self.ttl = ttl if ttl is not None else float(os.environ.get("JOBLEDGER_TTL", "15"))
+
+    def perform_job(self, job: Any, queue: Any, *args: Any, **kwargs: Any) -> bool:
+        # Runs in the forked horse: build fresh connections, never the parent's pooled ones.
+        ledger = Ledger(self.database_url)
+        liveness: Liveness = (
+            RedisLiveness(self.liveness_url, ttl=self.ttl)
+            if self.liveness_url
+            else SqlLiveness(ledger, ttl=self.ttl)
+        )
+        try:
+            with Worker(ledger, liveness) as recorder:
+                claim = _claim(ledger, recorder, job.id, queue.name)
+                with _Heartbeats(recorder, claim):
+                    succeeded: bool = super().perform_job(job, queue, *args, **kwargs)
+                if succeeded:
+                    recorder.complete(claim, result={"rq_status": "finished"})
+                else:
+                    recorder.fail(claim, error=_error_of(job))
+                return succeeded
+        finally:
+            liveness.close()
+            ledger.close()
+
+
+def _claim(ledger: Ledger, recorder: Worker, job_id: str, queue: str) -> Claim:
+    """Claim the RQ job; record it first if it was enqueued without LedgerQueue."""
+    try:
+        return recorder.claim(job_id)
+    except UnknownJob:
+        ledger.enqueue(job_id, queue=queue, data={"recorded": "at first claim"})
+    except InvalidTransition as exc:
+        if exc.state not in ("failed", "abandoned"):
+            raise
+        ledger.requeue(job_id, reason="RQ runs the job again", process=recorder.identity)
+    return recorder.claim(job_id)
+
+
+class _Heartbeats:
+    """Heartbeat ``claim`` from a thread while the job runs in the horse's main thread."""
+
+    def __init__(self, recorder: Worker, claim: Claim) -> None:
+        self.recorder, self.claim = recorder, claim
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._beat, daemon=True)
+
+    def _beat(self) -> None:
+        while not self.stop.wait(HEARTBEAT_EVERY):
+            self.recorder.heartbeat(self.claim)
+
+    def __enter__(self) -> None:
+        self.thread.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def _error_of(job: Any) -> str:
+    result = job.latest_result() if hasattr(job, "latest_result") else None
+    text = getattr(result, "exc_string", None) or "RQ job failed"
+    return str(text).strip().splitlines()[-1][:2000]
