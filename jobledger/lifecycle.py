@@ -106,3 +106,26 @@ TERMINAL_STATES = frozenset({_S.COMPLETED.value, _S.CANCELLED.value})
 def next_state(state: str, event: str) -> str | None:
     """The state after ``event`` from ``state``, or ``None`` if the move is illegal."""
     return MOVES.get((state, event))
+
+
+def mermaid() -> str:
+    """The lifecycle as a Mermaid state diagram, derived from the compiled table.
+
+    README.md embeds it; ``tests/unit/test_lifecycle.py`` fails when the two differ.
+    ``rejected`` (legal from every state, moves nothing) is noted, not drawn.
+    """
+    lines = ["stateDiagram-v2"]
+    for (source, event), dest in sorted(MOVES.items(), key=lambda item: _order(item[0])):
+        if event != EventType.REJECTED.value:
+            lines.append(f"    {'[*]' if source == NEW else source} --> {dest}: {event}")
+    lines += [f"    {state.value} --> [*]" for state in State if state.value in TERMINAL_STATES]
+    lines.append(
+        "    note right of claimed: rejected (a refused stale write) is legal in every state"
+    )
+    return "\n".join(lines)
+
+
+def _order(key: tuple[str, str]) -> tuple[int, int]:
+    states = [NEW, *(s.value for s in State)]
+    events = [e.value for e in EventType]
+    return states.index(key[0]), events.index(key[1])

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from transitions import MachineError
 
-from jobledger.lifecycle import MOVES, NEW, EventType, State, build_machine, next_state
+from jobledger.lifecycle import MOVES, NEW, EventType, State, build_machine, mermaid, next_state
 
 ALL_STATES = [NEW, *(s.value for s in State)]
 ALL_EVENTS = [e.value for e in EventType]
@@ -56,3 +58,12 @@ def test_states_and_events_are_plain_strings() -> None:
     assert State.CLAIMED == "claimed"
     assert str(EventType.HEARTBEAT) == "heartbeat"
     assert f"{State.FAILED}" == "failed"
+
+
+def test_readme_diagram_is_up_to_date() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = f"```mermaid\n{mermaid()}\n```"
+    assert block in readme, (
+        "README.md's lifecycle diagram is out of date; replace it with the output of\n"
+        "  python -c 'from jobledger.lifecycle import mermaid; print(mermaid())'"
+    )
