@@ -1,7 +1,7 @@
 """A real worker process for fault tests: claims jobs, then holds or completes them.
 
     python -m tests.faults.worker_process --database-url URL [--redis-url URL --prefix P]
-        --ttl 1.0 --claim a,b,c [--complete-after SECONDS] [--busy] [--heartbeat]
+        --ttl 1.0 --claim a,b,c [--complete-after SECONDS] [--busy] [--heartbeat] [--signals]
 
 Prints one JSON object per line on stdout: {"event": "claimed", "identity": ...,
 "jobs": [...]}, then per job {"event": "completed"|"stale", "job": ...}, then
@@ -49,6 +49,7 @@ def main() -> None:
     parser.add_argument("--complete-after", type=float)
     parser.add_argument("--busy", action="store_true")
     parser.add_argument("--heartbeat", action="store_true")
+    parser.add_argument("--signals", action="store_true", help="TSTP quiets, TERM stops (1 s)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
 
@@ -58,9 +59,15 @@ def main() -> None:
         if args.redis_url
         else SqlLiveness(ledger, ttl=args.ttl)
     )
-    worker = Worker(ledger, liveness).start()
+    worker = Worker(ledger, liveness, handle_signals=args.signals, stop_timeout=1.0).start()
     claims = [worker.claim(job_id) for job_id in args.claim.split(",") if job_id]
     say(event="claimed", identity=worker.identity, jobs=[c.job_id for c in claims])
+    if args.signals:
+        while not worker.stopping:  # a Sidekiq-style loop: ends once SIGTERM began a stop
+            time.sleep(0.05)
+        worker.stop()  # waits for the stop SIGTERM started
+        say(event="stopped", held=len(worker.held))
+        return
     if args.complete_after is None:
         while True:
             time.sleep(3600)
