@@ -21,8 +21,17 @@ from ..database import mask
 from ..errors import ConfigurationError, LivenessUnavailable
 from .base import Incarnation, ProcessInfo
 
-#: Commands per pipeline when checking thousands of identities at once.
+#: Keys per round trip when checking thousands of identities at once.
 CHUNK = 5000
+
+# PTTL of every key, server-side: one command per CHUNK keys instead of one per key,
+# which costs redis-py ~5 us each to pack and parse. All keys share one hash tag, so
+# the script is valid on Redis Cluster too.
+_PTTL_ALL = """
+local left = {}
+for i, key in ipairs(KEYS) do left[i] = redis.call('PTTL', key) end
+return left
+"""
 
 
 def _text(value: Any) -> str:
@@ -59,6 +68,7 @@ class RedisLiveness:
         else:
             self.client = url_or_client
             self.where = repr(url_or_client)
+        self._pttl_all = self.client.register_script(_PTTL_ALL)
         tag = "{" + prefix + "}"
         self._key_prefix = f"{tag}:process:"
         self._registry = f"{tag}:processes"
@@ -101,7 +111,11 @@ class RedisLiveness:
 
     def remaining(self, identities: Collection[str]) -> dict[str, float | None]:
         ordered = list(identities)
-        replies = self._each(ordered, "pttl")
+        replies: list[int] = []
+        with self._translated():
+            for start in range(0, len(ordered), CHUNK):
+                keys = [self.key(identity) for identity in ordered[start : start + CHUNK]]
+                replies.extend(self._pttl_all(keys=keys))
         # PTTL: -2 = no such key (lapsed), -1 = no expiry (treated as a full TTL).
         return {
             identity: None if ms == -2 else (self.ttl if ms == -1 else ms / 1000)
@@ -109,9 +123,7 @@ class RedisLiveness:
         }
 
     def alive(self, identities: Collection[str]) -> dict[str, bool]:
-        ordered = list(identities)
-        replies = self._each(ordered, "exists")
-        return {identity: bool(n) for identity, n in zip(ordered, replies, strict=True)}
+        return {identity: left is not None for identity, left in self.remaining(identities).items()}
 
     def _each(self, identities: list[str], command: str) -> list[Any]:
         """Run ``command`` on each identity's key, pipelined: one round trip per CHUNK keys."""
