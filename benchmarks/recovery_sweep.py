@@ -31,7 +31,7 @@ def run(settings: Settings) -> list[Row]:
     median, slowest = measure(sweeps)
     return [
         Row(
-            f"recovery sweep, {JOBS // 1000}k claimed jobs over {HOLDERS // 1000}k holders (median)",
+            f"recovery sweep, {JOBS // 1000}k claimed jobs, {HOLDERS // 1000}k holders (median)",
             median * 1000,
             None,
             "ms",
@@ -88,8 +88,9 @@ def _claimed_jobs(ledger: Ledger, holders: list[str]) -> None:
     with ledger.engine.begin() as conn:
         conn.execute(
             text(
-                f"UPDATE jobledger_jobs j SET state = 'claimed', claimed_by = h.identity, claim_token = 2, "
-                f"attempt = 1, claimed_at = now() FROM (VALUES {values}) AS h(identity, n) "
+                "UPDATE jobledger_jobs j SET state = 'claimed', claimed_by = h.identity, "
+                "claim_token = 2, attempt = 1, claimed_at = now() "
+                f"FROM (VALUES {values}) AS h(identity, n) "
                 f"WHERE substr(j.job_id, 5)::int % {HOLDERS} = h.n"
             )
         )
