@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.pool import NullPool, PoolProxiedConnection, StaticPool
 
 from .errors import ConfigurationError, DatabaseUnavailable, SchemaMissing
 
@@ -123,3 +124,101 @@ def translate(exc: sa_exc.DBAPIError, engine: Engine) -> Exception:
     ):
         return DatabaseUnavailable(f"database {where} is unavailable: {text}")
     return exc
+
+
+class HeldConnections:
+    """DBAPI connections kept checked out of an Engine's pool between commands.
+
+    A command is two short statements. Checking a connection out of the pool for
+    each command cost more than the statements: the pool's pre-ping is a round
+    trip of its own, and checkout, reset-on-return and the isolation-level swap
+    are CPU on every call. So up to ``keep`` idle connections stay checked out,
+    each used by one command at a time (``list.pop``/``append`` are atomic, so
+    threads may share the holder). A fresh connection still comes from the pool
+    and is pre-pinged as usual; a held one that turns out broken is discarded
+    with every idle one (the server probably restarted), and the caller may
+    retry on a fresh one. A ``NullPool`` means "do not keep connections": then
+    nothing is held.
+
+    ``autocommit`` puts the held connections in autocommit mode (PostgreSQL's
+    single-statement commands); they are reset before going back to the pool.
+    """
+
+    def __init__(self, engine: Engine, *, autocommit: bool, keep: int = 2) -> None:
+        self.engine = engine
+        self._autocommit = autocommit
+        self._keep = 0 if isinstance(engine.pool, NullPool) else keep
+        #: What the driver raises; :meth:`driver_error` turns it into SQLAlchemy's error.
+        self.driver_errors: type[Exception] = engine.dialect.loaded_dbapi.Error
+        self._idle: list[PoolProxiedConnection] = []
+        self._pid = os.getpid()
+        # Connections inherited across fork() belong to the parent's sessions: never
+        # use them, and never close them either (closing would end the parent's session).
+        self._inherited: list[PoolProxiedConnection] = []
+
+    def take(self) -> tuple[PoolProxiedConnection, bool]:
+        """A connection, and whether it was held already (``False``: fresh from the pool)."""
+        if self._pid != os.getpid():
+            self._inherited, self._idle, self._pid = self._inherited + self._idle, [], os.getpid()
+        try:
+            return self._idle.pop(), True
+        except IndexError:
+            pass
+        try:
+            connection = self.engine.raw_connection()
+        except self.driver_errors as exc:  # cannot connect: wrapped as SQLAlchemy does
+            raise self.driver_error(exc, None, None) from exc
+        if self._autocommit:
+            try:
+                dbapi_connection: Any = connection.dbapi_connection
+                self.engine.dialect.set_isolation_level(dbapi_connection, "AUTOCOMMIT")
+            except BaseException:
+                connection.invalidate()
+                raise
+        return connection, False
+
+    def give_back(self, connection: PoolProxiedConnection) -> None:
+        """Keep ``connection`` for the next command (it must have no transaction open)."""
+        if len(self._idle) < self._keep and self._pid == os.getpid():
+            self._idle.append(connection)
+        else:
+            self._release(connection)
+
+    def discard(self, connection: PoolProxiedConnection, broken: bool) -> None:
+        """Close ``connection`` for good; if it is ``broken``, every idle one too."""
+        connection.invalidate()
+        if broken:
+            while self._idle:
+                self._idle.pop().invalidate()
+
+    def close(self) -> None:
+        """Return every idle connection to the pool."""
+        while self._idle:
+            self._release(self._idle.pop())
+
+    def _release(self, connection: PoolProxiedConnection) -> None:
+        if self._autocommit and connection.dbapi_connection is not None:
+            self.engine.dialect.reset_isolation_level(connection.dbapi_connection)
+        connection.close()
+
+    def driver_error(
+        self, exc: Exception, statement: str | None, connection: PoolProxiedConnection | None
+    ) -> sa_exc.DBAPIError:
+        """``exc``, raised by the driver outside SQLAlchemy, as SQLAlchemy would raise it.
+
+        The result goes through :func:`translated_errors` like any other driver
+        error; ``connection_invalidated`` says whether ``connection`` is broken.
+        """
+        dialect = self.engine.dialect
+        dbapi_connection = connection.dbapi_connection if connection is not None else None
+        broken = dialect.is_disconnect(exc, dbapi_connection, None)  # type: ignore[arg-type]
+        wrapped = sa_exc.DBAPIError.instance(
+            statement,
+            None,
+            exc,
+            dialect.loaded_dbapi.Error,
+            connection_invalidated=broken,
+            dialect=dialect,
+        )
+        assert isinstance(wrapped, sa_exc.DBAPIError)  # exc is a DBAPI error
+        return wrapped

@@ -90,6 +90,7 @@ class Ledger:
 
     def close(self) -> None:
         """Release pooled connections (only of an engine this Ledger created)."""
+        self._store.close()
         if self._owns_engine:
             self.engine.dispose()
 

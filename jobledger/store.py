@@ -11,22 +11,35 @@ On PostgreSQL the guarded write is ONE statement in autocommit mode (a
 data-modifying CTE), so a command costs two round trips: read, write. Other
 databases run the same two statements in a short ``BEGIN IMMEDIATE``-style
 transaction.
+
+Commands are the hot path, so they skip SQLAlchemy's per-execution machinery:
+their statements are compiled once and run straight on a DBAPI connection that
+the store keeps checked out between commands (see :class:`DriverStatement` and
+:class:`~jobledger.database.HeldConnections`). One consequence: engine events
+and ``echo`` logging do not see command statements. Everything else (batches,
+reads) goes through SQLAlchemy as usual.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+import dataclasses
+import functools
+import operator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
     Connection,
+    Dialect,
     Engine,
     Integer,
     String,
+    Text,
     bindparam,
+    cast,
     func,
     insert,
     literal_column,
@@ -35,9 +48,10 @@ from sqlalchemy import (
 )
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql.elements import ColumnElement
 
-from .database import translated_errors
+from .database import HeldConnections, translated_errors
 from .records import Event, JobStatus
 from .schema import Json, UtcDateTime, events, jobs
 
@@ -53,6 +67,10 @@ EVENT_FIELDS: tuple[str, ...] = (
     "hash",
 )
 
+# Commands build JobStatus positionally from the projection's columns.
+if tuple(field.name for field in dataclasses.fields(JobStatus)) != STATUS_FIELDS:
+    raise RuntimeError("JobStatus fields must follow the columns of jobledger_jobs, in order")
+
 
 def status_from_row(row: Any) -> JobStatus:
     return JobStatus(**{name: row._mapping[name] for name in STATUS_FIELDS})
@@ -62,12 +80,22 @@ def event_from_row(row: Any) -> Event:
     return Event(position=row.position, **{name: row._mapping[name] for name in EVENT_FIELDS})
 
 
+# attrgetter and zip run in C: these dicts are built twice per command.
+_status_fields = operator.attrgetter(*STATUS_FIELDS)
+_event_fields = operator.attrgetter(*EVENT_FIELDS)
+
+
+@functools.cache
+def _prefixed(names: tuple[str, ...], prefix: str) -> tuple[str, ...]:
+    return tuple(prefix + name for name in names)
+
+
 def status_values(status: JobStatus, prefix: str = "") -> dict[str, Any]:
-    return {prefix + name: getattr(status, name) for name in STATUS_FIELDS}
+    return dict(zip(_prefixed(STATUS_FIELDS, prefix), _status_fields(status), strict=True))
 
 
 def event_values(event: Event, prefix: str = "") -> dict[str, Any]:
-    return {prefix + name: getattr(event, name) for name in EVENT_FIELDS}
+    return dict(zip(_prefixed(EVENT_FIELDS, prefix), _event_fields(event), strict=True))
 
 
 def database_clock(dialect_name: str) -> ColumnElement[datetime]:
@@ -143,6 +171,121 @@ def _pg_append(guard: Any) -> Any:
     return insert(events).from_select(columns, row).returning(events.c.position)
 
 
+class DriverStatement:
+    """A statement compiled once for one dialect and run straight on a DBAPI cursor.
+
+    SQLAlchemy's per-execution work (cache lookup, execution context, events,
+    result wrapping) cost a command more CPU than the driver itself did. Values
+    still pass through the column types' own bind and result processors, so what
+    is stored and read back is exactly what SQLAlchemy would store and read.
+    """
+
+    def __init__(
+        self, statement: Any, dialect: Dialect, column_keys: Sequence[str] | None = None
+    ) -> None:
+        compiled = statement.compile(dialect=dialect, column_keys=column_keys)
+        self.sql: str = compiled.string
+        binds = {name: bind for bind, name in compiled.bind_names.items()}
+        #: Bind names in the order the driver takes them (positional dialects) or any order.
+        self.names: tuple[str, ...] = tuple(compiled.positiontup or binds)
+        self._positional = bool(dialect.positional)
+        # Literals the statement carries (SQLite's strftime format, a NULL tx_id) are
+        # processed once, here; the caller supplies every other value.
+        self._fixed: dict[str, Any] = {}
+        self._processors: list[tuple[int, Callable[[Any], Any]]] = []
+        for index, name in enumerate(self.names):
+            bind = binds[name]
+            process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if not bind.required:
+                value = bind.effective_value
+                self._fixed[name] = process(value) if process is not None else value
+            elif process is not None:
+                self._processors.append((index, process))
+        self._values = _tuple_getter(self.names)
+        columns = getattr(statement, "selected_columns", ())
+        self._readers = [
+            (index, reader)
+            for index, column in enumerate(columns)
+            if (reader := column.type.dialect_impl(dialect).result_processor(dialect, None))
+        ]
+
+    def parameters(self, values: Mapping[str, Any]) -> Any:
+        """The driver's parameters for ``values`` (keyed by bind name)."""
+        out = self.row(values)
+        if self._positional:
+            return out
+        return dict(zip(self.names, out, strict=True))
+
+    def row(self, values: Mapping[str, Any]) -> list[Any]:
+        """The processed values, in the order of :attr:`names`."""
+        out = list(self._values({**values, **self._fixed} if self._fixed else values))
+        for index, process in self._processors:
+            out[index] = process(out[index])
+        return out
+
+    def read(self, row: Sequence[Any]) -> list[Any]:
+        """A result row with every column converted as SQLAlchemy would."""
+        out = list(row)
+        for index, reader in self._readers:
+            out[index] = reader(out[index])
+        return out
+
+
+def _tuple_getter(names: Sequence[str]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+    """``values -> (values[name] for each name)`` as a tuple, in C (``itemgetter``)."""
+    if not names:
+        return lambda values: ()
+    if len(names) == 1:
+        (name,) = names
+        return lambda values: (values[name],)
+    return operator.itemgetter(*names)
+
+
+@dataclass(frozen=True)
+class _DriverStatements:
+    load: DriverStatement
+    pg_append: DriverStatement | None = None
+    pg_create: DriverStatement | None = None
+    guarded_update: DriverStatement | None = None
+    insert_event: DriverStatement | None = None
+    insert_status: DriverStatement | None = None
+    #: PostgreSQL batches: the transaction's clock and id, and the rows to COPY.
+    batch_clock: DriverStatement | None = None
+    jobs_rows: DriverStatement | None = None
+    events_rows: DriverStatement | None = None
+
+
+def _driver_statements(sql: _Statements, dialect: Dialect) -> _DriverStatements:
+    if dialect.name == "postgresql":
+        return _DriverStatements(
+            load=DriverStatement(sql.load, dialect),
+            pg_append=DriverStatement(sql.pg_append, dialect),
+            pg_create=DriverStatement(sql.pg_create, dialect),
+            batch_clock=DriverStatement(
+                select(sql.clock.selected_columns[0], cast(func.pg_current_xact_id(), Text)),
+                dialect,
+            ),
+            jobs_rows=DriverStatement(sql.insert_status, dialect, STATUS_FIELDS),
+            events_rows=DriverStatement(sql.insert_events_many, dialect, EVENT_FIELDS),
+        )
+    return _DriverStatements(
+        load=DriverStatement(sql.load, dialect),
+        guarded_update=DriverStatement(sql.guarded_update, dialect),
+        insert_event=DriverStatement(sql.insert_event, dialect, EVENT_FIELDS),
+        insert_status=DriverStatement(sql.insert_status, dialect, STATUS_FIELDS),
+    )
+
+
+def _copy_sql(table: str, columns: Sequence[str]) -> str:
+    return f"COPY {table} ({', '.join(columns)}) FROM STDIN"
+
+
+def _first_value(cursor: Any) -> int | None:
+    """The first column of the cursor's first row, or ``None`` if it returned no row."""
+    rows = cursor.fetchall()  # to the end: SQLite cannot commit while a statement is pending
+    return int(rows[0][0]) if rows else None
+
+
 class LostRace(Exception):
     """Another writer appended to the job first; nothing was written. Internal: retried."""
 
@@ -150,7 +293,13 @@ class LostRace(Exception):
 class Command:
     """One read-decide-write cycle on one job (see :meth:`Store.command`)."""
 
-    def __init__(self, store: Store, conn: Connection, status: JobStatus | None, now: datetime):
+    def __init__(
+        self,
+        store: Store,
+        conn: PoolProxiedConnection,
+        status: JobStatus | None,
+        now: datetime,
+    ) -> None:
         self._store, self._conn = store, conn
         self.status, self.now = status, now
 
@@ -177,10 +326,14 @@ class Store:
         # Batches: an ordinary transaction on PostgreSQL, BEGIN IMMEDIATE elsewhere.
         writer = engine.execution_options(jobledger_write=True)
         self._commands_tx = engine if self.is_postgres else writer
-        if self.is_postgres:
-            self._commands = engine.execution_options(isolation_level="AUTOCOMMIT")
-        else:
-            self._commands = writer
+        self._held = HeldConnections(engine, autocommit=self.is_postgres)
+        self._copies_batches = self.is_postgres and engine.dialect.driver == "psycopg"
+        # Compiled on the first command: the dialect knows the server only once connected.
+        self._driver_sql: _DriverStatements | None = None
+
+    def close(self) -> None:
+        """Return the connections held for commands to the pool."""
+        self._held.close()
 
     @contextlib.contextmanager
     def command(self, job_id: str) -> Iterator[Command]:
@@ -191,44 +344,125 @@ class Store:
         Elsewhere the whole cycle is one ``BEGIN IMMEDIATE`` transaction, so a
         refusal raised by the caller rolls back everything.
         """
-        with translated_errors(self.engine), self._commands.connect() as conn:
-            if self.is_postgres:
-                yield Command(self, conn, *self._load(conn, job_id))
-                return
-            with conn.begin():
-                yield Command(self, conn, *self._load(conn, job_id))
+        with translated_errors(self.engine):
+            conn, status, now = self._start(job_id)
+            try:
+                yield Command(self, conn, status, now)
+                if not self.is_postgres:
+                    self._call(conn, "COMMIT", conn.commit)
+            except BaseException as exc:
+                self._abort(conn, exc)
+                raise
+            self._held.give_back(conn)
 
-    def _load(self, conn: Connection, job_id: str) -> tuple[JobStatus | None, datetime]:
-        row = conn.execute(self._sql.load, {"job_id": job_id}).one()
-        status = status_from_row(row) if row.job_id is not None else None
-        return status, row.now
+    def _start(self, job_id: str) -> tuple[PoolProxiedConnection, JobStatus | None, datetime]:
+        """A connection with ``job_id`` loaded (and, off PostgreSQL, the write lock taken).
+
+        A held connection may have died since its last command (a database
+        restart): nothing was written yet, so the load is retried once on a fresh
+        connection, which the pool pre-pings. This is what keeps a worker going
+        across database restarts.
+        """
+        while True:
+            conn, was_held = self._held.take()
+            try:
+                if not self.is_postgres:
+                    # Take the write lock up front: a WAL reader that later tries to
+                    # upgrade to a writer fails at once instead of waiting its turn.
+                    self._execute(conn, "BEGIN IMMEDIATE", ())
+                return (conn, *self._load(conn, job_id))
+            except BaseException as exc:
+                self._abort(conn, exc)
+                if not (was_held and isinstance(exc, sa_exc.DBAPIError)):
+                    raise
+                if not exc.connection_invalidated:
+                    raise
+
+    def _abort(self, conn: PoolProxiedConnection, exc: BaseException) -> None:
+        """Roll back after ``exc`` and keep ``conn`` if it is still known to be sound."""
+        if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+            self._held.discard(conn, broken=True)
+        elif not isinstance(exc, Exception):  # interrupted inside the driver: state unknown
+            self._held.discard(conn, broken=False)
+        else:
+            try:
+                conn.rollback()  # no round trip on an idle autocommit psycopg connection
+            except Exception:
+                self._held.discard(conn, broken=False)
+                return
+            self._held.give_back(conn)
+
+    def command_statements(self) -> dict[str, DriverStatement]:
+        """The statements a command sends, by name (benchmarks run the same SQL raw)."""
+        with translated_errors(self.engine), self.engine.connect():
+            pass  # the dialect learns the server's version (RETURNING support) on connect
+        sql = self._driver()
+        return {
+            field.name: getattr(sql, field.name)
+            for field in dataclasses.fields(sql)
+            if getattr(sql, field.name) is not None
+        }
+
+    def _driver(self) -> _DriverStatements:
+        if self._driver_sql is None:
+            self._driver_sql = _driver_statements(self._sql, self.engine.dialect)
+        return self._driver_sql
+
+    def _execute(self, conn: PoolProxiedConnection, sql: str, parameters: Any) -> Any:
+        """Run ``sql`` on ``conn``'s driver; driver errors come out as SQLAlchemy's."""
+        cursor = conn.cursor()
+        try:
+            cursor.execute(sql, parameters)
+        except self._held.driver_errors as exc:
+            raise self._held.driver_error(exc, sql, conn) from exc
+        return cursor
+
+    def _call(self, conn: PoolProxiedConnection, what: str, call: Callable[[], Any]) -> None:
+        try:
+            call()
+        except self._held.driver_errors as exc:
+            raise self._held.driver_error(exc, what, conn) from exc
+
+    def _run(
+        self, conn: PoolProxiedConnection, statement: DriverStatement, values: Mapping[str, Any]
+    ) -> Any:
+        return self._execute(conn, statement.sql, statement.parameters(values))
+
+    def _load(self, conn: PoolProxiedConnection, job_id: str) -> tuple[JobStatus | None, datetime]:
+        load = self._driver().load
+        (row,) = self._run(conn, load, {"job_id": job_id}).fetchall()
+        now, *columns = load.read(row)
+        status = JobStatus(*columns) if columns[0] is not None else None
+        return status, now
 
     def _append(
-        self, conn: Connection, expected: int, event: Event, status: JobStatus
+        self, conn: PoolProxiedConnection, expected: int, event: Event, status: JobStatus
     ) -> int | None:
+        sql = self._driver()
         try:
-            if self.is_postgres:
+            if sql.pg_append is not None:
                 params = {"expected": expected, **status_values(status, "j_")}
                 params.update(event_values(event, "e_"))
-                return conn.execute(self._sql.pg_append, params).scalar_one_or_none()
-            moved = conn.execute(
-                self._sql.guarded_update, {"expected": expected, **status_values(status, "j_")}
-            )
-            if moved.rowcount != 1:
+                return _first_value(self._run(conn, sql.pg_append, params))
+            assert sql.guarded_update is not None
+            assert sql.insert_event is not None
+            params = {"expected": expected, **status_values(status, "j_")}
+            if self._run(conn, sql.guarded_update, params).rowcount != 1:
                 return None
-            position: int = conn.execute(self._sql.insert_event, event_values(event)).scalar_one()
-            return position
+            return _first_value(self._run(conn, sql.insert_event, event_values(event)))
         except sa_exc.IntegrityError:
             return None  # UNIQUE(job_id, version): the guard's backstop
 
-    def _create(self, conn: Connection, event: Event, status: JobStatus) -> int | None:
+    def _create(self, conn: PoolProxiedConnection, event: Event, status: JobStatus) -> int | None:
+        sql = self._driver()
         try:
-            if self.is_postgres:
+            if sql.pg_create is not None:
                 params = {**status_values(status, "j_"), **event_values(event, "e_")}
-                return conn.execute(self._sql.pg_create, params).scalar_one_or_none()
-            conn.execute(self._sql.insert_status, status_values(status))
-            position: int = conn.execute(self._sql.insert_event, event_values(event)).scalar_one()
-            return position
+                return _first_value(self._run(conn, sql.pg_create, params))
+            assert sql.insert_status is not None
+            assert sql.insert_event is not None
+            self._run(conn, sql.insert_status, status_values(status))
+            return _first_value(self._run(conn, sql.insert_event, event_values(event)))
         except sa_exc.IntegrityError:
             return None
 
@@ -241,6 +475,8 @@ class Store:
         returns the rows to insert. Returns the ids that already existed (and
         then nothing was written), or an empty list.
         """
+        if self._copies_batches:
+            return self._copy_many(jobs_and_events)
         with translated_errors(self.engine), self._commands_tx.connect() as conn:
             try:
                 with conn.begin():
@@ -250,6 +486,60 @@ class Store:
             except sa_exc.IntegrityError:
                 return self.existing([e.job_id for e, _ in pairs])
         return []
+
+    def _copy_many(
+        self, jobs_and_events: Callable[[datetime], Sequence[tuple[Event, JobStatus]]]
+    ) -> list[str]:
+        """:meth:`create_many` on PostgreSQL with psycopg: COPY, one stream per table.
+
+        ``executemany`` spent more CPU per row than building the row did; COPY
+        takes the rows as they are. They carry exactly what the INSERTs would:
+        the values pass through the same column processors, and ``tx_id`` is
+        the transaction's own ``pg_current_xact_id()``, read with ``now()`` at
+        its start. A duplicate id fails the COPY, and the whole batch rolls back.
+        """
+        sql = self._driver()
+        assert sql.batch_clock is not None
+        assert sql.jobs_rows is not None
+        assert sql.events_rows is not None
+        pairs: Sequence[tuple[Event, JobStatus]] = ()
+        with translated_errors(self.engine):
+            conn, _ = self._held.take()
+            try:
+                jobs_copy = _copy_sql(jobs.name, sql.jobs_rows.names)
+                events_copy = _copy_sql(events.name, (*sql.events_rows.names, "tx_id"))
+                with (
+                    self._driver_call(conn, f"{jobs_copy}; {events_copy}"),
+                    conn.dbapi_connection.transaction(),  # type: ignore[union-attr]
+                ):
+                    (row,) = self._run(conn, sql.batch_clock, {}).fetchall()
+                    now, tx_id = sql.batch_clock.read(row)
+                    pairs = jobs_and_events(now)
+                    cursor = conn.cursor()
+                    with cursor.copy(jobs_copy) as copy:
+                        for _, status in pairs:
+                            copy.write_row(sql.jobs_rows.row(status_values(status)))
+                    with cursor.copy(events_copy) as copy:
+                        for event, _ in pairs:
+                            copy.write_row([*sql.events_rows.row(event_values(event)), tx_id])
+            except sa_exc.IntegrityError as exc:
+                self._abort(conn, exc)
+                return self.existing([e.job_id for e, _ in pairs])
+            except BaseException as exc:
+                self._abort(conn, exc)
+                raise
+            self._held.give_back(conn)
+        return []
+
+    @contextlib.contextmanager
+    def _driver_call(self, conn: PoolProxiedConnection, what: str) -> Iterator[None]:
+        """Driver errors inside come out as SQLAlchemy's (see :meth:`_execute`)."""
+        try:
+            yield
+        except sa_exc.DBAPIError:
+            raise  # already wrapped by _execute
+        except self._held.driver_errors as exc:
+            raise self._held.driver_error(exc, what, conn) from exc
 
     def _now(self, conn: Connection) -> datetime:
         moment: datetime = conn.execute(self._sql.clock).scalar_one()
