@@ -1,0 +1,326 @@
+"""claim+complete: the Ledger against the raw driver running the same SQL.
+
+One operation is ``complete(claim(job))``: two commands, each a read of the job
+row plus the database clock and one guarded write (on PostgreSQL an autocommit
+data-modifying CTE; on SQLite a ``BEGIN IMMEDIATE`` transaction). The baseline
+sends exactly the statements the ledger sends (their text is taken from
+``Store.command_statements()``), with the same round trips and commits, straight
+through psycopg or sqlite3. It skips everything the ledger adds in Python:
+validation, fencing, the hash chain's canonical JSON, the projection fold, error
+mapping. Both sides pay the same fsync per commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import sqlite3
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from common import Row, Settings, libpq_url, median_rate, postgres_database, rate, sqlite_database
+
+from jobledger import Ledger
+from jobledger.store import Store
+
+PROCESS = "bench-host:4242:0123456789abcdef"
+WARM_UP = 20
+
+
+def run(settings: Settings) -> list[Row]:
+    return [postgres_one_process(settings), postgres_processes(settings, 4), sqlite(settings)]
+
+
+# -- the two sides --------------------------------------------------------------------
+
+
+def ledger_side(ledger: Ledger, job_ids: Sequence[str]) -> None:
+    for job_id in job_ids:
+        ledger.complete(ledger.claim(job_id, PROCESS))
+
+
+def fake_hash(prev_hash: str, job_id: str, version: int) -> str:
+    """A SHA-256 the baseline stores where the ledger stores its chained hash."""
+    return hashlib.sha256(f"{prev_hash}\n{job_id}:{version}".encode()).hexdigest()
+
+
+class RawPostgres:
+    """claim+complete by hand: psycopg, autocommit, the ledger's two statements."""
+
+    def __init__(self, url: str, sql: dict[str, tuple[str, tuple[str, ...]]]) -> None:
+        import psycopg
+
+        self.connection = psycopg.connect(libpq_url(url), autocommit=True)
+        self.load_sql, _ = sql["load"]
+        self.append_sql, _ = sql["pg_append"]
+
+    def run(self, job_ids: Sequence[str]) -> None:
+        for job_id in job_ids:
+            self.command(job_id, "claimed")
+            self.command(job_id, "completed")
+
+    def command(self, job_id: str, kind: str) -> None:
+        from psycopg.types.json import Jsonb
+
+        (row,) = self.connection.execute(self.load_sql, {"job_id": job_id}).fetchall()
+        now, _, queue, _, version, attempt, _, _, enqueued_at, claimed_at = row[:10]
+        last_hash = row[14]
+        new_version = version + 1
+        digest = fake_hash(last_hash, job_id, new_version)
+        claiming = kind == "claimed"
+        params = {
+            "expected": version,
+            "j_job_id": job_id,
+            "j_queue": queue,
+            "j_state": kind,
+            "j_version": new_version,
+            "j_attempt": attempt + 1 if claiming else attempt,
+            "j_claimed_by": PROCESS if claiming else None,
+            "j_claim_token": new_version if claiming else None,
+            "j_enqueued_at": enqueued_at,
+            "j_claimed_at": now if claiming else claimed_at,
+            "j_heartbeat_at": None,
+            "j_finished_at": None if claiming else now,
+            "j_updated_at": now,
+            "j_last_error": None,
+            "j_last_hash": digest,
+            "e_version": new_version,
+            "e_type": kind,
+            "e_process": PROCESS,
+            "e_data": Jsonb({"attempt": attempt + 1} if claiming else {"result": None}),
+            "e_recorded_at": now,
+            "e_prev_hash": last_hash,
+            "e_hash": digest,
+        }
+        if not self.connection.execute(self.append_sql, params).fetchall():
+            raise RuntimeError(f"baseline lost a race on {job_id}")
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+class RawSqlite:
+    """claim+complete by hand: sqlite3 with the ledger's pragmas and statements."""
+
+    def __init__(self, url: str, sql: dict[str, tuple[str, tuple[str, ...]]]) -> None:
+        from jobledger.database import SQLITE_BUSY_TIMEOUT
+
+        path = url.removeprefix("sqlite:///")
+        self.connection = sqlite3.connect(
+            path, timeout=SQLITE_BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+        )
+        self.connection.execute("PRAGMA journal_mode=WAL")
+        self.connection.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT * 1000)}")
+        self.sql = sql
+        self.clock = {"strftime_1": "%Y-%m-%d %H:%M:%f", "strftime_2": "now"}
+
+    def statement(self, name: str, values: dict[str, Any]) -> Any:
+        text, names = self.sql[name]
+        return self.connection.execute(text, tuple(values[n] for n in names))
+
+    def run(self, job_ids: Sequence[str]) -> None:
+        for job_id in job_ids:
+            self.command(job_id, "claimed")
+            self.command(job_id, "completed")
+
+    def command(self, job_id: str, kind: str) -> None:
+        self.connection.execute("BEGIN IMMEDIATE")
+        try:
+            (row,) = self.statement("load", {**self.clock, "job_id": job_id}).fetchall()
+            now, _, queue, _, version, attempt, _, _, enqueued_at, claimed_at = row[:10]
+            last_hash = row[14]
+            new_version = version + 1
+            digest = fake_hash(last_hash, job_id, new_version)
+            claiming = kind == "claimed"
+            status = {
+                "expected": version,
+                "j_job_id": job_id,
+                "j_queue": queue,
+                "j_state": kind,
+                "j_version": new_version,
+                "j_attempt": attempt + 1 if claiming else attempt,
+                "j_claimed_by": PROCESS if claiming else None,
+                "j_claim_token": new_version if claiming else None,
+                "j_enqueued_at": enqueued_at,
+                "j_claimed_at": now if claiming else claimed_at,
+                "j_heartbeat_at": None,
+                "j_finished_at": None if claiming else now,
+                "j_updated_at": now,
+                "j_last_error": None,
+                "j_last_hash": digest,
+            }
+            if self.statement("guarded_update", status).rowcount != 1:
+                raise RuntimeError(f"baseline lost a race on {job_id}")
+            event = {
+                "job_id": job_id,
+                "version": new_version,
+                "type": kind,
+                "process": PROCESS,
+                "data": json.dumps({"attempt": attempt + 1} if claiming else {"result": None}),
+                "recorded_at": now,
+                "prev_hash": last_hash,
+                "hash": digest,
+                "tx_id": None,
+            }
+            self.statement("insert_event", event).fetchall()
+            self.connection.execute("COMMIT")
+        except BaseException:
+            self.connection.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+def command_sql(url: str) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """The text and bind order of every statement a command sends, from the ledger itself."""
+    with Ledger(url) as ledger:
+        store = Store(ledger.engine)
+        return {name: (s.sql, s.names) for name, s in store.command_statements().items()}
+
+
+def enqueue(url: str, job_ids: Sequence[str]) -> None:
+    with Ledger(url) as ledger:
+        ledger.enqueue_many(job_ids)
+
+
+def ids(side: str, round_number: int, count: int) -> list[str]:
+    return [f"{side}-{round_number}-{i}" for i in range(count)]
+
+
+# -- one process ----------------------------------------------------------------------
+
+
+def one_process(settings: Settings, url: str, raw_class: type[Any]) -> tuple[float, float]:
+    rounds, count = settings.pick(3, 5), settings.pick(400, 1500)
+    enqueue(url, [j for r in range(rounds) for s in ("o", "b") for j in ids(s, r, count)])
+    enqueue(url, ids("warm-o", 0, WARM_UP) + ids("warm-b", 0, WARM_UP))
+    raw = raw_class(url, command_sql(url))
+    with Ledger(url) as ledger:
+        ledger_side(ledger, ids("warm-o", 0, WARM_UP))
+        raw.run(ids("warm-b", 0, WARM_UP))
+        ours, base = median_rate(
+            rounds,
+            lambda r: rate(count, lambda: ledger_side(ledger, ids("o", r, count))),
+            lambda r: rate(count, lambda: raw.run(ids("b", r, count))),
+        )
+    raw.close()
+    return ours, base
+
+
+def postgres_one_process(settings: Settings) -> Row:
+    with postgres_database() as url:
+        ours, base = one_process(settings, url, RawPostgres)
+    return Row(
+        "claim+complete, 1 process, PostgreSQL",
+        ours,
+        base,
+        "ops/s",
+        "raw psycopg, same SQL",
+        "≥ 0.8x",
+        met=ours / base >= 0.8,
+    )
+
+
+def sqlite(settings: Settings) -> Row:
+    with sqlite_database() as url:
+        ours, base = one_process(settings, url, RawSqlite)
+    return Row(
+        "claim+complete, 1 process, SQLite (WAL)",
+        ours,
+        base,
+        "ops/s",
+        "raw sqlite3, same pragmas and SQL",
+        "≥ 0.5x",
+        met=ours / base >= 0.5,
+    )
+
+
+# -- several processes ----------------------------------------------------------------
+
+
+def _process_main(
+    side: str,
+    url: str,
+    sql: dict[str, tuple[str, tuple[str, ...]]],
+    warm_ids: list[str],
+    job_ids: list[str],
+    barrier: Any,
+    results: Any,
+) -> None:
+    """One benchmark process: warm up, wait for the others, run, report its span."""
+    if side == "ours":
+        ledger = Ledger(url)
+        work = lambda ids: ledger_side(ledger, ids)  # noqa: E731
+        close = ledger.close
+    else:
+        raw = RawPostgres(url, sql)
+        work, close = raw.run, raw.close
+    work(warm_ids)
+    barrier.wait()
+    started = time.perf_counter()  # CLOCK_MONOTONIC: comparable across processes
+    work(job_ids)
+    results.put((started, time.perf_counter(), len(job_ids)))
+    close()
+
+
+def processes_round(
+    side: str, url: str, sql: Any, processes: int, round_number: int, count: int
+) -> float:
+    """Aggregate ops/s of ``processes`` processes, from the first start to the last finish."""
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(processes), context.Queue()
+    workers = [
+        context.Process(
+            target=_process_main,
+            args=(
+                side,
+                url,
+                sql,
+                ids(f"warm-{side}-{p}", round_number, WARM_UP),
+                ids(f"{side}-{p}", round_number, count),
+                barrier,
+                results,
+            ),
+        )
+        for p in range(processes)
+    ]
+    for worker in workers:
+        worker.start()
+    spans = [results.get(timeout=600) for _ in workers]
+    for worker in workers:
+        worker.join()
+        if worker.exitcode != 0:
+            raise RuntimeError(f"a benchmark process failed (exit code {worker.exitcode})")
+    total = sum(n for _, _, n in spans)
+    return total / (max(end for _, end, _ in spans) - min(start for start, _, _ in spans))
+
+
+def postgres_processes(settings: Settings, processes: int) -> Row:
+    rounds, count = settings.pick(3, 5), settings.pick(300, 1000)
+    with postgres_database() as url:
+        every = [
+            job_id
+            for r in range(rounds)
+            for side in ("ours", "raw")
+            for p in range(processes)
+            for job_id in ids(f"warm-{side}-{p}", r, WARM_UP) + ids(f"{side}-{p}", r, count)
+        ]
+        enqueue(url, every)
+        sql = command_sql(url)
+        ours, base = median_rate(
+            rounds,
+            lambda r: processes_round("ours", url, sql, processes, r, count),
+            lambda r: processes_round("raw", url, sql, processes, r, count),
+        )
+    return Row(
+        f"claim+complete, {processes} processes, PostgreSQL",
+        ours,
+        base,
+        "ops/s",
+        f"raw psycopg, {processes} processes",
+        "≥ 0.8x",
+        met=ours / base >= 0.8,
+    )

@@ -1,0 +1,114 @@
+"""What every benchmark module shares: the result row, settings, timing and scratch databases.
+
+A benchmark module exposes ``run(settings: Settings) -> list[Row]``. Each row
+holds jobledger's figure and, where there is one, the baseline's figure from the
+same run, so the ratio compares like with like on the same machine at the same
+moment. Rounds of "ours" and "baseline" alternate, and the median of each is
+reported, so that background load on a small machine hits both sides alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from jobledger.testing import DEFAULT_POSTGRES_URL, scratch_database
+
+POSTGRES_SERVER_URL = os.environ.get("JOBLEDGER_BENCH_POSTGRES_URL", DEFAULT_POSTGRES_URL)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How much work each benchmark does: ``quick`` trades precision for minutes."""
+
+    quick: bool
+
+    def pick(self, quick: int, full: int) -> int:
+        return quick if self.quick else full
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the results table."""
+
+    benchmark: str
+    ours: float | None
+    baseline: float | None
+    unit: str
+    baseline_name: str = "—"
+    target: str = ""
+    #: ``ratio`` is ours/baseline when more is better (throughput), baseline/ours otherwise.
+    higher_is_better: bool = True
+    #: Whether the target is met; ``None`` when there is no figure yet.
+    met: bool | None = None
+    note: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        if not self.ours or not self.baseline:
+            return None
+        return self.ours / self.baseline if self.higher_is_better else self.baseline / self.ours
+
+
+def placeholder(benchmark: str, baseline_name: str, target: str, owner: str) -> Row:
+    """A row that is not measured yet (``owner`` fills it in)."""
+    return Row(benchmark, None, None, "", baseline_name, target, note=f"to be measured ({owner})")
+
+
+def median_rate(
+    rounds: int, ours: Callable[[int], float], baseline: Callable[[int], float]
+) -> tuple[float, float]:
+    """Median of ``rounds`` alternating runs of each side; each call gets the round number.
+
+    Each callable runs one round and returns its rate. The order flips every
+    round, so neither side always runs first (warmer caches, emptier WAL).
+    """
+    mine: list[float] = []
+    theirs: list[float] = []
+    for number in range(rounds):
+        order = [(ours, mine), (baseline, theirs)]
+        for run, results in order if number % 2 == 0 else reversed(order):
+            results.append(run(number))
+    return statistics.median(mine), statistics.median(theirs)
+
+
+def rate(count: int, work: Callable[[], object]) -> float:
+    """``count`` divided by how many seconds ``work()`` took."""
+    started = time.perf_counter()
+    work()
+    return count / (time.perf_counter() - started)
+
+
+@contextlib.contextmanager
+def postgres_database(prefix: str = "jobledger_bench") -> Iterator[str]:
+    """A scratch PostgreSQL database with the jobledger schema; dropped afterwards."""
+    from jobledger import Ledger
+
+    with scratch_database(POSTGRES_SERVER_URL, prefix=prefix) as url:
+        text_url = url.render_as_string(hide_password=False)
+        with Ledger(text_url) as ledger:
+            ledger.migrate()
+        yield text_url
+
+
+@contextlib.contextmanager
+def sqlite_database() -> Iterator[str]:
+    """A temporary SQLite file with the jobledger schema; deleted afterwards."""
+    from jobledger import Ledger
+
+    with tempfile.TemporaryDirectory(prefix="jobledger-bench-") as directory:
+        url = f"sqlite:///{Path(directory) / 'bench.db'}"
+        with Ledger(url) as ledger:
+            ledger.migrate()
+        yield url
+
+
+def libpq_url(url: str) -> str:
+    """A SQLAlchemy ``postgresql+psycopg://`` URL as plain libpq connection string."""
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)

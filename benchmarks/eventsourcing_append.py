@@ -1,0 +1,90 @@
+"""One event appended per save: the Ledger against the ``eventsourcing`` library (9.x).
+
+jobledger's side is ``Ledger.heartbeat`` with throttling off: each call reads the
+job row and the database clock, checks the claim's token, chains the event's
+hash, folds the projection and appends one event in one guarded statement.
+The baseline is an eventsourcing ``Application`` on PostgreSQL with the same
+shape of work per save: one aggregate, one new event, ``app.save``. Its
+aggregates stay in memory (no repository read per save), which favours it.
+Both write to the same PostgreSQL server, each into its own scratch database.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from common import Row, Settings, median_rate, postgres_database, rate
+from sqlalchemy.engine import make_url
+
+from jobledger import Ledger
+
+PROCESS = "bench-host:4242:0123456789abcdef"
+
+
+def run(settings: Settings) -> list[Row]:
+    rounds, count = settings.pick(5, 9), settings.pick(300, 800)
+    streams = 100
+    with postgres_database() as ours_url, postgres_database("eventsourcing_bench") as theirs_url:
+        ledger = Ledger(ours_url, heartbeat_interval=0)
+        job_ids = [f"job-{i}" for i in range(streams)]
+        ledger.enqueue_many(job_ids)
+        claims = [ledger.claim(job_id, PROCESS) for job_id in job_ids]
+        app, aggregates = eventsourcing_app(theirs_url, streams)
+
+        def ours(_: int) -> float:
+            return rate(
+                count, lambda: [ledger.heartbeat(claims[i % streams]) for i in range(count)]
+            )
+
+        def theirs(_: int) -> float:
+            def work() -> None:
+                for i in range(count):
+                    aggregate = aggregates[i % streams]
+                    aggregate.beat(progress=None)
+                    app.save(aggregate)
+
+            return rate(count, work)
+
+        ours(0), theirs(0)  # warm up: connections, prepared statements
+        mine, base = median_rate(rounds, ours, theirs)
+        app.close()
+        ledger.close()
+    return Row(
+        "one event appended per save, PostgreSQL",
+        mine,
+        base,
+        "events/s",
+        "eventsourcing 9.x Application.save",
+        "≥ 2x",
+        met=mine / base >= 2,
+    )
+
+
+def eventsourcing_app(url: str, streams: int) -> tuple[Any, list[Any]]:
+    """An eventsourcing Application on the database at ``url``, with ``streams`` aggregates."""
+    from eventsourcing.application import Application
+    from eventsourcing.domain import Aggregate, event
+
+    class Job(Aggregate):
+        @event("Beat")
+        def beat(self, progress: Any) -> None:
+            self.progress = progress
+
+    class Jobs(Application[Any]):
+        pass
+
+    parts = make_url(url)
+    app = Jobs(
+        env={
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "POSTGRES_DBNAME": parts.database or "",
+            "POSTGRES_HOST": parts.host or "127.0.0.1",
+            "POSTGRES_PORT": str(parts.port or 5432),
+            "POSTGRES_USER": parts.username or "postgres",
+            "POSTGRES_PASSWORD": parts.password or "",
+            "CREATE_TABLE": "y",
+        }
+    )
+    aggregates = [Job() for _ in range(streams)]
+    app.save(*aggregates)
+    return app, aggregates
