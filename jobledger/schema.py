@@ -1,4 +1,4 @@
-"""The four tables, in one place. Alembic's migrations (``migrations/``) create them;
+"""The tables, in one place. Alembic's migrations (``migrations/``) create them;
 ``tests/integration/test_migrations.py`` proves the two agree.
 """
 
@@ -14,6 +14,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Dialect,
+    Double,
     Index,
     Integer,
     MetaData,
@@ -123,6 +124,19 @@ checkpoints = Table(
     Column("position", BigInteger, nullable=False),
     Column("tx_id", BigInteger, nullable=True),
     Column("updated_at", UtcDateTime, nullable=False),
+)
+
+#: The ``queue_stats`` catch-up projection (jobledger.catchup.QueueStats): per queue and
+#: state, how many jobs are in it now, and how many claims ended in it and how long they ran.
+queue_stats = Table(
+    "jobledger_queue_stats",
+    metadata,
+    Column("queue", String(255), primary_key=True),
+    Column("state", String(16), primary_key=True),
+    Column("jobs", BigInteger, nullable=False),
+    Column("runs", BigInteger, nullable=False),
+    Column("run_seconds", Double, nullable=False),
+    Column("max_run_seconds", Double, nullable=False),
 )
 
 processes = Table(

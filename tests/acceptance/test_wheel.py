@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from jobledger import migrate
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -64,5 +66,5 @@ def test_wheel_installs_and_migrates_a_new_sqlite_file(tmp_path: Path) -> None:
     out = _run(
         env / "bin" / "jobledger", "--database-url", "sqlite:///cli.db", "db", "upgrade", cwd=work
     )
-    assert "revision 0001" in out
+    assert f"revision {migrate.head()}" in out
     assert {"jobledger_checkpoints", "jobledger_processes"} <= _tables(work / "cli.db")

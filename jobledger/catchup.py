@@ -1,0 +1,346 @@
+"""Catch-up projections: read models built from the events after the fact, exactly once.
+
+A :class:`Projection` has a name and handles one event at a time, writing with
+the connection it is given. :class:`CatchUp` feeds it the events after its
+checkpoint in batches; a batch's writes and the advanced checkpoint commit in
+one transaction, so each event is applied exactly once even when the runner
+crashes half-way or two runners race (they queue on the checkpoint row).
+
+Reading without gaps on PostgreSQL. Positions come from a sequence, which hands
+them out when rows are inserted, not when transactions commit: a transaction
+that took position 10 may commit after one that took 11, and a reader that had
+already gone past 11 would never see 10. So the runner reads in the order of
+the *writing transaction's id* and only below the horizon
+``pg_snapshot_xmin(pg_current_snapshot())``: every transaction with a smaller
+id has finished, so no event can ever appear below it later. A transaction that
+stays open holds the horizon back: the runner waits for it, it never skips it
+and never gives up on it after a timeout. The checkpoint is the pair
+(transaction id, position). Nothing locks the events table.
+
+Each job's events arrive in version order: an append to an existing job runs
+in its own transaction, started after the previous version committed, so a
+job's transaction ids grow with its versions.
+
+On SQLite there is one writer at a time, so commit order is position order.
+"""
+
+from __future__ import annotations
+
+import abc
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Engine,
+    Text,
+    bindparam,
+    case,
+    cast,
+    delete,
+    func,
+    insert,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy import exc as sa_exc
+
+from .database import translated_errors
+from .errors import ConfigurationError
+from .lifecycle import MOVES, EventType, State
+from .records import Event
+from .schema import Xid8, checkpoints, events, queue_stats
+from .store import database_clock
+
+if TYPE_CHECKING:
+    from .ledger import Ledger
+
+#: Events delivered per transaction.
+BATCH_SIZE = 500
+
+
+class Projection(abc.ABC):
+    """A read model kept up to date from the events. ``name`` keys its checkpoint."""
+
+    name: ClassVar[str]
+
+    @abc.abstractmethod
+    def handle(self, event: Event, connection: Connection) -> None:
+        """Apply one event, writing only through ``connection`` (the batch's transaction)."""
+
+    def reset(self, connection: Connection) -> None:  # noqa: B027 (optional hook)
+        """Forget everything, before the events are delivered again from the start."""
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """The last event a projection applied; ``tx_id`` is its writer's id (PostgreSQL only)."""
+
+    position: int
+    tx_id: int | None
+
+
+_EVENT_COLUMNS = (
+    events.c.position,
+    events.c.job_id,
+    events.c.version,
+    events.c.type,
+    events.c.process,
+    events.c.data,
+    events.c.recorded_at,
+    events.c.prev_hash,
+    events.c.hash,
+)
+
+
+def _pending_query(dialect: str) -> Any:
+    """The next events after the checkpoint, in delivery order, with their writer's id."""
+    if dialect == "sqlite":
+        return (
+            select(*_EVENT_COLUMNS, events.c.tx_id)
+            .where(events.c.position > bindparam("position"))
+            .order_by(events.c.position)
+            .limit(bindparam("limit"))
+        )
+    if dialect == "postgresql":
+        horizon = func.pg_snapshot_xmin(func.pg_current_snapshot())
+        # xid8 has no cast from bigint; it does from text.
+        after = cast(cast(bindparam("tx_id", type_=BigInteger), Text), Xid8())
+        return (
+            select(*_EVENT_COLUMNS, cast(cast(events.c.tx_id, Text), BigInteger).label("tx_id"))
+            .where(
+                events.c.tx_id < horizon,
+                tuple_(events.c.tx_id, events.c.position) > tuple_(after, bindparam("position")),
+            )
+            .order_by(events.c.tx_id, events.c.position)
+            .limit(bindparam("limit"))
+        )
+    raise ConfigurationError(
+        f"catch-up projections need PostgreSQL or SQLite, not {dialect} "
+        "(elsewhere positions can commit out of order and events would be skipped)"
+    )
+
+
+class CatchUp:
+    """Delivers every event to ``projection`` once, in batches of ``batch_size``."""
+
+    def __init__(
+        self, source: Ledger | Engine, projection: Projection, batch_size: int = BATCH_SIZE
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        self.engine: Engine = source if isinstance(source, Engine) else source.engine
+        self.projection = projection
+        self.batch_size = batch_size
+        self._query = _pending_query(self.engine.dialect.name)
+        self._writer = self.engine.execution_options(jobledger_write=True)  # SQLite: IMMEDIATE
+        self._created = False
+
+    def run_once(self) -> int:
+        """Deliver every event that can be delivered now; how many were."""
+        delivered = 0
+        while True:
+            count = self.run_batch()
+            delivered += count
+            if count < self.batch_size:
+                return delivered
+
+    def run_forever(self, stop: threading.Event, poll_interval: float = 1.0) -> None:
+        """Keep delivering until ``stop`` is set, waiting ``poll_interval`` when idle."""
+        while not stop.is_set():
+            if self.run_once() == 0:
+                stop.wait(poll_interval)
+
+    def run_batch(self) -> int:
+        """Deliver up to ``batch_size`` events in one transaction; how many."""
+        self._ensure_checkpoint()
+        with translated_errors(self.engine), self._writer.begin() as conn:
+            start = self._lock_checkpoint(conn)
+            rows = conn.execute(
+                self._query,
+                {"position": start.position, "tx_id": start.tx_id, "limit": self.batch_size},
+            ).all()
+            for row in rows:
+                self.projection.handle(Event(*row[:9]), conn)
+            if rows:
+                self._advance(conn, Checkpoint(rows[-1].position, rows[-1].tx_id))
+        return len(rows)
+
+    def checkpoint(self) -> Checkpoint:
+        """Where the projection stands."""
+        self._ensure_checkpoint()
+        with translated_errors(self.engine), self.engine.connect() as conn:
+            return self._read_checkpoint(conn)
+
+    def reset(self) -> None:
+        """Clear the projection and its checkpoint, in one transaction."""
+        self._ensure_checkpoint()
+        with translated_errors(self.engine), self._writer.begin() as conn:
+            self._lock_checkpoint(conn)
+            self.projection.reset(conn)
+            self._advance(conn, self._origin())
+
+    def _origin(self) -> Checkpoint:
+        return Checkpoint(0, 0 if self.engine.dialect.name == "postgresql" else None)
+
+    def _ensure_checkpoint(self) -> None:
+        if self._created:
+            return
+        origin = self._origin()
+        row = {"name": self.projection.name, "position": origin.position, "tx_id": origin.tx_id}
+        exists = select(checkpoints.c.name).where(checkpoints.c.name == row["name"])
+        create = insert(checkpoints).values(
+            **row, updated_at=database_clock(self.engine.dialect.name)
+        )
+        with translated_errors(self.engine):
+            try:
+                with self._writer.begin() as conn:
+                    if conn.execute(exists).first() is None:
+                        conn.execute(create)
+            except sa_exc.IntegrityError:
+                pass  # another runner created it first
+        self._created = True
+
+    def _lock_checkpoint(self, conn: Connection) -> Checkpoint:
+        return self._read_checkpoint(conn, for_update=True)
+
+    def _read_checkpoint(self, conn: Connection, for_update: bool = False) -> Checkpoint:
+        query = select(checkpoints.c.position, checkpoints.c.tx_id).where(
+            checkpoints.c.name == self.projection.name
+        )
+        if for_update:  # a second runner waits here until this batch commits
+            query = query.with_for_update()
+        row = conn.execute(query).one()
+        return Checkpoint(row.position, row.tx_id)
+
+    def _advance(self, conn: Connection, to: Checkpoint) -> None:
+        conn.execute(
+            update(checkpoints)
+            .where(checkpoints.c.name == self.projection.name)
+            .values(
+                position=to.position,
+                tx_id=to.tx_id,
+                updated_at=database_clock(conn.dialect.name),
+            )
+        )
+
+
+# -- the queue statistics projection -----------------------------------------------------
+
+#: The state each state-changing event leads to (heartbeat and rejected change nothing).
+DESTINATION: Mapping[str, str] = {
+    event: after for (before, event), after in MOVES.items() if after != before
+}
+assert all(  # a move's destination never depends on where it came from
+    MOVES[(before, event)] == DESTINATION[event]
+    for (before, event), after in MOVES.items()
+    if after != before
+)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStat:
+    """One queue and state: jobs in it now; claims that ended in it, and how long they ran."""
+
+    queue: str
+    state: str
+    jobs: int
+    runs: int
+    run_seconds: float
+    max_run_seconds: float
+
+    @property
+    def mean_run_seconds(self) -> float | None:
+        return self.run_seconds / self.runs if self.runs else None
+
+
+class QueueStats(Projection):
+    """Per queue: how many jobs are in each state, and how long runs took until they ended.
+
+    A run is a claim; it ends in ``completed``, ``failed``, ``abandoned`` or (released)
+    ``enqueued``, and lasts from the ``claimed`` event to the ending one, both by the
+    database clock. Kept in ``jobledger_queue_stats``.
+    """
+
+    name = "queue_stats"
+
+    def handle(self, event: Event, connection: Connection) -> None:
+        after = DESTINATION.get(event.type)
+        if after is None:
+            return
+        if event.type == EventType.ENQUEUED:
+            self._count(connection, event.data["queue"], after, +1)
+            return
+        queue = self._queue(connection, event.job_id)
+        before, since = self._previous_move(connection, event)
+        self._count(connection, queue, before, -1)
+        run = (event.recorded_at - since).total_seconds() if before == State.CLAIMED else None
+        self._count(connection, queue, after, +1, run)
+
+    def reset(self, connection: Connection) -> None:
+        connection.execute(delete(queue_stats))
+
+    @staticmethod
+    def read(source: Ledger | Engine) -> list[QueueStat]:
+        """The statistics as they stand, ordered by queue and state."""
+        engine = source if isinstance(source, Engine) else source.engine
+        query = select(queue_stats).order_by(queue_stats.c.queue, queue_stats.c.state)
+        with translated_errors(engine), engine.connect() as conn:
+            return [QueueStat(*row) for row in conn.execute(query)]
+
+    @staticmethod
+    def _queue(conn: Connection, job_id: str) -> str:
+        first = select(events.c.data).where(events.c.job_id == job_id, events.c.version == 1)
+        queue: str = conn.execute(first).scalar_one()["queue"]
+        return queue
+
+    @staticmethod
+    def _previous_move(conn: Connection, event: Event) -> tuple[str, datetime]:
+        """The state before ``event`` and when the job entered it."""
+        query = (
+            select(events.c.type, events.c.recorded_at)
+            .where(
+                events.c.job_id == event.job_id,
+                events.c.version < event.version,
+                events.c.type.in_(list(DESTINATION)),
+            )
+            .order_by(events.c.version.desc())
+            .limit(1)
+        )
+        row = conn.execute(query).one()
+        return DESTINATION[row.type], row.recorded_at
+
+    @staticmethod
+    def _count(
+        conn: Connection, queue: str, state: str, jobs: int, run: float | None = None
+    ) -> None:
+        runs, seconds = (1, run) if run is not None else (0, 0.0)
+        c = queue_stats.c
+        changed = conn.execute(
+            update(queue_stats)
+            .where(c.queue == queue, c.state == state)
+            .values(
+                jobs=c.jobs + jobs,
+                runs=c.runs + runs,
+                run_seconds=c.run_seconds + seconds,
+                max_run_seconds=case(
+                    (c.max_run_seconds < seconds, seconds), else_=c.max_run_seconds
+                ),
+            )
+        )
+        if changed.rowcount == 0:  # only this runner writes here: it holds the checkpoint
+            conn.execute(
+                insert(queue_stats).values(
+                    queue=queue,
+                    state=state,
+                    jobs=jobs,
+                    runs=runs,
+                    run_seconds=seconds,
+                    max_run_seconds=seconds,
+                )
+            )
