@@ -323,22 +323,45 @@ def _compare_row(row: Any, folded: Draft, report: VerifyReport) -> None:
 # -- replay and rebuild -----------------------------------------------------------------
 
 
-def replay(engine: Engine, until: datetime | None = None) -> dict[str, JobStatus]:
-    """Every job's status as of ``until`` (database clock; all events if ``None``).
+def replay(
+    engine: Engine, until: datetime | None = None, job_id: str | None = None
+) -> dict[str, JobStatus]:
+    """Every job's status (or only ``job_id``'s) as of ``until`` (all events if ``None``).
 
-    Only events recorded at or before ``until`` count; the projection is not
-    read or touched. ``CorruptHistory`` if a history cannot be folded.
+    Only events recorded at or before ``until`` (database clock) count; the
+    projection is not read or touched. ``CorruptHistory`` if a history cannot
+    be folded.
     """
+    return {draft.job_id: draft.freeze() for draft in _replayed(engine, until, job_id)}
+
+
+def state_counts(engine: Engine, until: datetime | None = None) -> dict[str, int]:
+    """How many jobs are in each state: now (from the projection) or replayed as of ``until``.
+
+    Replaying folds one job at a time and keeps only the counts.
+    """
+    counts: dict[str, int] = {}
+    if until is None:
+        query = select(jobs.c.state, func.count()).group_by(jobs.c.state)
+        with translated_errors(engine), engine.connect() as conn:
+            counts.update((state, count) for state, count in conn.execute(query))
+    else:
+        for draft in _replayed(engine, until):
+            counts[draft.state] = counts.get(draft.state, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def _replayed(engine: Engine, until: datetime | None, job_id: str | None = None) -> Iterator[Draft]:
     if until is not None and until.tzinfo is None:
         raise ValueError("until must be timezone-aware (the ledger records UTC instants)")
     query = _event_query(engine.dialect.name)
     if until is not None:
         query = query.where(events.c.recorded_at <= type_coerce(until, UtcDateTime))
-    statuses: dict[str, JobStatus] = {}
+    if job_id is not None:
+        query = query.where(events.c.job_id == job_id)
     with translated_errors(engine), _snapshot(engine) as conn, conn.begin():
-        for job_id, job_events in _by_job(conn, query):
-            statuses[job_id] = _fold(job_events).freeze()
-    return statuses
+        for _, job_events in _by_job(conn, query):
+            yield _fold(job_events)
 
 
 def _fold(job_events: Iterable[StoredEvent]) -> Draft:

@@ -2,26 +2,32 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import itertools
 import json
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, is_dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TextIO
 
 import click
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from . import migrate
+from . import audit, migrate, timeline
+from .catchup import CatchUp, QueueStats
 from .database import DEFAULT_URL, mask
 from .demo import run_demo
 from .errors import LedgerError
 from .ledger import Ledger
 from .liveness import Liveness, RedisLiveness, SqlLiveness
+from .records import JobStatus
 from .recovery import RecoveryPolicy, RecoveryProjector
 
 
@@ -340,6 +346,197 @@ def demo(settings: Settings) -> None:
     sys.exit(run_demo(settings.redis_url))
 
 
+# -- auditing ----------------------------------------------------------------------------
+
+
+def _progress_bar() -> Progress:
+    """A progress bar on stderr (if it is a terminal), so stdout stays clean for results."""
+    console = Console(stderr=True)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    )
+
+
+def _tracked(bar: Progress, description: str) -> audit.Progress:
+    task = bar.add_task(description, total=None)
+
+    def update(done: int, total: int) -> None:
+        bar.update(task, completed=done, total=total)
+
+    return update
+
+
+def _instant(value: str | None) -> datetime | None:
+    """An ISO-8601 instant (``Z`` or an offset; UTC if neither) for ``--at``."""
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not an ISO-8601 time (e.g. 2026-11-26T12:00:00Z)", param_hint="--at"
+        ) from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+
+
+def _report(report: audit.VerifyReport, as_json: bool, what: str) -> None:
+    """Print a verification report; exit status 1 if it found problems."""
+    if as_json:
+        click.echo(
+            _as_json(
+                {
+                    "ok": report.ok,
+                    "jobs": report.jobs,
+                    "events": report.events,
+                    "problem_count": report.problem_count,
+                    "problems": report.problems,
+                }
+            )
+        )
+    else:
+        for problem in report.problems:
+            click.echo(str(problem))
+        hidden = report.problem_count - len(report.problems)
+        if hidden:
+            click.echo(f"... and {hidden} more problems")
+        verdict = "OK" if report.ok else f"{report.problem_count} problems"
+        click.echo(f"{what}: {report.events} events of {report.jobs} jobs: {verdict}", err=True)
+    if not report.ok:
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per event.")
+@pass_settings
+def history(settings: Settings, job_id: str, as_json: bool) -> None:
+    """A job's timeline: time, event, actor, attempt, token, data, and time between steps."""
+    with settings.ledger() as ledger:
+        steps = timeline.steps(ledger.history(job_id))
+    if as_json:
+        for step in steps:
+            click.echo(_as_json(step.as_dict()))
+        return
+    last = steps[-1]
+    title = f"{job_id}: {last.state} after {len(steps)} events, attempt {last.attempt}"
+    Console().print(timeline.table(title, steps))
+
+
+@cli.command()
+@click.argument("job_id", required=False)
+@click.option("--at", "at", default=None, metavar="TIME", help="As of this ISO-8601 instant.")
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@pass_settings
+def status(settings: Settings, job_id: str | None, at: str | None, as_json: bool) -> None:
+    """One job's status, or how many jobs are in each state; --at replays the events."""
+    until = _instant(at)
+    with settings.ledger() as ledger:
+        if job_id is None:
+            counts = audit.state_counts(ledger.engine, until)
+        else:
+            job = ledger.status(job_id) if until is None else _status_at(ledger, job_id, until)
+    if job_id is None:
+        when = "now" if until is None else f"at {until.isoformat()}"
+        if as_json:
+            click.echo(_as_json(counts))
+        else:
+            rows: list[list[Any]] = [[state, count] for state, count in counts.items()]
+            _table(f"{sum(counts.values())} jobs {when}", ["state", "jobs"], rows)
+    elif as_json:
+        click.echo(_as_json(job))
+    else:
+        fields: list[list[Any]] = [[name, value] for name, value in asdict(job).items()]
+        _table(f"{job_id}: {job.state}", ["field", "value"], fields)
+
+
+def _status_at(ledger: Ledger, job_id: str, until: datetime) -> JobStatus:
+    found = audit.replay(ledger.engine, until, job_id).get(job_id)
+    if found is None:
+        ledger.status(job_id)  # UnknownJob if it never existed at all
+        raise click.ClickException(f"job {job_id!r} did not exist yet at {until.isoformat()}")
+    return found
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="The report as one JSON object.")
+@pass_settings
+def verify(settings: Settings, as_json: bool) -> None:
+    """Check every hash chain, every lifecycle path and the projection; exit 1 on problems."""
+    with settings.ledger() as ledger, _progress_bar() as bar:
+        report = ledger.verify(progress=_tracked(bar, "verifying"))
+    _report(report, as_json, "verify")
+
+
+@cli.command()
+@pass_settings
+def rebuild(settings: Settings) -> None:
+    """Re-fold the status projection from the events, in one transaction."""
+    with settings.ledger() as ledger, _progress_bar() as bar:
+        count = ledger.rebuild(progress=_tracked(bar, "rebuilding"))
+    click.echo(f"rebuilt the projection: {count} jobs", err=True)
+
+
+@cli.command()
+@click.option("--since", type=int, default=None, metavar="POSITION", help="Only later events.")
+@pass_settings
+def export(settings: Settings, since: int | None) -> None:
+    """Write every event as a JSON line to stdout (e.g. `jobledger export > events.jsonl`)."""
+    # UTF-8 whatever the locale says: the hashes cover UTF-8 text.
+    out = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="\n")
+    try:
+        with settings.ledger() as ledger:
+            count = ledger.export(out, since=since)
+        out.flush()
+    except BrokenPipeError:  # the reader went away, e.g. `jobledger export | head`
+        # Point stdout at /dev/null so the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
+    finally:
+        with contextlib.suppress(ValueError):
+            out.detach()  # hand sys.stdout its buffer back
+    click.echo(f"exported {count} events", err=True)
+
+
+@cli.command("verify-export")
+@click.argument("path", type=click.File("r", encoding="utf-8"))
+@click.option("--json", "as_json", is_flag=True, help="The report as one JSON object.")
+def verify_export(path: TextIO, as_json: bool) -> None:
+    """Check an exported file (hashes and chains) without any database; exit 1 on problems."""
+    _report(audit.verify_export(path), as_json, "verify-export")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per queue and state.")
+@pass_settings
+def queues(settings: Settings, as_json: bool) -> None:
+    """Per queue: jobs in each state, and how long runs took (catches up first)."""
+    with settings.ledger() as ledger:
+        CatchUp(ledger, QueueStats()).run_once()
+        stats = QueueStats.read(ledger)
+    if as_json:
+        for stat in stats:
+            click.echo(_as_json({**asdict(stat), "mean_run_seconds": stat.mean_run_seconds}))
+        return
+    rows = [
+        [
+            s.queue,
+            s.state,
+            s.jobs,
+            s.runs or "",
+            "" if s.mean_run_seconds is None else f"{s.mean_run_seconds:.3f}s",
+            f"{s.max_run_seconds:.3f}s" if s.runs else "",
+        ]
+        for s in stats
+    ]
+    _table("queues", ["queue", "state", "jobs", "runs ended", "mean run", "longest run"], rows)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: expected errors become one clear line on stderr and exit status 1."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
@@ -356,3 +553,7 @@ def main(argv: list[str] | None = None) -> None:
             traceback.print_exc()
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
