@@ -53,7 +53,13 @@ _NOTHING = _Plan(None)
 @dataclass(frozen=True, slots=True)
 class _Outcome:
     status: JobStatus
-    event: Event | None
+    sealed: Event | None  # the appended event, sealed before its position was known
+    position: int = -1
+
+    @property
+    def event(self) -> Event | None:
+        """The appended event, if any (built on demand: most commands return only the status)."""
+        return None if self.sealed is None else replace(self.sealed, position=self.position)
 
 
 Decide = Callable[[JobStatus | None, datetime], _Plan]
@@ -318,7 +324,7 @@ class Ledger:
                 continue
             if plan.refusal is not None:
                 raise plan.refusal
-            return _Outcome(status, replace(event, position=position))
+            return _Outcome(status, event, position)
         raise ConcurrencyConflict(job_id, expected, attempted)
 
 

@@ -28,7 +28,7 @@ import functools
 import operator
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import (
@@ -195,7 +195,7 @@ class DriverStatement:
         self._processors: list[tuple[int, Callable[[Any], Any]]] = []
         for index, name in enumerate(self.names):
             bind = binds[name]
-            process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            process = _bind_processor(bind.type, dialect)
             if not bind.required:
                 value = bind.effective_value
                 self._fixed[name] = process(value) if process is not None else value
@@ -206,7 +206,7 @@ class DriverStatement:
         self._readers = [
             (index, reader)
             for index, column in enumerate(columns)
-            if (reader := column.type.dialect_impl(dialect).result_processor(dialect, None))
+            if (reader := _result_processor(column.type, dialect))
         ]
 
     def parameters(self, values: Mapping[str, Any]) -> Any:
@@ -229,6 +229,94 @@ class DriverStatement:
         for index, reader in self._readers:
             out[index] = reader(out[index])
         return out
+
+
+def _bind_processor(type_: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
+    processor = type_.dialect_impl(dialect).bind_processor(dialect)
+    if isinstance(type_, UtcDateTime) and processor is not None:
+        return _verified(_fast_datetime_bind(dialect), processor, _BIND_PROBES)
+    return processor  # type: ignore[no-any-return]
+
+
+def _result_processor(type_: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
+    processor = type_.dialect_impl(dialect).result_processor(dialect, None)
+    if isinstance(type_, UtcDateTime) and processor is not None:
+        probes = _TEXT_PROBES if dialect.name == "sqlite" else _BIND_PROBES
+        return _verified(_fast_datetime_result(dialect), processor, probes)
+    return processor  # type: ignore[no-any-return]
+
+
+# A command converts a dozen timestamps each way; SQLAlchemy's TypeDecorator
+# chain for UtcDateTime (a wrapper, our hook, the dialect's formatter) cost more
+# than anything else in the store. These one-step versions are used only if they
+# give exactly SQLAlchemy's results on the probes below; otherwise SQLAlchemy's own.
+_UTC = timezone.utc
+
+
+def _fast_datetime_bind(dialect: Dialect) -> Callable[[Any], Any]:
+    as_text = dialect.name == "sqlite"
+
+    def bind(value: datetime | None) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("jobledger stores only timezone-aware datetimes")
+        value = value.astimezone(_UTC)
+        if as_text:  # SQLAlchemy's SQLite storage format, microseconds always written
+            return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+        return value
+
+    return bind
+
+
+def _fast_datetime_result(dialect: Dialect) -> Callable[[Any], Any]:
+    from_text = dialect.name == "sqlite"
+
+    def result(value: Any) -> datetime | None:
+        if value is None:
+            return None
+        if from_text:
+            value = datetime.fromisoformat(value)
+        if value.tzinfo is None:
+            return value.replace(tzinfo=_UTC)  # type: ignore[no-any-return]
+        return value.astimezone(_UTC)  # type: ignore[no-any-return]
+
+    return result
+
+
+def _verified(
+    fast: Callable[[Any], Any], reference: Callable[[Any], Any], probes: Sequence[Any]
+) -> Callable[[Any], Any]:
+    """``fast`` if it agrees with ``reference`` (value and type) on every probe."""
+    for probe in probes:
+        try:
+            expected = reference(probe)
+        except Exception:  # a probe the reference refuses tells nothing
+            continue
+        got = fast(probe)
+        if got != expected or type(got) is not type(expected) or _zone(got) != _zone(expected):
+            return reference
+    return fast
+
+
+def _zone(value: Any) -> Any:
+    return value.utcoffset() if isinstance(value, datetime) else None
+
+
+_BIND_PROBES: tuple[Any, ...] = (
+    None,
+    datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc),
+    datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc),
+    datetime(999, 12, 31, 23, 59, 59, 1, tzinfo=timezone(timedelta(hours=5, minutes=30))),
+    datetime(2026, 7, 1, 0, 0, 0, 5, tzinfo=timezone(timedelta(hours=-7))),
+)
+_TEXT_PROBES: tuple[Any, ...] = (
+    None,
+    "2026-01-02 03:04:05.678901",
+    "2026-01-02 03:04:05.000000",
+    "2026-01-02 03:04:05.678",  # the SQLite clock's own format (milliseconds)
+    "0999-12-31 23:59:59.000001",
+)
 
 
 def _tuple_getter(names: Sequence[str]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
@@ -278,6 +366,23 @@ def _driver_statements(sql: _Statements, dialect: Dialect) -> _DriverStatements:
 
 def _copy_sql(table: str, columns: Sequence[str]) -> str:
     return f"COPY {table} ({', '.join(columns)}) FROM STDIN"
+
+
+def _cursor(conn: PoolProxiedConnection) -> Any:
+    """``conn``'s cursor for commands, made once per DBAPI connection.
+
+    Creating a psycopg cursor per statement cost about as much CPU as running
+    the statement. Every command reads its results to the end before the next
+    statement, so one cursor per connection serves them all.
+    """
+    dbapi_connection = conn.dbapi_connection
+    made = conn.info.get(_CURSOR)
+    if made is None or made[0] is not dbapi_connection:
+        made = conn.info[_CURSOR] = (dbapi_connection, conn.cursor())
+    return made[1]
+
+
+_CURSOR = "jobledger.command_cursor"
 
 
 def _first_value(cursor: Any) -> int | None:
@@ -410,7 +515,7 @@ class Store:
 
     def _execute(self, conn: PoolProxiedConnection, sql: str, parameters: Any) -> Any:
         """Run ``sql`` on ``conn``'s driver; driver errors come out as SQLAlchemy's."""
-        cursor = conn.cursor()
+        cursor = _cursor(conn)
         try:
             cursor.execute(sql, parameters)
         except self._held.driver_errors as exc:
@@ -515,7 +620,7 @@ class Store:
                     (row,) = self._run(conn, sql.batch_clock, {}).fetchall()
                     now, tx_id = sql.batch_clock.read(row)
                     pairs = jobs_and_events(now)
-                    cursor = conn.cursor()
+                    cursor = _cursor(conn)
                     with cursor.copy(jobs_copy) as copy:
                         for _, status in pairs:
                             copy.write_row(sql.jobs_rows.row(status_values(status)))
