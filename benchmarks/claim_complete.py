@@ -20,7 +20,16 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from common import Row, Settings, libpq_url, median_rate, postgres_database, rate, sqlite_database
+from common import (
+    Paired,
+    Row,
+    Settings,
+    libpq_url,
+    paired_rates,
+    postgres_database,
+    rate,
+    sqlite_database,
+)
 
 from jobledger import Ledger
 from jobledger.store import Store
@@ -193,49 +202,48 @@ def ids(side: str, round_number: int, count: int) -> list[str]:
 # -- one process ----------------------------------------------------------------------
 
 
-def one_process(settings: Settings, url: str, raw_class: type[Any]) -> tuple[float, float]:
-    rounds, count = settings.pick(3, 5), settings.pick(400, 1500)
+def one_process(settings: Settings, url: str, raw_class: type[Any]) -> Paired:
+    rounds, count = settings.pick(7, 15), settings.pick(300, 800)
     enqueue(url, [j for r in range(rounds) for s in ("o", "b") for j in ids(s, r, count)])
     enqueue(url, ids("warm-o", 0, WARM_UP) + ids("warm-b", 0, WARM_UP))
     raw = raw_class(url, command_sql(url))
     with Ledger(url) as ledger:
         ledger_side(ledger, ids("warm-o", 0, WARM_UP))
         raw.run(ids("warm-b", 0, WARM_UP))
-        ours, base = median_rate(
+        paired = paired_rates(
             rounds,
             lambda r: rate(count, lambda: ledger_side(ledger, ids("o", r, count))),
             lambda r: rate(count, lambda: raw.run(ids("b", r, count))),
         )
     raw.close()
-    return ours, base
+    return paired
+
+
+def row(name: str, baseline_name: str, paired: Paired, target: float) -> Row:
+    return Row(
+        name,
+        paired.ours,
+        paired.baseline,
+        "ops/s",
+        baseline_name,
+        f"≥ {target}x",
+        met=paired.ratio >= target,
+        note=paired.note(),
+        paired_ratio=paired.ratio,
+    )
 
 
 def postgres_one_process(settings: Settings) -> Row:
     with postgres_database() as url:
-        ours, base = one_process(settings, url, RawPostgres)
-    return Row(
-        "claim+complete, 1 process, PostgreSQL",
-        ours,
-        base,
-        "ops/s",
-        "raw psycopg, same SQL",
-        "≥ 0.8x",
-        met=ours / base >= 0.8,
-    )
+        paired = one_process(settings, url, RawPostgres)
+    return row("claim+complete, 1 process, PostgreSQL", "raw psycopg, same SQL", paired, 0.8)
 
 
 def sqlite(settings: Settings) -> Row:
     with sqlite_database() as url:
-        ours, base = one_process(settings, url, RawSqlite)
-    return Row(
-        "claim+complete, 1 process, SQLite (WAL)",
-        ours,
-        base,
-        "ops/s",
-        "raw sqlite3, same pragmas and SQL",
-        "≥ 0.5x",
-        met=ours / base >= 0.5,
-    )
+        paired = one_process(settings, url, RawSqlite)
+    name, baseline = "claim+complete, 1 process, SQLite (WAL)", "raw sqlite3, same pragmas and SQL"
+    return row(name, baseline, paired, 0.5)
 
 
 # -- several processes ----------------------------------------------------------------
@@ -299,7 +307,7 @@ def processes_round(
 
 
 def postgres_processes(settings: Settings, processes: int) -> Row:
-    rounds, count = settings.pick(3, 5), settings.pick(300, 1000)
+    rounds, count = settings.pick(5, 9), settings.pick(250, 600)
     with postgres_database() as url:
         every = [
             job_id
@@ -310,17 +318,10 @@ def postgres_processes(settings: Settings, processes: int) -> Row:
         ]
         enqueue(url, every)
         sql = command_sql(url)
-        ours, base = median_rate(
+        paired = paired_rates(
             rounds,
             lambda r: processes_round("ours", url, sql, processes, r, count),
             lambda r: processes_round("raw", url, sql, processes, r, count),
         )
-    return Row(
-        f"claim+complete, {processes} processes, PostgreSQL",
-        ours,
-        base,
-        "ops/s",
-        f"raw psycopg, {processes} processes",
-        "≥ 0.8x",
-        met=ours / base >= 0.8,
-    )
+    name = f"claim+complete, {processes} processes, PostgreSQL"
+    return row(name, f"raw psycopg, {processes} processes", paired, 0.8)

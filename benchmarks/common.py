@@ -3,8 +3,10 @@
 A benchmark module exposes ``run(settings: Settings) -> list[Row]``. Each row
 holds jobledger's figure and, where there is one, the baseline's figure from the
 same run, so the ratio compares like with like on the same machine at the same
-moment. Rounds of "ours" and "baseline" alternate, and the median of each is
-reported, so that background load on a small machine hits both sides alike.
+moment. Rounds of "ours" and "baseline" alternate (ABBA...), the median of each
+side is reported, and the ratio is the median of the per-round ratios of
+neighbouring runs, so that background load on a small, shared machine hits both
+sides alike and one slow second does not decide a row.
 """
 
 from __future__ import annotations
@@ -48,9 +50,13 @@ class Row:
     #: Whether the target is met; ``None`` when there is no figure yet.
     met: bool | None = None
     note: str = ""
+    #: The median of per-round ratios, when the benchmark paired its rounds.
+    paired_ratio: float | None = None
 
     @property
     def ratio(self) -> float | None:
+        if self.paired_ratio is not None:
+            return self.paired_ratio
         if not self.ours or not self.baseline:
             return None
         return self.ours / self.baseline if self.higher_is_better else self.baseline / self.ours
@@ -61,13 +67,27 @@ def placeholder(benchmark: str, baseline_name: str, target: str, owner: str) -> 
     return Row(benchmark, None, None, "", baseline_name, target, note=f"to be measured ({owner})")
 
 
-def median_rate(
+@dataclass(frozen=True)
+class Paired:
+    """Medians of two sides measured in alternating rounds, and of their per-round ratios."""
+
+    ours: float
+    baseline: float
+    ratio: float
+    rounds: int
+
+    def note(self) -> str:
+        return f"medians of {self.rounds} alternating rounds; ratio = median of per-round ratios"
+
+
+def paired_rates(
     rounds: int, ours: Callable[[int], float], baseline: Callable[[int], float]
-) -> tuple[float, float]:
-    """Median of ``rounds`` alternating runs of each side; each call gets the round number.
+) -> Paired:
+    """``rounds`` alternating runs of each side; each call gets the round number.
 
     Each callable runs one round and returns its rate. The order flips every
-    round, so neither side always runs first (warmer caches, emptier WAL).
+    round (ours, baseline, baseline, ours, ...), so neither side always runs
+    first (warmer caches, emptier WAL) and each pair ran at nearly the same time.
     """
     mine: list[float] = []
     theirs: list[float] = []
@@ -75,7 +95,18 @@ def median_rate(
         order = [(ours, mine), (baseline, theirs)]
         for run, results in order if number % 2 == 0 else reversed(order):
             results.append(run(number))
-    return statistics.median(mine), statistics.median(theirs)
+    ratios = [a / b for a, b in zip(mine, theirs, strict=True)]
+    return Paired(
+        statistics.median(mine), statistics.median(theirs), statistics.median(ratios), rounds
+    )
+
+
+def median_rate(
+    rounds: int, ours: Callable[[int], float], baseline: Callable[[int], float]
+) -> tuple[float, float]:
+    """The medians of :func:`paired_rates`."""
+    paired = paired_rates(rounds, ours, baseline)
+    return paired.ours, paired.baseline
 
 
 def rate(count: int, work: Callable[[], object]) -> float:

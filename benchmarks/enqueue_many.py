@@ -14,7 +14,7 @@ import hashlib
 from datetime import datetime, timezone
 from typing import Any
 
-from common import Row, Settings, libpq_url, median_rate, postgres_database, rate
+from common import Row, Settings, libpq_url, paired_rates, postgres_database, rate
 from sqlalchemy import func, insert
 from sqlalchemy.dialects import postgresql
 
@@ -39,18 +39,21 @@ def run(settings: Settings) -> list[Row]:
             raw.empty()
             return rate(count, lambda: raw.write(rows[r]))
 
-        mine, base = median_rate(rounds, ours, theirs)
+        paired = paired_rates(rounds, ours, theirs)
         raw.close()
         ledger.close()
-    return Row(
+    row = Row(
         "enqueue_many 100k jobs, PostgreSQL",
-        mine,
-        base,
+        paired.ours,
+        paired.baseline,
         "jobs/s",
         "raw psycopg executemany, same rows",
         "≥ 0.7x",
-        met=mine / base >= 0.7,
+        met=paired.ratio >= 0.7,
+        note=paired.note(),
+        paired_ratio=paired.ratio,
     )
+    return [row]
 
 
 class RawEnqueue:
