@@ -26,7 +26,7 @@ import contextlib
 import dataclasses
 import functools
 import operator
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -178,10 +178,18 @@ class DriverStatement:
     result wrapping) cost a command more CPU than the driver itself did. Values
     still pass through the column types' own bind and result processors, so what
     is stored and read back is exactly what SQLAlchemy would store and read.
+
+    The caller passes its values as one flat tuple laid out as ``source`` names
+    them (say ``("expected", "j_job_id", ...)``): picking the statement's
+    parameters out of it is then a single ``itemgetter`` call, with no dict built.
     """
 
     def __init__(
-        self, statement: Any, dialect: Dialect, column_keys: Sequence[str] | None = None
+        self,
+        statement: Any,
+        dialect: Dialect,
+        source: Sequence[str] = (),
+        column_keys: Sequence[str] | None = None,
     ) -> None:
         compiled = statement.compile(dialect=dialect, column_keys=column_keys)
         self.sql: str = compiled.string
@@ -201,7 +209,10 @@ class DriverStatement:
                 self._fixed[name] = process(value) if process is not None else value
             elif process is not None:
                 self._processors.append((index, process))
-        self._values = _tuple_getter(self.names)
+        # Fixed values ride at the end of the caller's tuple.
+        self._tail = tuple(self._fixed.values())
+        where = {name: i for i, name in enumerate((*source, *self._fixed))}
+        self._pick = _tuple_getter([where[name] for name in self.names])
         columns = getattr(statement, "selected_columns", ())
         self._readers = [
             (index, reader)
@@ -209,16 +220,16 @@ class DriverStatement:
             if (reader := _result_processor(column.type, dialect))
         ]
 
-    def parameters(self, values: Mapping[str, Any]) -> Any:
-        """The driver's parameters for ``values`` (keyed by bind name)."""
+    def parameters(self, values: tuple[Any, ...]) -> Any:
+        """The driver's parameters for ``values`` (laid out as ``source`` says)."""
         out = self.row(values)
         if self._positional:
             return out
         return dict(zip(self.names, out, strict=True))
 
-    def row(self, values: Mapping[str, Any]) -> list[Any]:
+    def row(self, values: tuple[Any, ...]) -> list[Any]:
         """The processed values, in the order of :attr:`names`."""
-        out = list(self._values({**values, **self._fixed} if self._fixed else values))
+        out = list(self._pick(values + self._tail if self._tail else values))
         for index, process in self._processors:
             out[index] = process(out[index])
         return out
@@ -319,14 +330,14 @@ _TEXT_PROBES: tuple[Any, ...] = (
 )
 
 
-def _tuple_getter(names: Sequence[str]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
-    """``values -> (values[name] for each name)`` as a tuple, in C (``itemgetter``)."""
-    if not names:
+def _tuple_getter(indexes: Sequence[int]) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:
+    """``values -> (values[i] for each i)`` as a tuple, in C (``itemgetter``)."""
+    if not indexes:
         return lambda values: ()
-    if len(names) == 1:
-        (name,) = names
-        return lambda values: (values[name],)
-    return operator.itemgetter(*names)
+    if len(indexes) == 1:
+        (index,) = indexes
+        return lambda values: (values[index],)
+    return operator.itemgetter(*indexes)
 
 
 @dataclass(frozen=True)
@@ -343,24 +354,35 @@ class _DriverStatements:
     events_rows: DriverStatement | None = None
 
 
+#: How a write lays out its values: the expected version, the new status, the event.
+_WRITE_SOURCE = ("expected", *_prefixed(STATUS_FIELDS, "j_"), *_prefixed(EVENT_FIELDS, "e_"))
+
+
+def _write_values(expected: int, status: JobStatus, event: Event) -> tuple[Any, ...]:
+    return (expected, *_status_fields(status), *_event_fields(event))
+
+
 def _driver_statements(sql: _Statements, dialect: Dialect) -> _DriverStatements:
+    load = DriverStatement(sql.load, dialect, ("job_id",))
     if dialect.name == "postgresql":
         return _DriverStatements(
-            load=DriverStatement(sql.load, dialect),
-            pg_append=DriverStatement(sql.pg_append, dialect),
-            pg_create=DriverStatement(sql.pg_create, dialect),
+            load=load,
+            pg_append=DriverStatement(sql.pg_append, dialect, _WRITE_SOURCE),
+            pg_create=DriverStatement(sql.pg_create, dialect, _WRITE_SOURCE),
             batch_clock=DriverStatement(
                 select(sql.clock.selected_columns[0], cast(func.pg_current_xact_id(), Text)),
                 dialect,
             ),
-            jobs_rows=DriverStatement(sql.insert_status, dialect, STATUS_FIELDS),
-            events_rows=DriverStatement(sql.insert_events_many, dialect, EVENT_FIELDS),
+            jobs_rows=DriverStatement(sql.insert_status, dialect, STATUS_FIELDS, STATUS_FIELDS),
+            events_rows=DriverStatement(
+                sql.insert_events_many, dialect, EVENT_FIELDS, EVENT_FIELDS
+            ),
         )
     return _DriverStatements(
-        load=DriverStatement(sql.load, dialect),
-        guarded_update=DriverStatement(sql.guarded_update, dialect),
-        insert_event=DriverStatement(sql.insert_event, dialect, EVENT_FIELDS),
-        insert_status=DriverStatement(sql.insert_status, dialect, STATUS_FIELDS),
+        load=load,
+        guarded_update=DriverStatement(sql.guarded_update, dialect, _WRITE_SOURCE),
+        insert_event=DriverStatement(sql.insert_event, dialect, EVENT_FIELDS, EVENT_FIELDS),
+        insert_status=DriverStatement(sql.insert_status, dialect, STATUS_FIELDS, STATUS_FIELDS),
     )
 
 
@@ -529,13 +551,13 @@ class Store:
             raise self._held.driver_error(exc, what, conn) from exc
 
     def _run(
-        self, conn: PoolProxiedConnection, statement: DriverStatement, values: Mapping[str, Any]
+        self, conn: PoolProxiedConnection, statement: DriverStatement, values: tuple[Any, ...]
     ) -> Any:
         return self._execute(conn, statement.sql, statement.parameters(values))
 
     def _load(self, conn: PoolProxiedConnection, job_id: str) -> tuple[JobStatus | None, datetime]:
         load = self._driver().load
-        (row,) = self._run(conn, load, {"job_id": job_id}).fetchall()
+        (row,) = self._run(conn, load, (job_id,)).fetchall()
         now, *columns = load.read(row)
         status = JobStatus(*columns) if columns[0] is not None else None
         return status, now
@@ -546,15 +568,14 @@ class Store:
         sql = self._driver()
         try:
             if sql.pg_append is not None:
-                params = {"expected": expected, **status_values(status, "j_")}
-                params.update(event_values(event, "e_"))
-                return _first_value(self._run(conn, sql.pg_append, params))
+                values = _write_values(expected, status, event)
+                return _first_value(self._run(conn, sql.pg_append, values))
             assert sql.guarded_update is not None
             assert sql.insert_event is not None
-            params = {"expected": expected, **status_values(status, "j_")}
-            if self._run(conn, sql.guarded_update, params).rowcount != 1:
+            values = _write_values(expected, status, event)
+            if self._run(conn, sql.guarded_update, values).rowcount != 1:
                 return None
-            return _first_value(self._run(conn, sql.insert_event, event_values(event)))
+            return _first_value(self._run(conn, sql.insert_event, _event_fields(event)))
         except sa_exc.IntegrityError:
             return None  # UNIQUE(job_id, version): the guard's backstop
 
@@ -562,12 +583,12 @@ class Store:
         sql = self._driver()
         try:
             if sql.pg_create is not None:
-                params = {**status_values(status, "j_"), **event_values(event, "e_")}
-                return _first_value(self._run(conn, sql.pg_create, params))
+                values = _write_values(0, status, event)  # nothing to expect: a new row
+                return _first_value(self._run(conn, sql.pg_create, values))
             assert sql.insert_status is not None
             assert sql.insert_event is not None
-            self._run(conn, sql.insert_status, status_values(status))
-            return _first_value(self._run(conn, sql.insert_event, event_values(event)))
+            self._run(conn, sql.insert_status, _status_fields(status))
+            return _first_value(self._run(conn, sql.insert_event, _event_fields(event)))
         except sa_exc.IntegrityError:
             return None
 
@@ -617,16 +638,16 @@ class Store:
                     self._driver_call(conn, f"{jobs_copy}; {events_copy}"),
                     conn.dbapi_connection.transaction(),  # type: ignore[union-attr]
                 ):
-                    (row,) = self._run(conn, sql.batch_clock, {}).fetchall()
+                    (row,) = self._run(conn, sql.batch_clock, ()).fetchall()
                     now, tx_id = sql.batch_clock.read(row)
                     pairs = jobs_and_events(now)
                     cursor = _cursor(conn)
                     with cursor.copy(jobs_copy) as copy:
                         for _, status in pairs:
-                            copy.write_row(sql.jobs_rows.row(status_values(status)))
+                            copy.write_row(sql.jobs_rows.row(_status_fields(status)))
                     with cursor.copy(events_copy) as copy:
                         for event, _ in pairs:
-                            copy.write_row([*sql.events_rows.row(event_values(event)), tx_id])
+                            copy.write_row([*sql.events_rows.row(_event_fields(event)), tx_id])
             except sa_exc.IntegrityError as exc:
                 self._abort(conn, exc)
                 return self.existing([e.job_id for e, _ in pairs])
