@@ -324,3 +324,36 @@ def test_readers_see_the_old_projection_and_writers_wait_during_a_rebuild(
     assert rebuilt == [4]
     assert ledger.status("late").state == "enqueued"
     assert ledger.verify().ok
+
+
+def test_batch_boundaries_change_nothing(ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Jobs are compared with the projection a batch (a range of ids) at a time."""
+    for n in range(7):
+        ledger.enqueue(f"job-{n}")
+    _edit_data_of(ledger, "job-3")
+    row = {c.name: getattr(ledger.status("job-0"), c.name) for c in jobs.columns}
+    for ghost in ("a-first", "job-1a", "job-4a", "z-last"):  # before, between and after batches
+        _sql(ledger, insert(jobs).values({**row, "job_id": ghost}))
+    _sql(ledger, delete(jobs).where(jobs.c.job_id == "job-5"))
+    expected = {
+        ("a-first", "projection row has no events"),
+        ("job-1a", "projection row has no events"),
+        ("job-3", "stored hash does not match the event's contents"),
+        (
+            "job-3",
+            "projection row differs from the fold of its events: queue is 'default', "
+            "events say 'forged'",
+        ),
+        ("job-4a", "projection row has no events"),
+        ("job-5", "job has events but no projection row"),
+        ("z-last", "projection row has no events"),
+    }
+    for size in (1, 2, 3, 100):
+        monkeypatch.setattr("jobledger.audit.BATCH_SIZE", size)
+        report = ledger.verify()
+        assert {(p.job_id, p.message) for p in report.problems} == expected, size
+        assert (report.jobs, report.events, report.projection_rows) == (7, 7, 10)
+
+
+def _edit_data_of(ledger: Ledger, job_id: str) -> None:
+    _sql(ledger, update(events).where(_event(job_id, 1)).values(data={"queue": "forged"}))
