@@ -207,7 +207,7 @@ def verify(engine: Engine, progress: Progress | None = None) -> VerifyReport:
     """
     report = VerifyReport()
     with _snapshot(engine) as conn:
-        total = _count_events(conn)
+        total = _count_events(conn) if progress is not None else 0
         checker = _ProjectionChecker(conn, report)
         for job_id, job_events in _by_job(conn, _event_query(conn.dialect.name)):
             report.jobs += 1
@@ -423,7 +423,7 @@ def rebuild(engine: Engine, progress: Progress | None = None) -> int:
         if conn.dialect.name == "postgresql":
             conn.exec_driver_sql("LOCK TABLE jobledger_jobs IN SHARE ROW EXCLUSIVE MODE")
         _utc_session(conn)
-        total = _count_events(conn)
+        total = _count_events(conn) if progress is not None else 0
         conn.execute(delete(jobs))
         batch: list[tuple[Any, ...]] = []
         for _, job_events in _by_job(conn, _event_query(conn.dialect.name)):
