@@ -16,7 +16,6 @@ import hashlib
 import json
 import multiprocessing
 import sqlite3
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,10 +23,9 @@ from common import (
     Paired,
     Row,
     Settings,
+    interleaved,
     libpq_url,
-    paired_rates,
     postgres_database,
-    rate,
     sqlite_database,
 )
 
@@ -203,17 +201,20 @@ def ids(side: str, round_number: int, count: int) -> list[str]:
 
 
 def one_process(settings: Settings, url: str, raw_class: type[Any]) -> Paired:
-    rounds, count = settings.pick(7, 15), settings.pick(300, 800)
-    enqueue(url, [j for r in range(rounds) for s in ("o", "b") for j in ids(s, r, count)])
-    enqueue(url, ids("warm-o", 0, WARM_UP) + ids("warm-b", 0, WARM_UP))
+    blocks, per_block = settings.pick(40, 100), settings.pick(25, 40)
+    ours_ids = [ids("o", b, per_block) for b in range(blocks)]
+    raw_ids = [ids("b", b, per_block) for b in range(blocks)]
+    warm_ids = ids("warm-o", 0, WARM_UP) + ids("warm-b", 0, WARM_UP)
+    enqueue(url, [j for chunk in ours_ids + raw_ids for j in chunk] + warm_ids)
     raw = raw_class(url, command_sql(url))
     with Ledger(url) as ledger:
-        ledger_side(ledger, ids("warm-o", 0, WARM_UP))
-        raw.run(ids("warm-b", 0, WARM_UP))
-        paired = paired_rates(
-            rounds,
-            lambda r: rate(count, lambda: ledger_side(ledger, ids("o", r, count))),
-            lambda r: rate(count, lambda: raw.run(ids("b", r, count))),
+        ledger_side(ledger, warm_ids[:WARM_UP])
+        raw.run(warm_ids[WARM_UP:])
+        paired = interleaved(
+            blocks,
+            per_block,
+            lambda b: ledger_side(ledger, ours_ids[b]),
+            lambda b: raw.run(raw_ids[b]),
         )
     raw.close()
     return paired
@@ -248,80 +249,84 @@ def sqlite(settings: Settings) -> Row:
 
 # -- several processes ----------------------------------------------------------------
 
+SIDES = ("ours", "raw")
+BARRIER_TIMEOUT = 300.0
+
 
 def _process_main(
     side: str,
     url: str,
     sql: dict[str, tuple[str, tuple[str, ...]]],
-    warm_ids: list[str],
-    job_ids: list[str],
-    barrier: Any,
-    results: Any,
+    number: int,
+    blocks: int,
+    per_block: int,
+    barriers: dict[str, Any],
 ) -> None:
-    """One benchmark process: warm up, wait for the others, run, report its span."""
+    """One benchmark process of one side: warm up, then run a block whenever released."""
     if side == "ours":
         ledger = Ledger(url)
-        work = lambda ids: ledger_side(ledger, ids)  # noqa: E731
+        work = lambda job_ids: ledger_side(ledger, job_ids)  # noqa: E731
         close = ledger.close
     else:
         raw = RawPostgres(url, sql)
         work, close = raw.run, raw.close
-    work(warm_ids)
-    barrier.wait()
-    started = time.perf_counter()  # CLOCK_MONOTONIC: comparable across processes
-    work(job_ids)
-    results.put((started, time.perf_counter(), len(job_ids)))
+    work(ids(f"warm-{side}-{number}", 0, WARM_UP))
+    mine = [ids(f"{side}-{number}", b, per_block) for b in range(blocks)]
+    barriers["ready"].wait(BARRIER_TIMEOUT)
+    for block in range(blocks):
+        barriers[f"{side}-start"].wait(BARRIER_TIMEOUT)
+        work(mine[block])
+        barriers[f"{side}-done"].wait(BARRIER_TIMEOUT)
     close()
 
 
-def processes_round(
-    side: str, url: str, sql: Any, processes: int, round_number: int, count: int
-) -> float:
-    """Aggregate ops/s of ``processes`` processes, from the first start to the last finish."""
-    context = multiprocessing.get_context("spawn")
-    barrier, results = context.Barrier(processes), context.Queue()
-    workers = [
-        context.Process(
-            target=_process_main,
-            args=(
-                side,
-                url,
-                sql,
-                ids(f"warm-{side}-{p}", round_number, WARM_UP),
-                ids(f"{side}-{p}", round_number, count),
-                barrier,
-                results,
-            ),
-        )
-        for p in range(processes)
-    ]
-    for worker in workers:
-        worker.start()
-    spans = [results.get(timeout=600) for _ in workers]
-    for worker in workers:
-        worker.join()
-        if worker.exitcode != 0:
-            raise RuntimeError(f"a benchmark process failed (exit code {worker.exitcode})")
-    total = sum(n for _, _, n in spans)
-    return total / (max(end for _, end, _ in spans) - min(start for start, _, _ in spans))
-
-
 def postgres_processes(settings: Settings, processes: int) -> Row:
-    rounds, count = settings.pick(5, 9), settings.pick(250, 600)
+    """``processes`` processes per side, all started up front; the sides take turns.
+
+    In each block every process of one side completes ``per_process`` jobs while
+    the other side's processes wait; the block's time runs from releasing them
+    to the last one finishing.
+    """
+    blocks, per_process = settings.pick(12, 30), settings.pick(40, 60)
+    context = multiprocessing.get_context("spawn")
     with postgres_database() as url:
-        every = [
-            job_id
-            for r in range(rounds)
-            for side in ("ours", "raw")
-            for p in range(processes)
-            for job_id in ids(f"warm-{side}-{p}", r, WARM_UP) + ids(f"{side}-{p}", r, count)
-        ]
-        enqueue(url, every)
-        sql = command_sql(url)
-        paired = paired_rates(
-            rounds,
-            lambda r: processes_round("ours", url, sql, processes, r, count),
-            lambda r: processes_round("raw", url, sql, processes, r, count),
+        enqueue(
+            url,
+            [
+                job_id
+                for side in SIDES
+                for p in range(processes)
+                for job_id in ids(f"warm-{side}-{p}", 0, WARM_UP)
+                + [j for b in range(blocks) for j in ids(f"{side}-{p}", b, per_process)]
+            ],
         )
+        sql = command_sql(url)
+        barriers = {"ready": context.Barrier(2 * processes + 1)}
+        for side in SIDES:
+            barriers[f"{side}-start"] = context.Barrier(processes + 1)
+            barriers[f"{side}-done"] = context.Barrier(processes + 1)
+        workers = [
+            context.Process(
+                target=_process_main, args=(side, url, sql, p, blocks, per_process, barriers)
+            )
+            for side in SIDES
+            for p in range(processes)
+        ]
+        for worker in workers:
+            worker.start()
+        barriers["ready"].wait(BARRIER_TIMEOUT)
+
+        def turn(side: str) -> Any:
+            def run(_: int) -> None:
+                barriers[f"{side}-start"].wait(BARRIER_TIMEOUT)
+                barriers[f"{side}-done"].wait(BARRIER_TIMEOUT)
+
+            return run
+
+        paired = interleaved(blocks, processes * per_process, turn("ours"), turn("raw"))
+        for worker in workers:
+            worker.join()
+            if worker.exitcode != 0:
+                raise RuntimeError(f"a benchmark process failed (exit code {worker.exitcode})")
     name = f"claim+complete, {processes} processes, PostgreSQL"
     return row(name, f"raw psycopg, {processes} processes", paired, 0.8)

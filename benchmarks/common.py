@@ -3,10 +3,12 @@
 A benchmark module exposes ``run(settings: Settings) -> list[Row]``. Each row
 holds jobledger's figure and, where there is one, the baseline's figure from the
 same run, so the ratio compares like with like on the same machine at the same
-moment. Rounds of "ours" and "baseline" alternate (ABBA...), the median of each
-side is reported, and the ratio is the median of the per-round ratios of
-neighbouring runs, so that background load on a small, shared machine hits both
-sides alike and one slow second does not decide a row.
+moment. The two sides never run far apart in time: short blocks of operations
+alternate (ours, baseline, baseline, ours, ...) and each side's rate is its
+operations divided by the time spent in its own blocks (:func:`interleaved`),
+so background load on a small shared machine, and a shared PostgreSQL server's
+WAL flushes, fall on both sides alike. Long runs (100k-job batches) alternate
+whole rounds instead (:func:`paired_rates`).
 """
 
 from __future__ import annotations
@@ -75,9 +77,39 @@ class Paired:
     baseline: float
     ratio: float
     rounds: int
+    #: Operations per block when the sides were interleaved; 0 for whole rounds.
+    per_block: int = 0
 
     def note(self) -> str:
+        if self.per_block:
+            return (
+                f"{self.rounds} alternating blocks of {self.per_block} operations per side; "
+                "rate = operations / time in own blocks"
+            )
         return f"medians of {self.rounds} alternating rounds; ratio = median of per-round ratios"
+
+
+def interleaved(
+    blocks: int,
+    per_block: int,
+    ours: Callable[[int], object],
+    baseline: Callable[[int], object],
+) -> Paired:
+    """Rates of two sides run in alternating blocks of ``per_block`` operations.
+
+    Each callable runs block number ``n`` of its side. Blocks alternate in ABBA
+    order; a side's rate is its total operations over the total time of its own
+    blocks, and the ratio is the quotient of the two rates.
+    """
+    spent = {"ours": 0.0, "baseline": 0.0}
+    sides = [("ours", ours), ("baseline", baseline)]
+    for number in range(blocks):
+        for name, run in sides if number % 2 == 0 else reversed(sides):
+            started = time.perf_counter()
+            run(number)
+            spent[name] += time.perf_counter() - started
+    mine, theirs = blocks * per_block / spent["ours"], blocks * per_block / spent["baseline"]
+    return Paired(mine, theirs, mine / theirs, blocks, per_block)
 
 
 def paired_rates(

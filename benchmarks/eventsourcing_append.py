@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from common import Row, Settings, paired_rates, postgres_database, rate
+from common import Row, Settings, interleaved, postgres_database
 from sqlalchemy.engine import make_url
 
 from jobledger import Ledger
@@ -22,7 +22,7 @@ PROCESS = "bench-host:4242:0123456789abcdef"
 
 
 def run(settings: Settings) -> list[Row]:
-    rounds, count = settings.pick(5, 9), settings.pick(300, 800)
+    blocks, per_block = settings.pick(30, 80), settings.pick(30, 50)
     streams = 100
     with postgres_database() as ours_url, postgres_database("eventsourcing_bench") as theirs_url:
         ledger = Ledger(ours_url, heartbeat_interval=0)
@@ -31,22 +31,18 @@ def run(settings: Settings) -> list[Row]:
         claims = [ledger.claim(job_id, PROCESS) for job_id in job_ids]
         app, aggregates = eventsourcing_app(theirs_url, streams)
 
-        def ours(_: int) -> float:
-            return rate(
-                count, lambda: [ledger.heartbeat(claims[i % streams]) for i in range(count)]
-            )
+        def ours(block: int) -> None:
+            for i in range(block * per_block, (block + 1) * per_block):
+                ledger.heartbeat(claims[i % streams])
 
-        def theirs(_: int) -> float:
-            def work() -> None:
-                for i in range(count):
-                    aggregate = aggregates[i % streams]
-                    aggregate.beat(progress=None)
-                    app.save(aggregate)
-
-            return rate(count, work)
+        def theirs(block: int) -> None:
+            for i in range(block * per_block, (block + 1) * per_block):
+                aggregate = aggregates[i % streams]
+                aggregate.beat(progress=None)
+                app.save(aggregate)
 
         ours(0), theirs(0)  # warm up: connections, prepared statements
-        paired = paired_rates(rounds, ours, theirs)
+        paired = interleaved(blocks, per_block, ours, theirs)
         app.close()
         ledger.close()
     row = Row(
