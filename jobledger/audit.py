@@ -55,8 +55,8 @@ MAX_PROBLEMS = 1000
 Progress = Callable[[int, int], None]
 
 _STATUS_FIELDS = tuple(c.name for c in jobs.columns)
-# PostgreSQL formats the canonical timestamp itself: strftime was the costliest
-# step of hashing an event in Python.
+# PostgreSQL formats the canonical timestamp itself, for less than formatting a
+# datetime in Python for every event costs.
 _PG_CANONICAL_TIME = 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'
 
 
@@ -84,11 +84,9 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        where = (
-            f"job {self.job_id!r}"
-            if self.version is None
-            else (f"job {self.job_id!r} version {self.version}")
-        )
+        where = f"job {self.job_id!r}"
+        if self.version is not None:
+            where += f" version {self.version}"
         return f"{where}: {self.message}"
 
 
