@@ -51,7 +51,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql.elements import ColumnElement
 
-from .database import HeldConnections, translated_errors
+from .database import HeldConnections, translate, translated_errors
 from .records import Event, JobStatus
 from .schema import Json, UtcDateTime, events, jobs
 
@@ -418,17 +418,42 @@ class LostRace(Exception):
 
 
 class Command:
-    """One read-decide-write cycle on one job (see :meth:`Store.command`)."""
+    """One read-decide-write cycle on one job: ``with store.command(job_id) as command``.
 
-    def __init__(
-        self,
-        store: Store,
-        conn: PoolProxiedConnection,
-        status: JobStatus | None,
-        now: datetime,
-    ) -> None:
-        self._store, self._conn = store, conn
-        self.status, self.now = status, now
+    Entering loads the job (see :meth:`Store.command`); leaving commits or rolls
+    back and turns driver errors into jobledger's, as :func:`translated_errors`
+    does. A class rather than a ``contextlib`` generator: it runs for every
+    command, and contextlib's machinery cost more than the bookkeeping itself.
+    """
+
+    status: JobStatus | None
+    now: datetime
+
+    def __init__(self, store: Store, job_id: str) -> None:
+        self._store, self._job_id = store, job_id
+
+    def __enter__(self) -> Command:
+        try:
+            self._conn, self.status, self.now = self._store._start(self._job_id)
+        except sa_exc.DBAPIError as exc:
+            mapped = translate(exc, self._store.engine)
+            if mapped is exc:
+                raise
+            raise mapped from exc
+        return self
+
+    def __exit__(self, kind: object, exc: BaseException | None, traceback: object) -> None:
+        try:
+            self._store._finish(self._conn, exc)
+        except sa_exc.DBAPIError as error:  # the commit itself failed
+            mapped = translate(error, self._store.engine)
+            if mapped is error:
+                raise
+            raise mapped from error
+        if isinstance(exc, sa_exc.DBAPIError):
+            mapped = translate(exc, self._store.engine)
+            if mapped is not exc:
+                raise mapped from exc
 
     def write(self, event: Event, status: JobStatus) -> int:
         """Store ``event`` and the job's new ``status``; its position. ``LostRace`` if beaten."""
@@ -462,8 +487,7 @@ class Store:
         """Return the connections held for commands to the pool."""
         self._held.close()
 
-    @contextlib.contextmanager
-    def command(self, job_id: str) -> Iterator[Command]:
+    def command(self, job_id: str) -> Command:
         """Load ``job_id`` and the database clock, for the caller to decide and write.
 
         On PostgreSQL the read and the (single-statement) write each run in
@@ -471,16 +495,20 @@ class Store:
         Elsewhere the whole cycle is one ``BEGIN IMMEDIATE`` transaction, so a
         refusal raised by the caller rolls back everything.
         """
-        with translated_errors(self.engine):
-            conn, status, now = self._start(job_id)
+        return Command(self, job_id)
+
+    def _finish(self, conn: PoolProxiedConnection, exc: BaseException | None) -> None:
+        """End a command: commit (off PostgreSQL) and keep ``conn``, or roll back after ``exc``."""
+        if exc is None:
             try:
-                yield Command(self, conn, status, now)
                 if not self.is_postgres:
                     self._call(conn, "COMMIT", conn.commit)
-            except BaseException as exc:
-                self._abort(conn, exc)
+            except BaseException as error:
+                self._abort(conn, error)
                 raise
             self._held.give_back(conn)
+        else:
+            self._abort(conn, exc)
 
     def _start(self, job_id: str) -> tuple[PoolProxiedConnection, JobStatus | None, datetime]:
         """A connection with ``job_id`` loaded (and, off PostgreSQL, the write lock taken).
