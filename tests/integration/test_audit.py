@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -357,3 +358,17 @@ def test_batch_boundaries_change_nothing(ledger: Ledger, monkeypatch: pytest.Mon
 
 def _edit_data_of(ledger: Ledger, job_id: str) -> None:
     _sql(ledger, update(events).where(_event(job_id, 1)).values(data={"queue": "forged"}))
+
+
+def test_data_that_is_not_json_is_reported_not_fatal(tmp_path: Path, sqlite_template: Path) -> None:
+    """Only SQLite can store such text (PostgreSQL's JSONB refuses it)."""
+    path = tmp_path / "broken.db"
+    path.write_bytes(sqlite_template.read_bytes())
+    with Ledger(f"sqlite:///{path}") as ledger:
+        ledger.enqueue("j")
+        ledger.cancel("j")
+        with ledger.engine.begin() as conn:
+            conn.exec_driver_sql("UPDATE jobledger_events SET data = '{oops' WHERE version = 2")
+        (problem,) = ledger.verify().problems
+    assert (problem.job_id, problem.version) == ("j", 2)
+    assert "stored hash does not match" in problem.message
