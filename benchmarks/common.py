@@ -4,11 +4,12 @@ A benchmark module exposes ``run(settings: Settings) -> list[Row]``. Each row
 holds jobledger's figure and, where there is one, the baseline's figure from the
 same run, so the ratio compares like with like on the same machine at the same
 moment. The two sides never run far apart in time: short blocks of operations
-alternate (ours, baseline, baseline, ours, ...) and each side's rate is its
-operations divided by the time spent in its own blocks (:func:`interleaved`),
-so background load on a small shared machine, and a shared PostgreSQL server's
-WAL flushes, fall on both sides alike. Long runs (100k-job batches) alternate
-whole rounds instead (:func:`paired_rates`).
+alternate (ours, baseline, baseline, ours, ...) and each side's rate is the
+block size over its median block time (:func:`interleaved`), so background load
+on a small shared machine, and a shared PostgreSQL server's WAL flushes, fall
+on both sides alike, and one block caught by another tenant's burst does not
+decide a row. Long runs (100k-job batches) alternate whole rounds instead
+(:func:`paired_rates`).
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ class Paired:
         if self.per_block:
             return (
                 f"{self.rounds} alternating blocks of {self.per_block} operations per side; "
-                "rate = operations / time in own blocks"
+                "rate = block size / median block time"
             )
         return f"medians of {self.rounds} alternating rounds; ratio = median of per-round ratios"
 
@@ -98,17 +99,18 @@ def interleaved(
     """Rates of two sides run in alternating blocks of ``per_block`` operations.
 
     Each callable runs block number ``n`` of its side. Blocks alternate in ABBA
-    order; a side's rate is its total operations over the total time of its own
-    blocks, and the ratio is the quotient of the two rates.
+    order; a side's rate is ``per_block`` over its median block time, and the
+    ratio is the quotient of the two rates.
     """
-    spent = {"ours": 0.0, "baseline": 0.0}
+    spent: dict[str, list[float]] = {"ours": [], "baseline": []}
     sides = [("ours", ours), ("baseline", baseline)]
     for number in range(blocks):
         for name, run in sides if number % 2 == 0 else reversed(sides):
             started = time.perf_counter()
             run(number)
-            spent[name] += time.perf_counter() - started
-    mine, theirs = blocks * per_block / spent["ours"], blocks * per_block / spent["baseline"]
+            spent[name].append(time.perf_counter() - started)
+    mine = per_block / statistics.median(spent["ours"])
+    theirs = per_block / statistics.median(spent["baseline"])
     return Paired(mine, theirs, mine / theirs, blocks, per_block)
 
 
