@@ -61,7 +61,11 @@ _PG_CANONICAL_TIME = 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'
 
 
 class StoredEvent(NamedTuple):
-    """An event as read for auditing; ``recorded_text`` is its canonical timestamp."""
+    """An event as read for auditing.
+
+    ``recorded_text`` is its canonical timestamp, as hashed (``None`` where the
+    event is read only to be folded).
+    """
 
     position: int
     job_id: str
@@ -72,7 +76,7 @@ class StoredEvent(NamedTuple):
     recorded_at: datetime
     prev_hash: str
     hash: str
-    recorded_text: str
+    recorded_text: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,19 +117,22 @@ class VerifyReport:
 # -- reading events ---------------------------------------------------------------------
 
 
-def _event_query(dialect: str) -> Select[Any]:
+def _event_query(dialect: str, hashing: bool = True) -> Select[Any]:
     """Every event column plus its canonical timestamp, in the order of :class:`StoredEvent`.
 
     PostgreSQL and SQLite hand over raw text where decoding it here is cheaper
     than the driver's or the column type's own decoding (see the ``_from_*``
-    converters); other databases get the typed columns.
+    converters); other databases get the typed columns. Without ``hashing``
+    (folding only) PostgreSQL is spared formatting the canonical timestamps.
     """
     data: Any = events.c.data
     moment: Any = events.c.recorded_at
     text: Any = null()  # computed in Python from recorded_at
     if dialect == "postgresql":
         data = cast(events.c.data, Text)  # psycopg's JSONB loader costs twice json's decoder
-        text = func.to_char(func.timezone("UTC", events.c.recorded_at), _PG_CANONICAL_TIME)
+        if hashing:
+            utc = func.timezone("UTC", events.c.recorded_at)
+            text = func.to_char(utc, _PG_CANONICAL_TIME)
         moment = type_coerce(events.c.recorded_at, DateTime(timezone=True))  # see _utc_session
     elif dialect == "sqlite":
         data = type_coerce(events.c.data, Text)
@@ -268,7 +275,7 @@ def _check_history(job_events: Iterable[StoredEvent], report: VerifyReport) -> D
             event.type,
             event.process,
             event.data,
-            event.recorded_text,
+            event.recorded_text or canonical_time(event.recorded_at),
         )
         if recomputed != event.hash:
             report.add(job_id, version, "stored hash does not match the event's contents")
@@ -421,7 +428,7 @@ def state_counts(engine: Engine, until: datetime | None = None) -> dict[str, int
 def _replayed(engine: Engine, until: datetime | None, job_id: str | None = None) -> Iterator[Draft]:
     if until is not None and until.tzinfo is None:
         raise ValueError("until must be timezone-aware (the ledger records UTC instants)")
-    query = _event_query(engine.dialect.name)
+    query = _event_query(engine.dialect.name, hashing=False)
     if until is not None:
         query = query.where(events.c.recorded_at <= type_coerce(until, UtcDateTime))
     if job_id is not None:
@@ -457,7 +464,7 @@ def rebuild(engine: Engine, progress: Progress | None = None) -> int:
         total = _count_events(conn) if progress is not None else 0
         conn.execute(delete(jobs))
         batch: list[tuple[Any, ...]] = []
-        for _, job_events in _by_job(conn, _event_query(conn.dialect.name)):
+        for _, job_events in _by_job(conn, _event_query(conn.dialect.name, hashing=False)):
             draft = _fold(job_events)
             batch.append(_folded_values(draft))
             done += draft.version
@@ -523,11 +530,12 @@ def export(
 def export_line(event: StoredEvent) -> str:
     """One event as a line of canonical JSON (keys sorted, no whitespace), newline included."""
     process = "null" if event.process is None else canonical_string(event.process)
+    recorded = event.recorded_text or canonical_time(event.recorded_at)
     return (
         f'{{"data":{canonical_json(event.data)},"hash":"{event.hash}",'
         f'"job_id":{canonical_string(event.job_id)},"position":{event.position:d},'
         f'"prev_hash":"{event.prev_hash}","process":{process},'
-        f'"recorded_at":"{event.recorded_text}","type":{canonical_string(event.type)},'
+        f'"recorded_at":"{recorded}","type":{canonical_string(event.type)},'
         f'"version":{event.version:d}}}\n'
     )
 
