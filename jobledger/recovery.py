@@ -290,9 +290,11 @@ class RecoveryProjector:
     # -- reading the ledger --------------------------------------------------------------
 
     def _holders(self) -> set[str]:
+        # claimed_by is set exactly while a job is claimed (the fold guarantees it, verify
+        # checks it), so this reads only the partial holder index, never the table.
         query = (
             select(jobs.c.claimed_by)
-            .where(jobs.c.state == State.CLAIMED.value, jobs.c.claimed_by.is_not(None))
+            .where(jobs.c.claimed_by.is_not(None))
             .group_by(jobs.c.claimed_by)
         )
         with translated_errors(self.ledger.engine), self.ledger.engine.connect() as conn:

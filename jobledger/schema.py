@@ -22,6 +22,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import base as postgresql_base
@@ -114,7 +115,14 @@ jobs = Table(
     Column("last_error", Text, nullable=True),
     Column("last_hash", String(64), nullable=False),
     Index(None, "state", "queue"),
-    Index(None, "claimed_by"),
+    # Only claimed jobs have a holder, so the index holds just the claims in flight: the
+    # recovery sweep lists distinct holders from it with an index-only scan.
+    Index(
+        None,
+        "claimed_by",
+        postgresql_where=text("claimed_by IS NOT NULL"),
+        sqlite_where=text("claimed_by IS NOT NULL"),
+    ),
 )
 
 checkpoints = Table(
