@@ -20,7 +20,7 @@ import pytest
 from jobledger import Ledger, RecoveryProjector, RedisLiveness, SqlLiveness
 from jobledger.liveness import Liveness
 from jobledger.testing import RedisServer
-from tests.conftest import truncate_all
+from tests.conftest import service_missing, truncate_all
 
 ROOT = Path(__file__).resolve().parents[2]
 TTL = 1.0
@@ -127,13 +127,20 @@ class FaultEnv:
         self.ledger.close()
 
 
+def private_redis() -> RedisServer:
+    """A redis-server of the test's own, or a skip (a failure in CI) if there is none."""
+    if shutil.which("redis-server") is None:
+        service_missing("redis-server (for a private Redis)", "not installed")
+    return RedisServer().start()
+
+
 @pytest.fixture(params=["redis-postgresql", "sql-sqlite"])
 def fault_env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FaultEnv]:
     """Redis liveness with PostgreSQL, or the embedded default: SQL leases in SQLite."""
     if request.param == "redis-postgresql":
         url: str = request.getfixturevalue("postgres_url")
         truncate_all(url)
-        redis = RedisServer().start()
+        redis = private_redis()
     else:
         shutil.copy(request.getfixturevalue("sqlite_template"), tmp_path / "ledger.db")
         url, redis = f"sqlite:///{tmp_path / 'ledger.db'}", None
@@ -149,7 +156,7 @@ def redis_env(request: pytest.FixtureRequest) -> Iterator[FaultEnv]:
     """Redis liveness (private server) with PostgreSQL only."""
     url: str = request.getfixturevalue("postgres_url")
     truncate_all(url)
-    redis = RedisServer().start()
+    redis = private_redis()
     env = FaultEnv("redis-postgresql", url, redis)
     yield env
     env.close()
