@@ -89,16 +89,17 @@ def db_upgrade(settings: Settings) -> None:
 
 
 @db.command("current")
+@click.option("--json", "as_json", is_flag=True, help="As a JSON object.")
 @pass_settings
-def db_current(settings: Settings) -> None:
-    """Show the schema revision of the database and the newest one available."""
-    ledger = settings.ledger()
-    try:
+def db_current(settings: Settings, as_json: bool) -> None:
+    """Show the schema revision of the database and the newest one; exit 1 if behind."""
+    with settings.ledger() as ledger:
         revision = migrate.current(ledger.engine)
-    finally:
-        ledger.close()
     head = migrate.head()
-    click.echo(f"database: {revision or 'not migrated'}; newest: {head}")
+    if as_json:
+        click.echo(_as_json({"current": revision, "head": head, "up_to_date": revision == head}))
+    else:
+        click.echo(f"database: {revision or 'not migrated'}; newest: {head}")
     if revision != head:
         sys.exit(1)
 

@@ -135,3 +135,14 @@ def test_demo_passes_in_under_thirty_seconds(tmp_path: Path) -> None:
         "demo passed",
     ):
         assert expected in done.stdout
+
+
+def test_db_current_says_whether_the_schema_is_behind(tmp_path: Path, url: str) -> None:
+    fresh = run("--database-url", f"sqlite:///{tmp_path / 'new.db'}", "db", "current", "--json")
+    assert fresh.returncode == 1
+    assert json.loads(fresh.stdout)["current"] is None
+    done = run("--database-url", url, "db", "current", "--json")
+    assert done.returncode == 0
+    state = json.loads(done.stdout)
+    assert state["up_to_date"] is True
+    assert state["current"] == state["head"]
