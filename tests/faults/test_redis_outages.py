@@ -5,24 +5,26 @@ from __future__ import annotations
 import signal
 import time
 
+from jobledger import RecoveryProjector
 from tests.faults.conftest import TTL, FaultEnv
 
 
-def _two_workers(env: FaultEnv) -> list[str]:
+def _two_workers(env: FaultEnv) -> tuple[RecoveryProjector, list[str]]:
+    """A projector, and two live workers holding three jobs for longer than a TTL."""
+    projector = env.projector(grace=0)
     env.ledger.enqueue_many(["w1-a", "w1-b", "w2-a"])
     identities = []
     for jobs in (["w1-a", "w1-b"], ["w2-a"]):
         worker = env.worker(jobs)
         identities.append(worker.expect("claimed")["identity"])
-    return identities
+    time.sleep(TTL)
+    return projector, identities
 
 
 def test_redis_restarted_empty_while_workers_live(redis_env: FaultEnv) -> None:
     env = redis_env
     assert env.redis is not None
-    projector = env.projector(grace=0)
-    identities = _two_workers(env)
-    time.sleep(TTL)
+    projector, identities = _two_workers(env)
     env.redis.restart()  # comes back with no keys at all
     liveness = env.liveness()
     env.wait_for(lambda: all(liveness.alive(identities).values()), timeout=TTL * 2)
@@ -36,9 +38,7 @@ def test_redis_restarted_empty_while_workers_live(redis_env: FaultEnv) -> None:
 def test_redis_down_then_back(redis_env: FaultEnv) -> None:
     env = redis_env
     assert env.redis is not None
-    projector = env.projector(grace=0)
-    identities = _two_workers(env)
-    time.sleep(TTL)
+    projector, identities = _two_workers(env)
     env.redis.stop()
     time.sleep(3 * TTL)  # far longer than the TTL: every key would have lapsed
     assert projector.counters.unavailable_sweeps >= 1
