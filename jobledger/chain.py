@@ -40,15 +40,35 @@ def chain_hash(
     data: JSONValue,
     recorded_at: str,
 ) -> str:
-    """:func:`event_hash` with ``recorded_at`` already in its canonical text form.
+    """:func:`event_hash` with ``recorded_at`` already in its canonical text form."""
+    return encoded_chain_hash(
+        prev_hash,
+        canonical_string(job_id),
+        version,
+        canonical_string(type),
+        "null" if process is None else canonical_string(process),
+        canonical_json(data),
+        recorded_at,
+    )
+
+
+def encoded_chain_hash(
+    prev_hash: str,
+    job_json: str,
+    version: int,
+    type_json: str,
+    process_json: str,
+    data_json: str,
+    recorded_at: str,
+) -> str:
+    """:func:`chain_hash` of members already in canonical JSON (strings quoted, ``null``).
 
     The body is ``canonical_json`` of the six-key object, written out in its
     (sorted) key order directly: verify and export hash every stored event, and
     building and sorting a dict per event would cost more than the hash itself.
+    Verify also reuses the encoded job id and payloads across events.
     """
-    body = (
-        f'{{"data":{canonical_json(data)},"job_id":{canonical_string(job_id)},'
-        f'"process":{"null" if process is None else canonical_string(process)},'
-        f'"recorded_at":"{recorded_at}","type":{canonical_string(type)},"version":{version:d}}}'
-    )
-    return _sha256(f"{prev_hash}\n{body}".encode()).hexdigest()
+    return _sha256(
+        f'{prev_hash}\n{{"data":{data_json},"job_id":{job_json},"process":{process_json},'
+        f'"recorded_at":"{recorded_at}","type":{type_json},"version":{version:d}}}'.encode()
+    ).hexdigest()
