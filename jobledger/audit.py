@@ -1,22 +1,28 @@
 """Auditing the ledger: verify, point-in-time replay, rebuild and export.
 
-Everything here streams: events are read in ``(job_id, version)`` order (or
-``position`` order for exports) through a server-side cursor, a job at a time,
-so a million events take the memory of one batch. Folding uses
-:func:`jobledger.projection.advance`, the same definition every append uses,
-which is why a rebuilt projection is identical to the live one row for row.
+Everything here streams, a job at a time, so a million events take the memory
+of one batch. Folding uses :func:`jobledger.projection.advance`, the same
+definition every append uses, which is why a rebuilt projection is identical to
+the live one row for row.
+
+verify and rebuild read through :mod:`jobledger.bulk` (COPY on PostgreSQL, bare
+sqlite3 on SQLite) and, for large ledgers, in several processes, each taking a
+range of job ids (:mod:`jobledger.shards`). replay and export read through
+SQLAlchemy, events in ``(job_id, version)`` or ``position`` order.
 
 Reads that must agree with each other (events and projection rows in
-``verify``) run in one REPEATABLE READ transaction on PostgreSQL and one
-read transaction on SQLite, so concurrent appends cannot make them disagree.
+``verify``) run in one REPEATABLE READ transaction on PostgreSQL (whose
+snapshot every worker imports) and one read transaction on SQLite, so
+concurrent appends cannot make them disagree.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import json
-import operator
+import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -30,31 +36,44 @@ from sqlalchemy import (
     cast,
     delete,
     func,
-    insert,
     null,
     select,
     type_coerce,
 )
 from sqlalchemy.sql import Select
 
-from .chain import GENESIS, chain_hash
+from . import shards
+from .bulk import (
+    PROJECTION_TAIL,
+    STATUS_FIELDS,
+    Bulk,
+    CoreBulk,
+    PostgresBulk,
+    Row,
+    SqliteBulk,
+    parse_moment,
+    prepare_postgres_session,
+)
+from .chain import GENESIS, chain_hash, encoded_chain_hash
 from .database import translated_errors
-from .encoding import canonical_json, canonical_string, canonical_time
+from .encoding import StoredPayloads, canonical_json, canonical_string, canonical_time
 from .errors import CorruptHistory
 from .projection import Draft, advance
 from .records import JobStatus
 from .schema import UtcDateTime, events, jobs
 
-#: Rows fetched per round trip, and jobs compared with the projection per query.
+#: Events per progress report, and jobs per batch of rows a rebuild writes.
 BATCH_SIZE = 10_000
 #: Problems kept in a report; the rest are only counted (a wholesale forgery
 #: must not turn "verify a million events" into "hold a million messages").
 MAX_PROBLEMS = 1000
+#: Below this many events verify and rebuild work in one process: starting
+#: workers (a process and a connection each) would cost more than it saves.
+MIN_PARALLEL_EVENTS = 50_000
 
 #: ``progress(done, total)``: events processed so far, and how many there are.
 Progress = Callable[[int, int], None]
 
-_STATUS_FIELDS = tuple(c.name for c in jobs.columns)
 # PostgreSQL formats the canonical timestamp itself, for less than formatting a
 # datetime in Python for every event costs.
 _PG_CANONICAL_TIME = 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'
@@ -234,7 +253,9 @@ def _utc_session(conn: Connection) -> None:
 # -- verify -----------------------------------------------------------------------------
 
 
-def verify(engine: Engine, progress: Progress | None = None) -> VerifyReport:
+def verify(
+    engine: Engine, progress: Progress | None = None, workers: int | None = None
+) -> VerifyReport:
     """Check every history and the projection; a report listing what is wrong.
 
     For each job, in ``(job_id, version)`` order: each event's hash is
@@ -242,63 +263,124 @@ def verify(engine: Engine, progress: Progress | None = None) -> VerifyReport:
     previous event's hash (``GENESIS`` for the first), every event is a legal
     move from the state before it, and the projection row equals the fold of
     the events. Projection rows without events are reported too.
+
+    Problems are listed in job order, a job's events' problems before its
+    projection row's. Above :data:`MIN_PARALLEL_EVENTS` events the jobs are split
+    by ranges of ids over ``workers`` processes (default: one per CPU), which on
+    PostgreSQL all read the snapshot of this call's transaction; the report is
+    the same however the work was split.
+    """
+    with _snapshot(engine) as conn:
+        bulk = _bulk(conn)
+        total = _count_events(conn)
+        tracker = _Tracker(progress, total)
+        task = functools.partial(_verify_range, batch_size=BATCH_SIZE)
+        plan = _plan(conn, total, workers)
+        reports = shards.run(task, *plan, tracker.handle) if plan is not None else None
+        if reports is None:
+            reports = [task(bulk, None, None, tracker.handle)]
+    tracker.finish()
+    return _merged(reports)
+
+
+class _Event(NamedTuple):
+    """A stored event as folding reads it: ``recorded_at`` is the backend's moment text."""
+
+    job_id: str
+    version: int
+    type: str
+    process: str | None
+    data: Any
+    recorded_at: Any
+    prev_hash: str
+    hash: str
+
+
+def _verify_range(  # noqa: PLR0915 (one frame on purpose, see below)
+    bulk: Bulk, lower: str | None, upper: str | None, emit: shards.Emit, *, batch_size: int
+) -> VerifyReport:
+    """Verify the jobs with ``lower < job_id <= upper`` (see :func:`verify`).
+
+    One loop over the merged stream of events and projection rows, with the
+    job's state in local variables: this runs once per event, and every
+    function call or attribute lookup saved here is measurable.
     """
     report = VerifyReport()
-    with _snapshot(engine) as conn:
-        total = _count_events(conn) if progress is not None else 0
-        checker = _ProjectionChecker(conn, report)
-        for job_id, job_events in _by_job(conn, _event_query(conn.dialect.name)):
-            report.jobs += 1
-            checker.add(job_id, _check_history(job_events, report))
-            if checker.full():
-                checker.flush()
-                if progress is not None:
-                    progress(report.events, total)
-        checker.finish()
-    if progress is not None:
-        progress(report.events, report.events)
-    return report
-
-
-def _check_history(job_events: Iterable[StoredEvent], report: VerifyReport) -> Draft | None:
-    """Check one job's events; their fold, or ``None`` if the history is broken."""
+    add = report.add
+    encoded = StoredPayloads().encoded
+    canonical = bulk.canonical_time
+    quoted: dict[str, str] = {}  # JSON literals of event types and processes
+    make = tuple.__new__
+    job_id: Any = None  # the job being checked (None before the first row)
+    job_json = ""
     draft: Draft | None = None
+    projected: Row | None = None
     broken = False
     expected_version, expected_prev = 1, GENESIS
-    for event in job_events:
-        report.events += 1
-        job_id, version = event.job_id, event.version
-        recomputed = chain_hash(
-            event.prev_hash,
-            job_id,
+    events = first = ticked = 0  # events so far; at the job's start; at the last progress
+    for row in bulk.rows(lower, upper, projection=True):
+        if row[0] != job_id:
+            if job_id is not None:
+                _finish_job(report, job_id, events - first, None if broken else draft, projected)
+            job_id, job_json, draft, projected = row[0], canonical_string(row[0]), None, None
+            broken, expected_version, expected_prev, first = False, 1, GENESIS, events
+            if events - ticked >= batch_size:
+                emit("progress", events - ticked)
+                ticked = events
+        version, kind = row[1], row[2]
+        if kind is None:  # the job's projection row, compared once its events are folded
+            projected = row
+            report.projection_rows += 1
+            continue
+        events += 1
+        process, data, moment, prev_hash, stored_hash = row[3:8]
+        data_json, value = encoded(data)
+        recomputed = encoded_chain_hash(
+            prev_hash,
+            job_json,
             version,
-            event.type,
-            event.process,
-            event.data,
-            event.recorded_text or canonical_time(event.recorded_at),
+            quoted.get(kind) or _quote(quoted, kind),
+            "null" if process is None else quoted.get(process) or _quote(quoted, process),
+            data_json,
+            canonical(moment),
         )
-        if recomputed != event.hash:
-            report.add(job_id, version, "stored hash does not match the event's contents")
+        if recomputed != stored_hash:
+            add(job_id, version, "stored hash does not match the event's contents")
         if version != expected_version:
-            report.add(
+            add(
                 job_id,
                 version,
                 f"expected version {expected_version}: events are missing or out of order",
             )
             broken = True
-        elif event.prev_hash != expected_prev:
+        elif prev_hash != expected_prev:
             previous = "GENESIS" if version == 1 else f"version {version - 1}'s hash"
-            report.add(job_id, version, f"prev_hash is not {previous}: the chain is broken")
+            add(job_id, version, f"prev_hash is not {previous}: the chain is broken")
             broken = True
-        expected_version, expected_prev = version + 1, event.hash
+        expected_version, expected_prev = version + 1, stored_hash
         if broken:
             continue
+        event = make(
+            _Event, (job_id, version, kind, process, value, moment, prev_hash, stored_hash)
+        )
         try:
             draft = advance(draft, event)
         except CorruptHistory as exc:
-            report.add(job_id, version, _reason(exc))
+            add(job_id, version, _reason(exc))
             broken = True
-    return None if broken else draft
+    if job_id is not None:
+        _finish_job(report, job_id, events - first, None if broken else draft, projected)
+    report.events = events
+    emit("progress", events - ticked)
+    return report
+
+
+def _quote(quoted: dict[str, str], text: str) -> str:
+    """``text`` as a JSON string literal, remembered (event types and processes repeat)."""
+    if len(quoted) >= 4096:
+        quoted.clear()
+    literal = quoted[text] = canonical_string(text)
+    return literal
 
 
 def _reason(exc: CorruptHistory) -> str:
@@ -307,91 +389,141 @@ def _reason(exc: CorruptHistory) -> str:
     return text.split(": ", 1)[1] if text.startswith("job ") and ": " in text else text
 
 
-class _ProjectionChecker:
-    """Compares folds with projection rows, a batch of jobs per range query.
+def _finish_job(
+    report: VerifyReport, job_id: str, events: int, folded: Draft | None, projected: Row | None
+) -> None:
+    """Compare a job's fold (``None``: its history is broken) with its projection row."""
+    if events == 0:
+        assert projected is not None  # a job without events only shows as a projection row
+        report.add(job_id, projected[1], "projection row has no events")
+        return
+    report.jobs += 1
+    if projected is None:
+        version = folded.version if folded is not None else None
+        report.add(job_id, version, "job has events but no projection row")
+    elif folded is not None and (
+        projected[1] != folded.version or tuple(projected[3:15]) != _projected_text(folded)
+    ):
+        _compare_row(projected, folded, report)
 
-    Jobs arrive in the database's own ``job_id`` order, so each batch's rows are
-    exactly those with ``previous last < job_id <= this last`` in that order;
-    comparing by range (rather than by list of ids) also finds the projection
-    rows that have no events at all.
+
+def _projected_text(draft: Draft) -> tuple[Any, ...]:
+    """A fold as a projection row reads in the stream (``row[3:]``): numbers as text."""
+    token = draft.claim_token
+    return (
+        draft.queue,
+        draft.state,
+        str(draft.attempt),
+        draft.claimed_by,
+        None if token is None else str(token),
+        draft.enqueued_at,
+        draft.claimed_at,
+        draft.heartbeat_at,
+        draft.finished_at,
+        draft.updated_at,
+        draft.last_error,
+        draft.last_hash,
+    )
+
+
+def _compare_row(stored: Row, folded: Draft, report: VerifyReport) -> None:
+    """Report the columns in which a projection row differs from the fold, as values.
+
+    Texts that differ may still be one value (an instant written two ways by
+    two writers, say); only values that differ are reported.
     """
+    tail = dict(zip(PROJECTION_TAIL, stored[3:15], strict=True))
+    row = {"job_id": stored[0], "version": stored[1], **tail}
+    differences = []
+    for name in STATUS_FIELDS:
+        theirs, ours = _value(name, row[name]), _value(name, getattr(folded, name))
+        if theirs != ours:
+            differences.append(f"{name} is {theirs!r}, events say {ours!r}")
+    if differences:
+        report.add(
+            stored[0],
+            folded.version,
+            "projection row differs from the fold of its events: " + "; ".join(differences),
+        )
 
-    def __init__(self, conn: Connection, report: VerifyReport) -> None:
-        self._conn, self._report = conn, report
-        self._pending: dict[str, Draft | None] = {}
-        self._last: str | None = None  # upper bound (inclusive) of the rows compared so far
 
-    def add(self, job_id: str, folded: Draft | None) -> None:
-        self._pending[job_id] = folded
+def _value(name: str, value: Any) -> Any:
+    """A projection column's value from its text in the stream."""
+    if not isinstance(value, str):
+        return value
+    if name in ("attempt", "claim_token") and value.lstrip("-").isdigit():
+        return int(value)
+    if name.endswith("_at"):
+        return parse_moment(value) or value
+    return value
 
-    def full(self) -> bool:
-        return len(self._pending) >= BATCH_SIZE
 
-    def flush(self) -> None:
-        if not self._pending:
-            return
-        upper = next(reversed(self._pending))
-        self._compare(self._rows(upper))
-        self._last = upper
+def _merged(reports: list[VerifyReport]) -> VerifyReport:
+    """One report of the shards' reports, in shard (job) order."""
+    merged = VerifyReport()
+    for part in reports:
+        merged.jobs += part.jobs
+        merged.events += part.events
+        merged.projection_rows += part.projection_rows
+        merged.problem_count += part.problem_count
+        room = MAX_PROBLEMS - len(merged.problems)
+        merged.problems += part.problems[:room]
+    return merged
+
+
+# -- running on shards ------------------------------------------------------------------
+
+
+def _bulk(conn: Connection) -> Bulk:
+    """Bulk access through ``conn``'s own transaction."""
+    driver: Any = conn.connection.driver_connection
+    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
+        with driver.cursor() as cursor:
+            prepare_postgres_session(cursor)
+        return PostgresBulk(driver)
+    if conn.dialect.name == "sqlite":
+        return SqliteBulk(driver)
+    return CoreBulk(conn)
+
+
+def _plan(
+    conn: Connection, total: int, workers: int | None
+) -> tuple[shards.Source, list[shards.Range]] | None:
+    """Where worker processes connect, and their ranges; ``None``: work in this process.
+
+    Workers take :data:`MIN_PARALLEL_EVENTS` events or more, when they can be
+    forked (:func:`shards.can_fork`) and reach the database
+    (:func:`shards.source_for`). On PostgreSQL this exports the transaction's
+    snapshot, so it must run before the connection starts a COPY.
+    """
+    count = (os.cpu_count() or 1) if workers is None else workers
+    if count < 2 or total < MIN_PARALLEL_EVENTS or not shards.can_fork():
+        return None
+    source = shards.source_for(conn)
+    if source is None:
+        return None
+    ranges = shards.plan(conn, total, count)
+    return (source, ranges) if len(ranges) > 1 else None
+
+
+class _Tracker:
+    """Sums the progress workers report, for the caller's ``progress(done, total)``."""
+
+    def __init__(self, progress: Progress | None, total: int) -> None:
+        self.progress, self.total, self.done = progress, total, 0
+
+    def handle(self, kind: str, payload: Any) -> None:
+        if kind == "progress":
+            self.add(payload)
+
+    def add(self, events: int) -> None:
+        self.done += events
+        if self.progress is not None:
+            self.progress(self.done, self.total)
 
     def finish(self) -> None:
-        self.flush()
-        self._compare(self._rows(None))
-
-    def _rows(self, upper: str | None) -> Iterator[Any]:
-        query = _jobs_query(self._conn.dialect.name)
-        if self._last is not None:
-            query = query.where(jobs.c.job_id > self._last)
-        if upper is not None:
-            query = query.where(jobs.c.job_id <= upper)
-        return iter(self._conn.execute(query))
-
-    def _compare(self, rows: Iterator[Any]) -> None:
-        report, pending = self._report, self._pending
-        for row in rows:
-            report.projection_rows += 1
-            if row.job_id not in pending:
-                report.add(row.job_id, row.version, "projection row has no events")
-                continue
-            folded = pending.pop(row.job_id)
-            if folded is not None:
-                _compare_row(row, folded, report)
-        for job_id, folded in pending.items():
-            version = folded.version if folded is not None else None
-            report.add(job_id, version, "job has events but no projection row")
-        pending.clear()
-
-
-def _jobs_query(dialect: str) -> Select[Any]:
-    """The projection's rows; on PostgreSQL with plain timestamps (see :func:`_utc_session`)."""
-    if dialect != "postgresql":
-        return select(jobs)
-    return select(
-        *(
-            type_coerce(c, DateTime(timezone=True)).label(c.name)
-            if isinstance(c.type, UtcDateTime)
-            else c
-            for c in jobs.columns
-        )
-    )
-
-
-_folded_values = operator.attrgetter(*_STATUS_FIELDS)
-
-
-def _compare_row(row: Any, folded: Draft, report: VerifyReport) -> None:
-    if tuple(row) == _folded_values(folded):
-        return
-    differences = [
-        f"{name} is {getattr(row, name)!r}, events say {getattr(folded, name)!r}"
-        for name in _STATUS_FIELDS
-        if getattr(row, name) != getattr(folded, name)
-    ]
-    report.add(
-        row.job_id,
-        folded.version,
-        "projection row differs from the fold of its events: " + "; ".join(differences),
-    )
+        if self.progress is not None:
+            self.progress(self.done, self.done)
 
 
 # -- replay and rebuild -----------------------------------------------------------------
@@ -446,7 +578,7 @@ def _fold(job_events: Iterable[StoredEvent]) -> Draft:
     return draft
 
 
-def rebuild(engine: Engine, progress: Progress | None = None) -> int:
+def rebuild(engine: Engine, progress: Progress | None = None, workers: int | None = None) -> int:
     """Replace the projection with the fold of all events; the number of jobs.
 
     One transaction: readers see the old projection until the new one is
@@ -454,49 +586,81 @@ def rebuild(engine: Engine, progress: Progress | None = None) -> int:
     append updates or inserts a jobs row first, so appends wait; readers do
     not); on SQLite the transaction holds the write lock. ``CorruptHistory``
     (and nothing changed) if a history cannot be folded.
+
+    Like :func:`verify`, large ledgers are folded in ``workers`` processes;
+    their rows are all written by this one transaction.
     """
     writer = engine.execution_options(jobledger_write=True)  # BEGIN IMMEDIATE on SQLite
-    count = done = 0
     with translated_errors(engine), writer.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.exec_driver_sql("LOCK TABLE jobledger_jobs IN SHARE ROW EXCLUSIVE MODE")
         _utc_session(conn)
-        total = _count_events(conn) if progress is not None else 0
+        bulk = _bulk(conn)
+        total = _count_events(conn)
+        tracker = _Tracker(progress, total)
+        task = functools.partial(_fold_range, batch_size=BATCH_SIZE)
+        plan = _plan(conn, total, workers)
+        # PostgreSQL cannot read one COPY and write another on one connection: without
+        # workers, the events are read on a second one, in this transaction's snapshot.
+        reader = None
+        if isinstance(bulk, PostgresBulk):
+            reader = plan[0] if plan is not None else shards.source_for(conn)
         conn.execute(delete(jobs))
-        batch: list[tuple[Any, ...]] = []
-        for _, job_events in _by_job(conn, _event_query(conn.dialect.name, hashing=False)):
-            draft = _fold(job_events)
-            batch.append(_folded_values(draft))
-            done += draft.version
-            if len(batch) >= BATCH_SIZE:
-                count += _insert_rows(conn, batch)
-                if progress is not None:
-                    progress(done, total)
-        count += _insert_rows(conn, batch)
-    if progress is not None:
-        progress(total, total)
-    return count
+        written = 0
+        with bulk.writer() as write:
 
+            def handle(kind: str, payload: Any) -> None:
+                nonlocal written
+                if kind == "batch":
+                    batch, events, count = payload
+                    write(batch)
+                    written += count
+                    tracker.add(events)
 
-def _insert_rows(conn: Connection, rows: list[tuple[Any, ...]]) -> int:
-    """Insert projection rows (values in column order); how many. Empties ``rows``."""
-    written = len(rows)
-    if not rows:
-        return 0
-    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
-        # COPY: executemany spent several times more per row than folding it did.
-        columns = ", ".join(_STATUS_FIELDS)
-        driver: Any = conn.connection.driver_connection
-        with (
-            driver.cursor() as cursor,
-            cursor.copy(f"COPY {jobs.name} ({columns}) FROM STDIN") as copy,
-        ):
-            for row in rows:
-                copy.write_row(row)
-    else:
-        conn.execute(insert(jobs), [dict(zip(_STATUS_FIELDS, row, strict=True)) for row in rows])
-    rows.clear()
+            if plan is None or shards.run(task, *plan, handle) is None:
+                with reader.open() if reader is not None else contextlib.nullcontext(bulk) as read:
+                    task(read, None, None, handle)
+    tracker.finish()
     return written
+
+
+def _fold_range(
+    bulk: Bulk, lower: str | None, upper: str | None, emit: shards.Emit, *, batch_size: int
+) -> None:
+    """Fold the jobs with ``lower < job_id <= upper``, emitting batches of projection rows.
+
+    Each ``("batch", (rows, events, jobs))`` holds rows in the form
+    ``bulk.writer()`` takes; ``CorruptHistory`` if a history cannot be folded.
+    """
+    value = StoredPayloads().value
+    make = tuple.__new__
+    drafts: list[Draft] = []
+    draft: Draft | None = None
+    current = None
+    for job_id, version, kind, process, data, moment, prev_hash, stored_hash in bulk.rows(
+        lower, upper, projection=False
+    ):
+        if job_id != current:
+            if draft is not None:
+                drafts.append(draft)
+                if len(drafts) >= batch_size:
+                    _emit_batch(bulk, drafts, emit)
+            current, draft = job_id, None
+        event = make(
+            _Event, (job_id, version, kind, process, value(data), moment, prev_hash, stored_hash)
+        )
+        draft = advance(draft, event)
+    if draft is not None:
+        drafts.append(draft)
+    _emit_batch(bulk, drafts, emit)
+
+
+def _emit_batch(bulk: Bulk, drafts: list[Draft], emit: shards.Emit) -> None:
+    """Send folded jobs on as a batch of rows (with their event count); empties ``drafts``."""
+    if drafts:
+        # A fold's version is its number of events: versions run 1, 2, 3 ... or it failed.
+        emit("batch", (bulk.encode(drafts), sum(d.version for d in drafts), len(drafts)))
+        drafts.clear()
 
 
 # -- export -----------------------------------------------------------------------------

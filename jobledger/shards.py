@@ -1,0 +1,247 @@
+"""Verify and rebuild spread over processes, one range of job ids each.
+
+Every check and every fold concerns one job at a time, so the work splits by
+job id: shard ``k`` covers ``bound[k-1] < job_id <= bound[k]``, the first and
+last open-ended. :func:`plan` takes the bounds at equal numbers of events, in the
+database's own job-id order, so the shards are about equal whatever the
+collation.
+
+Each worker process opens its own connection (:class:`Source`: the engine's URL,
+read by the engine's dialect). On PostgreSQL it imports the coordinating
+transaction's snapshot, so every shard reads the same state of the database, as
+one transaction would. SQLite cannot share a snapshot; each shard reads its own,
+which still shows every job whole (a job's events and projection row commit
+together and are read in one shard).
+
+Workers are forked, which is cheap (no import, no pickling) and safe as long
+as the coordinator runs no other thread: a child forked beside other threads
+may inherit a lock one of them held (in libpq, SQLite, OpenSSL) and hang on it.
+A forked child never touches the connections it inherits (nor closes them: it
+ends with ``os._exit``), and opens its own. Its SQLite library may take the
+coordinator's file locks for its own; they are real, and held until every
+worker has finished, since the coordinator keeps its transaction open until
+then. Spawned workers are no option: they would import the caller's main
+module again, as every spawned process does. So with other threads running,
+or where fork is missing or unsafe (Windows, macOS), the work stays in one
+process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import pickle
+import sqlite3
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection as Pipe
+from multiprocessing.connection import wait
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from .bulk import Bulk, PostgresBulk, SqliteBulk, prepare_postgres_session
+from .database import SQLITE_BUSY_TIMEOUT
+from .errors import DatabaseUnavailable
+from .schema import events
+
+#: A shard: ``(lower, upper)`` job ids, ``lower < job_id <= upper``; ``None`` is open-ended.
+Range = tuple[str | None, str | None]
+#: How a task reports to the coordinator: ``emit(kind, payload)``.
+Emit = Callable[[str, Any], None]
+#: Work on one shard: ``task(bulk, lower, upper, emit)``; its result goes to the coordinator.
+Task = Callable[[Bulk, str | None, str | None, Emit], Any]
+
+
+@dataclass(frozen=True)
+class Source:
+    """How a worker process connects to the coordinator's database (picklable)."""
+
+    dialect: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    #: PostgreSQL: the exported snapshot every worker reads.
+    snapshot: str | None = None
+
+    @contextlib.contextmanager
+    def open(self) -> Iterator[Bulk]:
+        """A connection with a read transaction (in the shared snapshot), as a Bulk."""
+        if self.dialect == "postgresql":
+            with self._postgres() as bulk:
+                yield bulk
+        else:
+            with self._sqlite() as bulk:
+                yield bulk
+
+    @contextlib.contextmanager
+    def _postgres(self) -> Iterator[Bulk]:
+        import psycopg  # noqa: PLC0415 (an optional driver, imported where used)
+
+        try:
+            conn = psycopg.connect(*self.args, **self.kwargs)
+        except psycopg.OperationalError as exc:
+            raise DatabaseUnavailable(f"an audit worker cannot connect: {exc}") from None
+        with conn:
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            conn.read_only = True
+            with conn.cursor() as cursor:
+                if self.snapshot is not None:  # must come first in the transaction
+                    statement = psycopg.sql.SQL("SET TRANSACTION SNAPSHOT {}")
+                    cursor.execute(statement.format(psycopg.sql.Literal(self.snapshot)))
+                prepare_postgres_session(cursor)
+            yield PostgresBulk(conn)
+            conn.rollback()
+
+    @contextlib.contextmanager
+    def _sqlite(self) -> Iterator[Bulk]:
+        (path,) = self.args
+        conn = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT, isolation_level=None)
+        try:
+            conn.execute("BEGIN")  # one snapshot for the whole shard, from its first read
+            yield SqliteBulk(conn)
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+
+
+def source_for(conn: Connection) -> Source | None:
+    """How workers reach ``conn``'s database in its snapshot; ``None`` if they cannot."""
+    dialect = conn.dialect
+    if dialect.name == "postgresql" and dialect.driver == "psycopg":
+        args, kwargs = dialect.create_connect_args(conn.engine.url)
+        snapshot = conn.exec_driver_sql("SELECT pg_export_snapshot()").scalar_one()
+        return Source("postgresql", tuple(args), dict(kwargs), snapshot)
+    if dialect.name == "sqlite":
+        database = conn.engine.url.database
+        if not database or "mode=memory" in str(conn.engine.url) or not os.path.isfile(database):
+            return None  # in memory (private to this process), or a URI this cannot follow
+        # Absolute: a forkserver's working directory may not be ours.
+        return Source("sqlite", (os.path.abspath(database),))
+    return None
+
+
+def plan(conn: Connection, count: int, parts: int) -> list[Range]:
+    """Ranges of job ids holding about ``count / parts`` events each.
+
+    Each bound is the job id ``count / parts`` events past the previous one,
+    read off the ``(job_id, version)`` index; a job larger than a share makes
+    fewer ranges.
+    """
+    step = max(1, count // max(1, parts))
+    bounds: list[str] = []
+    for _ in range(parts - 1):
+        query = select(events.c.job_id).order_by(events.c.job_id, events.c.version)
+        if bounds:
+            query = query.where(events.c.job_id > bounds[-1])
+        bound = conn.execute(query.offset(step - 1).limit(1)).scalar()
+        if bound is None:
+            break
+        bounds.append(bound)
+    return list(zip([None, *bounds], [*bounds, None], strict=True))
+
+
+def run(task: Task, source: Source, ranges: list[Range], handle: Emit) -> list[Any] | None:
+    """Run ``task`` on every range in its own process; the results in range order.
+
+    Messages a task emits go to ``handle`` (in the coordinator) as they arrive.
+    ``None``, with nothing handled, if a worker could not connect: the caller
+    then does the work itself. Any other failure in a worker is raised here,
+    and the other workers are stopped.
+    """
+    context = multiprocessing.get_context("fork")
+    receivers: list[Pipe] = []
+    processes = []
+    try:
+        for lower, upper in ranges:
+            receiver, sender = context.Pipe(duplex=False)
+            process = context.Process(
+                target=_work, args=(task, source, lower, upper, sender), daemon=True
+            )
+            process.start()
+            sender.close()
+            receivers.append(receiver)
+            processes.append(process)
+        # Each worker first says whether it connected: nothing is handled before all
+        # have, so the caller can still fall back to doing the work alone.
+        for receiver in receivers:
+            kind, payload = _receive(receiver)
+            if kind == "unavailable":
+                return None
+            if kind != "ready":
+                raise payload
+        return _collect(receivers, handle)
+    finally:
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+            process.join()
+        for receiver in receivers:
+            receiver.close()
+
+
+def _collect(receivers: list[Pipe], handle: Emit) -> list[Any]:
+    results: list[Any] = [None] * len(receivers)
+    index = {id(r): n for n, r in enumerate(receivers)}
+    waiting = list(receivers)
+    while waiting:
+        for receiver in wait(waiting):
+            assert isinstance(receiver, Pipe)
+            kind, payload = _receive(receiver)
+            if kind == "done":
+                results[index[id(receiver)]] = payload
+                waiting.remove(receiver)
+            elif kind == "error":
+                raise payload
+            else:
+                handle(kind, payload)
+    return results
+
+
+def _receive(receiver: Pipe) -> tuple[str, Any]:
+    try:
+        message: tuple[str, Any] = receiver.recv()
+    except EOFError:
+        raise RuntimeError("an audit worker process ended without a result") from None
+    return message
+
+
+def _work(task: Task, source: Source, lower: str | None, upper: str | None, sender: Pipe) -> None:
+    """A worker process: connect, run ``task`` on one range, send the result."""
+
+    def emit(kind: str, payload: Any) -> None:
+        sender.send((kind, payload))
+
+    try:
+        with contextlib.ExitStack() as stack:
+            try:
+                bulk = stack.enter_context(source.open())
+            except DatabaseUnavailable as exc:
+                emit("unavailable", str(exc))
+                return
+            emit("ready", None)
+            result = task(bulk, lower, upper, emit)
+        emit("done", result)
+    except BaseException as exc:  # every failure goes to the coordinator
+        emit("error", _picklable(exc))
+    finally:
+        sender.close()
+
+
+def _picklable(exc: BaseException) -> BaseException:
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
+    return exc
+
+
+def can_fork() -> bool:
+    """Whether workers can be forked safely here and now (see the module's docstring)."""
+    return (
+        "fork" in multiprocessing.get_all_start_methods()
+        and sys.platform != "darwin"
+        and threading.active_count() == 1
+    )
