@@ -36,7 +36,6 @@ from sqlalchemy import (
     cast,
     delete,
     func,
-    null,
     select,
     type_coerce,
 )
@@ -56,7 +55,7 @@ from .bulk import (
 )
 from .chain import GENESIS, chain_hash, encoded_chain_hash
 from .database import translated_errors
-from .encoding import StoredPayloads, canonical_json, canonical_string, canonical_time
+from .encoding import StoredPayloads, canonical_string
 from .errors import CorruptHistory
 from .projection import Draft, advance
 from .records import JobStatus
@@ -74,17 +73,9 @@ MIN_PARALLEL_EVENTS = 50_000
 #: ``progress(done, total)``: events processed so far, and how many there are.
 Progress = Callable[[int, int], None]
 
-# PostgreSQL formats the canonical timestamp itself, for less than formatting a
-# datetime in Python for every event costs.
-_PG_CANONICAL_TIME = 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'
-
 
 class StoredEvent(NamedTuple):
-    """An event as read for auditing.
-
-    ``recorded_text`` is its canonical timestamp, as hashed (``None`` where the
-    event is read only to be folded).
-    """
+    """An event as replay reads it."""
 
     position: int
     job_id: str
@@ -95,7 +86,6 @@ class StoredEvent(NamedTuple):
     recorded_at: datetime
     prev_hash: str
     hash: str
-    recorded_text: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,25 +123,20 @@ class VerifyReport:
             self.problems.append(Problem(job_id, version, message))
 
 
-# -- reading events ---------------------------------------------------------------------
+# -- reading events for replay -----------------------------------------------------------
 
 
-def _event_query(dialect: str, hashing: bool = True) -> Select[Any]:
-    """Every event column plus its canonical timestamp, in the order of :class:`StoredEvent`.
+def _event_query(dialect: str) -> Select[Any]:
+    """Every event column, in the order of :class:`StoredEvent`.
 
     PostgreSQL and SQLite hand over raw text where decoding it here is cheaper
     than the driver's or the column type's own decoding (see the ``_from_*``
-    converters); other databases get the typed columns. Without ``hashing``
-    (folding only) PostgreSQL is spared formatting the canonical timestamps.
+    converters); other databases get the typed columns.
     """
     data: Any = events.c.data
     moment: Any = events.c.recorded_at
-    text: Any = null()  # computed in Python from recorded_at
     if dialect == "postgresql":
         data = cast(events.c.data, Text)  # psycopg's JSONB loader costs twice json's decoder
-        if hashing:
-            utc = func.timezone("UTC", events.c.recorded_at)
-            text = func.to_char(utc, _PG_CANONICAL_TIME)
         moment = type_coerce(events.c.recorded_at, DateTime(timezone=True))  # see _utc_session
     elif dialect == "sqlite":
         data = type_coerce(events.c.data, Text)
@@ -166,14 +151,13 @@ def _event_query(dialect: str, hashing: bool = True) -> Select[Any]:
         moment.label("recorded_at"),
         events.c.prev_hash,
         events.c.hash,
-        text.label("recorded_text"),
     )
 
 
 def _stored_events(conn: Connection, query: Select[Any]) -> Iterator[StoredEvent]:
     """Stream ``query`` (built on :func:`_event_query`) as :class:`StoredEvent` tuples."""
     rows = conn.execute(query, execution_options={"stream_results": True, "yield_per": BATCH_SIZE})
-    return map(_CONVERTERS.get(conn.dialect.name, _from_typed_row), rows)
+    return map(_CONVERTERS.get(conn.dialect.name, _make), rows)
 
 
 _make = StoredEvent._make
@@ -183,27 +167,18 @@ _decode_jsonb = json.JSONDecoder().raw_decode
 
 
 def _from_postgresql(row: Any) -> StoredEvent:
-    return _make((*row[:5], _decode_jsonb(row[5])[0], *row[6:9], row[9]))
+    return _make((*row[:5], _decode_jsonb(row[5])[0], *row[6:]))
 
 
 def _from_sqlite(row: Any) -> StoredEvent:
-    stored = row[6]  # UtcDateTime stores UTC as "YYYY-MM-DD HH:MM:SS.ffffff"
-    moment = datetime.fromisoformat(stored).replace(tzinfo=timezone.utc)
-    if len(stored) == 26 and stored[10] == " ":
-        text = f"{stored[:10]}T{stored[11:]}Z"
-    else:
-        text = canonical_time(moment)
+    moment = datetime.fromisoformat(row[6]).replace(tzinfo=timezone.utc)  # stored as UTC
     try:
         data = json.loads(row[5])
     except ValueError:
-        # Only an edit behind the ledger's back stores text that is not JSON. Kept as
-        # a string, it fails its hash check, and verify reports it instead of stopping.
+        # Only an edit behind the ledger's back stores text that is not JSON; kept as
+        # a string, the fold of an event that needs its data reports CorruptHistory.
         data = row[5]
-    return _make((*row[:5], data, moment, row[7], row[8], text))
-
-
-def _from_typed_row(row: Any) -> StoredEvent:
-    return _make((*row[:9], canonical_time(row[6])))
+    return _make((*row[:5], data, moment, row[7], row[8]))
 
 
 _CONVERTERS: dict[str, Callable[[Any], StoredEvent]] = {
@@ -560,7 +535,7 @@ def state_counts(engine: Engine, until: datetime | None = None) -> dict[str, int
 def _replayed(engine: Engine, until: datetime | None, job_id: str | None = None) -> Iterator[Draft]:
     if until is not None and until.tzinfo is None:
         raise ValueError("until must be timezone-aware (the ledger records UTC instants)")
-    query = _event_query(engine.dialect.name, hashing=False)
+    query = _event_query(engine.dialect.name)
     if until is not None:
         query = query.where(events.c.recorded_at <= type_coerce(until, UtcDateTime))
     if job_id is not None:
@@ -672,36 +647,35 @@ def export(
     """Write events after position ``since`` (all if ``None``) as JSON lines; how many.
 
     Each line is one event with its position, hashes and canonical timestamp,
-    enough to check the chain without the database (:func:`verify_export`).
+    enough to check the chain without the database (:func:`verify_export`):
+    canonical JSON (keys sorted, no whitespace), newline included.
     """
     written = 0
     with _snapshot(engine) as conn:
+        bulk = _bulk(conn)
         total = _count_events(conn, since) if progress is not None else 0
-        query = _event_query(conn.dialect.name).order_by(events.c.position)
-        if since is not None:
-            query = query.where(events.c.position > since)
+        encoded = StoredPayloads().encoded
+        canonical = bulk.canonical_time
+        quoted: dict[str, str] = {}
         write = out.write
-        for event in _stored_events(conn, query):
-            write(export_line(event))
+        for row in bulk.by_position(since):
+            job_id, version, kind, process, data, moment, prev_hash, hash_, position = row
+            type_json = quoted.get(kind) or _quote(quoted, kind)
+            process_json = "null"
+            if process is not None:
+                process_json = quoted.get(process) or _quote(quoted, process)
+            write(
+                f'{{"data":{encoded(data)[0]},"hash":"{hash_}",'
+                f'"job_id":{canonical_string(job_id)},"position":{int(position):d},'
+                f'"prev_hash":"{prev_hash}","process":{process_json},'
+                f'"recorded_at":"{canonical(moment)}","type":{type_json},"version":{version:d}}}\n'
+            )
             written += 1
             if progress is not None and written % BATCH_SIZE == 0:
                 progress(written, total)
     if progress is not None:
         progress(written, written)
     return written
-
-
-def export_line(event: StoredEvent) -> str:
-    """One event as a line of canonical JSON (keys sorted, no whitespace), newline included."""
-    process = "null" if event.process is None else canonical_string(event.process)
-    recorded = event.recorded_text or canonical_time(event.recorded_at)
-    return (
-        f'{{"data":{canonical_json(event.data)},"hash":"{event.hash}",'
-        f'"job_id":{canonical_string(event.job_id)},"position":{event.position:d},'
-        f'"prev_hash":"{event.prev_hash}","process":{process},'
-        f'"recorded_at":"{recorded}","type":{canonical_string(event.type)},'
-        f'"version":{event.version:d}}}\n'
-    )
 
 
 #: The keys of every exported line.

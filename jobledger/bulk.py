@@ -92,6 +92,12 @@ class Bulk:
         """
         raise NotImplementedError
 
+    def by_position(self, since: int | None) -> Iterator[Row]:
+        """Events after position ``since`` (all if ``None``) in position order, as
+        ``(job_id, version, type, process, data, recorded_at, prev_hash, hash, position)``.
+        """
+        raise NotImplementedError
+
     def canonical_time(self, moment: str) -> str:
         """The hashed text of a moment (``YYYY-MM-DDTHH:MM:SS.ffffffZ``).
 
@@ -135,6 +141,15 @@ class PostgresBulk(Bulk):
         with self._conn.cursor() as cursor, cursor.copy(query) as copy:
             yield from _copy_rows(copy, self._encoding)
 
+    def by_position(self, since: int | None) -> Iterator[Row]:
+        from psycopg import sql  # noqa: PLC0415 (an optional driver, imported where used)
+
+        where = "" if since is None else " WHERE position > {since}"
+        select_sql = f"SELECT {_EVENT_TEXT}, position FROM {events.name}{where} ORDER BY position"
+        query = sql.SQL(f"COPY ({select_sql}) TO STDOUT").format(since=sql.Literal(since))
+        with self._conn.cursor() as cursor, cursor.copy(query) as copy:
+            yield from _copy_rows(copy, self._encoding)
+
     def canonical_time(self, moment: str) -> str:
         # "2026-01-01 00:00:00.287+00": the output drops trailing zeros of the fraction.
         size = len(moment)
@@ -172,9 +187,14 @@ def prepare_postgres_session(cursor: Any) -> None:
     cursor.execute("SET LOCAL jit = off")
 
 
+#: The event columns as text (but the version), for COPY.
+_EVENT_TEXT = ", ".join(
+    name if name in ("job_id", "version") else f"{name}::text" for name in _EVENT_COLUMNS
+)
+
+
 def _copy_query(where: str, projection: bool) -> str:
-    event_columns = "job_id, version, type::text, process::text, data::text, recorded_at::text, "
-    event_columns += "prev_hash::text, hash::text"
+    event_columns = _EVENT_TEXT
     if not projection:
         select_sql = f"SELECT {event_columns} FROM {events.name}{where} ORDER BY job_id, version"
     else:
@@ -288,6 +308,13 @@ class SqliteBulk(Bulk):
         query = f"SELECT {columns}{padding} FROM {events.name}{where} UNION ALL {row_query}"
         return iter(self._conn.execute(f"{query} ORDER BY 1, 2", params + params))
 
+    def by_position(self, since: int | None) -> Iterator[Row]:
+        columns = ", ".join(_EVENT_COLUMNS)
+        query = (
+            f"SELECT {columns}, position FROM {events.name} WHERE position > ? ORDER BY position"
+        )
+        return iter(self._conn.execute(query, (-1 if since is None else since,)))
+
     def canonical_time(self, moment: str) -> str:
         if len(moment) == 26 and moment[10] == " ":
             return f"{moment[:10]}T{moment[11:]}Z"
@@ -350,6 +377,16 @@ class CoreBulk(Bulk):
         merged = union_all(event_rows, rows).subquery()
         ordered = select(merged).order_by(merged.c.job_id, merged.c.version)
         return iter(self._conn.execute(ordered))
+
+    def by_position(self, since: int | None) -> Iterator[Row]:
+        texts = [cast(events.c[name], Text) for name in _EVENT_COLUMNS[2:]]
+        query = select(events.c.job_id, events.c.version, *texts, events.c.position)
+        if since is not None:
+            query = query.where(events.c.position > since)
+        options = {"stream_results": True, "yield_per": 10_000}
+        return iter(
+            self._conn.execute(query.order_by(events.c.position), execution_options=options)
+        )
 
     def encode(self, drafts: list[Draft]) -> Batch:
         return [

@@ -7,6 +7,7 @@ Tampering is done with plain SQL, as in test_audit.
 
 from __future__ import annotations
 
+import io
 import os
 import threading
 from collections.abc import Callable
@@ -199,6 +200,9 @@ def test_awkward_text_survives_copy_in_both_directions(ledger: Ledger, forked: l
     before = _projection(ledger)
     assert audit.verify(ledger.engine, workers=1).ok
     assert audit.verify(ledger.engine, workers=2).ok
+    exported = io.StringIO()
+    assert ledger.export(exported) == 4 * len(names)
+    assert audit.verify_export(io.StringIO(exported.getvalue())).ok  # not splitlines: U+2028
     for workers in (1, 2):
         _sql(ledger, delete(jobs))
         assert audit.rebuild(ledger.engine, workers=workers) == len(names)
