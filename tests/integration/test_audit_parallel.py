@@ -231,3 +231,19 @@ def test_the_generic_reader_rebuilds_the_same_projection(
     monkeypatch.setattr(audit, "_bulk", CoreBulk)
     assert audit.rebuild(busy.engine, workers=1) == len(before)
     assert _projection(busy) == before
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_an_interrupted_verify_leaves_the_ledger_usable(
+    busy: Ledger, forked: list[bool], monkeypatch: pytest.MonkeyPatch, workers: int
+) -> None:
+    """A progress callback that raises stops verify mid-stream (a COPY in flight)."""
+    monkeypatch.setattr(audit, "BATCH_SIZE", 1)
+
+    def interrupt(done: int, total: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        audit.verify(busy.engine, interrupt, workers=workers)
+    assert audit.verify(busy.engine, workers=1).ok
+    assert busy.status("done").state == "completed"

@@ -77,14 +77,9 @@ def test_a_moment_that_is_no_instant_hashes_as_itself(text: str) -> None:
     assert parse_moment("2026-02-30 00:00:00") is None
 
 
-class FakeCopy:
-    """What psycopg's Copy.read() hands out: one row of COPY text per call, then b""."""
-
-    def __init__(self, lines: list[str]) -> None:
-        self._data = [memoryview(line.encode()) for line in lines] + [memoryview(b"")]
-
-    def read(self) -> memoryview:
-        return self._data.pop(0)
+def chunks(lines: list[str]) -> list[memoryview]:
+    """What libpq hands out for a COPY TO: one row of COPY text per chunk."""
+    return [memoryview(line.encode()) for line in lines]
 
 
 texts = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"))
@@ -94,7 +89,7 @@ texts = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_c
 def test_copy_text_round_trips(values: list[Any], version: int) -> None:
     """What rebuild writes as COPY text reads back as the same values."""
     row = [values[0] or "job", version, *values[1:]]
-    (parsed,) = _copy_rows(FakeCopy([_copy_line(row)]), "utf-8")
+    (parsed,) = _copy_rows(iter(chunks([_copy_line(row)])), "utf-8")
     assert parsed == [row[0], version, *values[1:]]
 
 
@@ -102,11 +97,11 @@ def test_postgres_output_escapes_are_undone() -> None:
     # COPY's text output escapes backslash and \b \f \n \r \t \v; \N is NULL.
     data = r'{"a": "x\\\\y\\"z"}\v\b\f\r\n\q'
     line = "\t".join([r"j\tb", "3", "heartbeat", r"\N", data]) + "\n"
-    (parsed,) = _copy_rows(FakeCopy([line]), "utf-8")
+    (parsed,) = _copy_rows(iter(chunks([line])), "utf-8")
     assert parsed == ["j\tb", 3, "heartbeat", None, '{"a": "x\\\\y\\"z"}\v\b\f\r\nq']
-    (parsed,) = _copy_rows(FakeCopy(["j\t1\tenqueued\t\\N\t{}\n"]), "utf-8")
+    (parsed,) = _copy_rows(iter(chunks(["j\t1\tenqueued\t\\N\t{}\n"])), "utf-8")
     assert parsed == ["j", 1, "enqueued", None, "{}"]
-    (parsed,) = _copy_rows(FakeCopy(["j\t1\t\\N\tq\t\\N\t\\N\n"]), "utf-8")
+    (parsed,) = _copy_rows(iter(chunks(["j\t1\t\\N\tq\t\\N\t\\N\n"])), "utf-8")
     assert parsed == ["j", 1, None, "q", None, None]
 
 
