@@ -1,26 +1,30 @@
-"""Fill a ledger quickly with realistic, correctly chained histories (for benchmarks).
+"""Fill ledgers quickly with realistic, correctly chained histories (for benchmarks).
 
 The histories are what the Ledger itself would write (every hash is the real
-chain hash, every projection row is the fold of its events) but they are
-inserted in bulk: COPY on PostgreSQL, executemany elsewhere. Writing a
-million events through the Ledger's one-transaction-per-command path would
-take far longer than the audits being measured.
+chain hash, every projection row is the fold of its events, payloads and
+times stored as the ledger stores them) but they are inserted in bulk, into
+several databases from one generation: COPY on PostgreSQL, executemany on a
+bare sqlite3 connection. Writing a million events through the Ledger's
+one-transaction-per-command path would take far longer than the audits being
+measured.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+import json
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert
+from sqlalchemy import Engine
 
 from jobledger.chain import GENESIS, event_hash
-from jobledger.projection import fold
+from jobledger.projection import fold_all
 from jobledger.records import Event, JobStatus
 from jobledger.schema import events, jobs
 
-#: Life stories the generated jobs cycle through (average 4.7 events per job).
+#: Life stories the generated jobs cycle through (average 4.3 events per job).
 STORIES: tuple[tuple[str, ...], ...] = (
     ("enqueued", "claimed", "heartbeat", "completed"),
     ("enqueued", "claimed", "failed", "requeued", "claimed", "completed"),
@@ -33,19 +37,15 @@ STORIES: tuple[tuple[str, ...], ...] = (
 QUEUES = ("default", "mail", "reports")
 PROCESSES = tuple(f"bench-{n}:{4000 + n}:{n:08x}" for n in range(8))
 START = datetime(2026, 1, 1, tzinfo=timezone.utc)
-CHUNK = 20_000
+#: Jobs per insert batch.
+CHUNK = 5_000
 
-_EVENT_COLUMNS = (
-    "job_id",
-    "version",
-    "type",
-    "process",
-    "data",
-    "recorded_at",
-    "prev_hash",
-    "hash",
-)
+_EVENT_COLUMNS = tuple(c.name for c in events.columns if c.name not in ("position", "tx_id"))
 _JOB_COLUMNS = tuple(c.name for c in jobs.columns)
+_INSTANTS = frozenset(c.name for c in jobs.columns if c.name.endswith("_at"))
+
+#: Jobs with their events and their projection row.
+Batch = list[tuple[list[Event], JobStatus]]
 
 
 def histories(count: int) -> Iterator[tuple[list[Event], JobStatus]]:
@@ -54,9 +54,7 @@ def histories(count: int) -> Iterator[tuple[list[Event], JobStatus]]:
     while made < count:
         story = STORIES[number % len(STORIES)][: count - made]
         job_events = _history(number, story)
-        status = None
-        for event in job_events:
-            status = fold(status, event)
+        status = fold_all(job_events)
         assert status is not None
         yield job_events, status
         made += len(story)
@@ -96,57 +94,97 @@ def _data(kind: str, number: int, attempt: int, token: int, process: str) -> Any
     return {"reason": None}
 
 
-def populate(engine: Engine, count: int) -> int:
-    """Insert ``count`` events (and their jobs' projection rows); returns the number of jobs."""
-    batch: list[tuple[list[Event], JobStatus]] = []
+def populate(engines: Sequence[Engine], count: int) -> int:
+    """Insert ``count`` events, and their jobs' projection rows, into every database.
+
+    One transaction per database; returns the number of jobs.
+    """
     total_jobs = 0
-    with engine.begin() as conn:
+    with contextlib.ExitStack() as stack:
+        writers = [stack.enter_context(_writer(engine)) for engine in engines]
+        batch: Batch = []
         for item in histories(count):
             batch.append(item)
-            if len(batch) * 5 >= CHUNK:
-                _insert(conn, batch)
+            if len(batch) >= CHUNK:
+                for write in writers:
+                    write(batch)
                 total_jobs += len(batch)
                 batch = []
-        if batch:
-            _insert(conn, batch)
-            total_jobs += len(batch)
+        for write in writers:
+            write(batch)
+        total_jobs += len(batch)
     return total_jobs
 
 
-def _insert(conn: Connection, batch: list[tuple[list[Event], JobStatus]]) -> None:
-    if conn.dialect.name == "postgresql":
-        _copy(conn, batch)
-        return
-    conn.execute(
-        insert(jobs), [{c: getattr(status, c) for c in _JOB_COLUMNS} for _, status in batch]
-    )
-    conn.execute(
-        insert(events),
-        [{c: getattr(e, c) for c in _EVENT_COLUMNS} for job_events, _ in batch for e in job_events],
-    )
+@contextlib.contextmanager
+def _writer(engine: Engine) -> Iterator[Callable[[Batch], None]]:
+    with engine.begin() as conn:
+        raw: Any = conn.connection.driver_connection
+        if engine.dialect.name == "postgresql":
+            with raw.cursor() as cursor:
+                yield _postgres_writer(cursor)
+        else:
+            yield _sqlite_writer(raw)
 
 
-def _copy(conn: Connection, batch: list[tuple[list[Event], JobStatus]]) -> None:
-    from psycopg.types.json import Jsonb
+def _postgres_writer(cursor: Any) -> Callable[[Batch], None]:
+    """COPY into both tables; payloads go in as JSON text, which JSONB parses."""
+    tx_id = cursor.execute("SELECT pg_current_xact_id()::text").fetchone()[0]
 
-    raw: Any = conn.connection.driver_connection
-    with raw.cursor() as cursor:
-        tx_id = cursor.execute("SELECT pg_current_xact_id()::text").fetchone()[0]
+    def write(batch: Batch) -> None:
         columns = ", ".join(_JOB_COLUMNS)
-        with cursor.copy(f"COPY jobledger_jobs ({columns}) FROM STDIN") as copy:
+        with cursor.copy(f"COPY {jobs.name} ({columns}) FROM STDIN") as copy:
             for _, status in batch:
                 copy.write_row([getattr(status, c) for c in _JOB_COLUMNS])
         columns = ", ".join((*_EVENT_COLUMNS, "tx_id"))
-        with cursor.copy(f"COPY jobledger_events ({columns}) FROM STDIN") as copy:
+        with cursor.copy(f"COPY {events.name} ({columns}) FROM STDIN") as copy:
             for job_events, _ in batch:
                 for e in job_events:
                     copy.write_row(
-                        (
-                            *(getattr(e, c) for c in _EVENT_COLUMNS[:4]),
-                            Jsonb(e.data),
-                            e.recorded_at,
-                            e.prev_hash,
-                            e.hash,
-                            tx_id,
-                        )
+                        (*_event_values(e, e.recorded_at), tx_id),
                     )
+
+    return write
+
+
+def _sqlite_writer(conn: Any) -> Callable[[Batch], None]:
+    """executemany, with values as UtcDateTime and SQLAlchemy's JSON type store them."""
+
+    def write(batch: Batch) -> None:
+        marks = ", ".join("?" * len(_JOB_COLUMNS))
+        rows = [
+            [
+                _sqlite_time(value) if name in _INSTANTS else value
+                for name, value in ((c, getattr(status, c)) for c in _JOB_COLUMNS)
+            ]
+            for _, status in batch
+        ]
+        conn.executemany(f"INSERT INTO {jobs.name} VALUES ({marks})", rows)
+        columns = ", ".join(_EVENT_COLUMNS)
+        marks = ", ".join("?" * len(_EVENT_COLUMNS))
+        conn.executemany(
+            f"INSERT INTO {events.name} ({columns}) VALUES ({marks})",
+            [_event_values(e, _sqlite_time(e.recorded_at)) for es, _ in batch for e in es],
+        )
+
+    return write
+
+
+def _event_values(event: Event, moment: Any) -> tuple[Any, ...]:
+    return (
+        event.job_id,
+        event.version,
+        event.type,
+        event.process,
+        json.dumps(event.data),
+        moment,
+        event.prev_hash,
+        event.hash,
+    )
+
+
+def _sqlite_time(moment: datetime | None) -> str | None:
+    """UTC as ``YYYY-MM-DD HH:MM:SS.ffffff``, SQLAlchemy's SQLite storage format."""
+    if moment is None:
+        return None
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")

@@ -45,7 +45,7 @@ def run(settings: Settings) -> list[Row]:
             p99,
             None,
             "s",
-            "RQ: see rq_detection.py",
+            "RQ: next row (rq_detection.py)",
             "p99 <= TTL + 1 s",
             higher_is_better=False,
             met=p99 <= 1.0,

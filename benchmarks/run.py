@@ -66,6 +66,8 @@ BENCHMARKS: list[tuple[str, list[Row]]] = [
             )
         ],
     ),
+    # The baseline of the row above, in a row of its own: RQ's figure, no jobledger figure.
+    ("rq_detection", []),
 ]
 
 
