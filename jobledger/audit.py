@@ -463,8 +463,8 @@ def _bulk(conn: Connection) -> Bulk:
 
 def _plan(
     conn: Connection, total: int, workers: int | None
-) -> tuple[shards.Source, list[shards.Range]] | None:
-    """Where worker processes connect, and their ranges; ``None``: work in this process.
+) -> tuple[shards.Source, list[shards.Range], int] | None:
+    """How workers connect, their ranges, how many workers; ``None``: work in this process.
 
     Workers take :data:`MIN_PARALLEL_EVENTS` events or more, when they can be
     forked (:func:`shards.can_fork`) and reach the database
@@ -477,8 +477,8 @@ def _plan(
     source = shards.source_for(conn)
     if source is None:
         return None
-    ranges = shards.plan(conn, total, count)
-    return (source, ranges) if len(ranges) > 1 else None
+    ranges = shards.plan(conn, total, count * shards.RANGES_PER_WORKER)
+    return (source, ranges, count) if len(ranges) > 1 else None
 
 
 class _Tracker:

@@ -1,10 +1,12 @@
 """Verify and rebuild spread over processes, one range of job ids each.
 
 Every check and every fold concerns one job at a time, so the work splits by
-job id: shard ``k`` covers ``bound[k-1] < job_id <= bound[k]``, the first and
+job id: range ``k`` covers ``bound[k-1] < job_id <= bound[k]``, the first and
 last open-ended. :func:`plan` takes the bounds at equal numbers of events, in the
-database's own job-id order, so the shards are about equal whatever the
-collation.
+database's own job-id order, so the ranges are about equal whatever the
+collation. There are a few ranges per worker, handed out as workers become
+free, and the results come back in range order, so the outcome does not depend
+on which worker did what.
 
 Each worker process opens its own connection (:class:`Source`: the engine's URL,
 read by the engine's dialect). On PostgreSQL it imports the coordinating
@@ -48,6 +50,8 @@ from .database import SQLITE_BUSY_TIMEOUT
 from .errors import DatabaseUnavailable
 from .schema import events
 
+#: Ranges per worker: small enough that a slow worker does fewer, not the last one alone.
+RANGES_PER_WORKER = 4
 #: A shard: ``(lower, upper)`` job ids, ``lower < job_id <= upper``; ``None`` is open-ended.
 Range = tuple[str | None, str | None]
 #: How a task reports to the coordinator: ``emit(kind, payload)``.
@@ -143,56 +147,71 @@ def plan(conn: Connection, count: int, parts: int) -> list[Range]:
     return list(zip([None, *bounds], [*bounds, None], strict=True))
 
 
-def run(task: Task, source: Source, ranges: list[Range], handle: Emit) -> list[Any] | None:
-    """Run ``task`` on every range in its own process; the results in range order.
+def run(
+    task: Task, source: Source, ranges: list[Range], workers: int, handle: Emit
+) -> list[Any] | None:
+    """Run ``task`` on every range in ``workers`` processes; the results in range order.
 
-    Messages a task emits go to ``handle`` (in the coordinator) as they arrive.
-    ``None``, with nothing handled, if a worker could not connect: the caller
-    then does the work itself. Any other failure in a worker is raised here,
-    and the other workers are stopped.
+    A worker takes the next range as soon as it has finished one, so that a
+    worker on a slower CPU (shared machines have them) does fewer ranges
+    instead of holding up the others. Messages a task emits go to ``handle`` (in
+    the coordinator) as they arrive. ``None``, with nothing handled, if a worker
+    could not connect: the caller then does the work itself. Any other failure
+    in a worker is raised here, and the other workers are stopped.
     """
     context = multiprocessing.get_context("fork")
-    receivers: list[Pipe] = []
+    pipes: list[Pipe] = []
     processes = []
     try:
-        for lower, upper in ranges:
-            receiver, sender = context.Pipe(duplex=False)
+        for _ in range(min(workers, len(ranges))):
+            mine, theirs = context.Pipe()
             process = context.Process(
-                target=_work, args=(task, source, lower, upper, sender), daemon=True
+                target=_work, args=(task, source, ranges, theirs), daemon=True
             )
             process.start()
-            sender.close()
-            receivers.append(receiver)
+            theirs.close()
+            pipes.append(mine)
             processes.append(process)
         # Each worker first says whether it connected: nothing is handled before all
         # have, so the caller can still fall back to doing the work alone.
-        for receiver in receivers:
-            kind, payload = _receive(receiver)
+        for pipe in pipes:
+            kind, payload = _receive(pipe)
             if kind == "unavailable":
                 return None
             if kind != "ready":
                 raise payload
-        return _collect(receivers, handle)
+        return _collect(pipes, len(ranges), handle)
     finally:
         for process in processes:
             if process.is_alive():
                 process.terminate()
             process.join()
-        for receiver in receivers:
-            receiver.close()
+        for pipe in pipes:
+            pipe.close()
 
 
-def _collect(receivers: list[Pipe], handle: Emit) -> list[Any]:
-    results: list[Any] = [None] * len(receivers)
-    index = {id(r): n for n, r in enumerate(receivers)}
-    waiting = list(receivers)
-    while waiting:
-        for receiver in wait(waiting):
-            assert isinstance(receiver, Pipe)
-            kind, payload = _receive(receiver)
+def _collect(pipes: list[Pipe], count: int, handle: Emit) -> list[Any]:
+    """Hand out range numbers to idle workers and gather their results."""
+    results: list[Any] = [None] * count
+    pending = iter(range(count))
+    working: dict[int, int] = {}  # id(pipe) -> the range it works on
+
+    def next_range(pipe: Pipe) -> bool:
+        number = next(pending, None)
+        pipe.send(number)  # None: no more work, the worker ends
+        if number is not None:
+            working[id(pipe)] = number
+        return number is not None
+
+    busy = [pipe for pipe in pipes if next_range(pipe)]
+    while busy:
+        for pipe in wait(busy):
+            assert isinstance(pipe, Pipe)
+            kind, payload = _receive(pipe)
             if kind == "done":
-                results[index[id(receiver)]] = payload
-                waiting.remove(receiver)
+                results[working.pop(id(pipe))] = payload
+                if not next_range(pipe):
+                    busy.remove(pipe)
             elif kind == "error":
                 raise payload
             else:
@@ -200,19 +219,19 @@ def _collect(receivers: list[Pipe], handle: Emit) -> list[Any]:
     return results
 
 
-def _receive(receiver: Pipe) -> tuple[str, Any]:
+def _receive(pipe: Pipe) -> tuple[str, Any]:
     try:
-        message: tuple[str, Any] = receiver.recv()
+        message: tuple[str, Any] = pipe.recv()
     except EOFError:
         raise RuntimeError("an audit worker process ended without a result") from None
     return message
 
 
-def _work(task: Task, source: Source, lower: str | None, upper: str | None, sender: Pipe) -> None:
-    """A worker process: connect, run ``task`` on one range, send the result."""
+def _work(task: Task, source: Source, ranges: list[Range], pipe: Pipe) -> None:
+    """A worker process: connect, then run ``task`` on each range it is given."""
 
     def emit(kind: str, payload: Any) -> None:
-        sender.send((kind, payload))
+        pipe.send((kind, payload))
 
     try:
         with contextlib.ExitStack() as stack:
@@ -222,12 +241,13 @@ def _work(task: Task, source: Source, lower: str | None, upper: str | None, send
                 emit("unavailable", str(exc))
                 return
             emit("ready", None)
-            result = task(bulk, lower, upper, emit)
-        emit("done", result)
+            while (number := pipe.recv()) is not None:
+                lower, upper = ranges[number]
+                emit("done", task(bulk, lower, upper, emit))
     except BaseException as exc:  # every failure goes to the coordinator
         emit("error", _picklable(exc))
     finally:
-        sender.close()
+        pipe.close()
 
 
 def _picklable(exc: BaseException) -> BaseException:
