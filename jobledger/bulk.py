@@ -1,13 +1,14 @@
-"""Bulk reads and writes for verify and rebuild, one adapter per backend.
+"""Bulk reads and writes for verify, rebuild and export, one adapter per backend.
 
 verify and rebuild read every event of a range of job ids in ``(job_id, version)``
 order, and verify reads the projection rows of the same range *in the same
-stream*, so that the database, not Python, decides where a projection row falls
-among the jobs (Python's string order is not every collation's). Every adapter
-delivers rows of one shape:
+stream*, each where it falls among the jobs. On PostgreSQL the database merges
+the two (a ``UNION ALL``), because Python's order of strings is not every
+collation's; SQLite's order of UTF-8 text is Python's, and two cursors merged
+here cost less than SQLite's own merge. Every adapter delivers rows of one shape:
 
 * an event: ``(job_id, version, type, process, data, recorded_at, prev_hash, hash)``,
-  followed in verify's stream by empty padding;
+  sometimes followed by empty padding (``by_position`` adds the position instead);
 * a projection row: ``(job_id, version, None, queue, state, attempt, claimed_by,
   claim_token, enqueued_at, claimed_at, heartbeat_at, finished_at, updated_at,
   last_error, last_hash)``. An event's type is never NULL, so ``None`` marks these.
@@ -396,26 +397,26 @@ class CoreBulk(Bulk):
         texts = [cast(events.c[name], Text) for name in _EVENT_COLUMNS[2:]]
         if not projection:
             query = select(events.c.job_id, events.c.version, *texts)
-            query = bounded(query, events).order_by(events.c.job_id, events.c.version)
-            return iter(self._conn.execute(query))
+            return self._stream(bounded(query, events).order_by(events.c.job_id, events.c.version))
         padding = [literal("", Text)] * _PADDING
         labelled = [c.label(f"c{n}") for n, c in enumerate([*texts, *padding], start=2)]
         event_rows = bounded(select(events.c.job_id, events.c.version, *labelled), events)
         tail = [cast(jobs.c[name], Text) for name in PROJECTION_TAIL]
         rows = bounded(select(jobs.c.job_id, jobs.c.version, cast(null(), Text), *tail), jobs)
         merged = union_all(event_rows, rows).subquery()
-        ordered = select(merged).order_by(merged.c.job_id, merged.c.version)
-        return iter(self._conn.execute(ordered))
+        return self._stream(select(merged).order_by(merged.c.job_id, merged.c.version))
 
     def by_position(self, since: int | None) -> Iterator[Row]:
         texts = [cast(events.c[name], Text) for name in _EVENT_COLUMNS[2:]]
         query = select(events.c.job_id, events.c.version, *texts, events.c.position)
         if since is not None:
             query = query.where(events.c.position > since)
+        return self._stream(query.order_by(events.c.position))
+
+    def _stream(self, query: Select[Any]) -> Iterator[Row]:
+        """Rows a batch at a time (a server-side cursor where the driver has one)."""
         options = {"stream_results": True, "yield_per": 10_000}
-        return iter(
-            self._conn.execute(query.order_by(events.c.position), execution_options=options)
-        )
+        return iter(self._conn.execute(query, execution_options=options))
 
     def encode(self, drafts: list[Draft]) -> Batch:
         return [

@@ -10,10 +10,10 @@ on which worker did what.
 
 Each worker process opens its own connection (:class:`Source`: the engine's URL,
 read by the engine's dialect). On PostgreSQL it imports the coordinating
-transaction's snapshot, so every shard reads the same state of the database, as
-one transaction would. SQLite cannot share a snapshot; each shard reads its own,
+transaction's snapshot, so every worker reads the same state of the database, as
+one transaction would. SQLite cannot share a snapshot; each worker reads its own,
 which still shows every job whole (a job's events and projection row commit
-together and are read in one shard).
+together and are read by one worker).
 
 Workers are forked, which is cheap (no import, no pickling) and safe as long
 as the coordinator runs no other thread: a child forked beside other threads
@@ -52,17 +52,17 @@ from .schema import events
 
 #: Ranges per worker: small enough that a slow worker does fewer, not the last one alone.
 RANGES_PER_WORKER = 4
-#: A shard: ``(lower, upper)`` job ids, ``lower < job_id <= upper``; ``None`` is open-ended.
+#: ``(lower, upper)``: the jobs with ``lower < job_id <= upper``; ``None`` is open-ended.
 Range = tuple[str | None, str | None]
 #: How a task reports to the coordinator: ``emit(kind, payload)``.
 Emit = Callable[[str, Any], None]
-#: Work on one shard: ``task(bulk, lower, upper, emit)``; its result goes to the coordinator.
+#: Work on one range: ``task(bulk, lower, upper, emit)``; its result goes to the coordinator.
 Task = Callable[[Bulk, str | None, str | None, Emit], Any]
 
 
 @dataclass(frozen=True)
 class Source:
-    """How a worker process connects to the coordinator's database (picklable)."""
+    """How a worker process connects to the coordinator's database."""
 
     dialect: str
     args: tuple[Any, ...]
@@ -104,7 +104,7 @@ class Source:
         (path,) = self.args
         conn = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT, isolation_level=None)
         try:
-            conn.execute("BEGIN")  # one snapshot for the whole shard, from its first read
+            conn.execute("BEGIN")  # one snapshot for all the worker's ranges, from its first read
             yield SqliteBulk(conn)
             conn.execute("COMMIT")
         finally:
@@ -122,7 +122,6 @@ def source_for(conn: Connection) -> Source | None:
         database = conn.engine.url.database
         if not database or "mode=memory" in str(conn.engine.url) or not os.path.isfile(database):
             return None  # in memory (private to this process), or a URI this cannot follow
-        # Absolute: a forkserver's working directory may not be ours.
         return Source("sqlite", (os.path.abspath(database),))
     return None
 
