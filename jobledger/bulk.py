@@ -285,6 +285,15 @@ _COPY_SPECIAL = re.compile(r"[\\\t\n\r]")
 
 def _copy_line(values: Sequence[Any]) -> str:
     """One row of COPY text input."""
+    line = "\t".join(["\\N" if v is None else str(v) for v in values])
+    # Escaping is rare: check the joined line once, not each value.
+    if (
+        line.count("\t") == len(values) - 1
+        and line.count("\\") == values.count(None)
+        and "\n" not in line
+        and "\r" not in line
+    ):
+        return line + "\n"
     return "\t".join([_copy_text(v) for v in values]) + "\n"
 
 
