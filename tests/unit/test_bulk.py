@@ -110,3 +110,11 @@ def test_moments_one_second_apart_differ() -> None:
     later = moment + timedelta(microseconds=1)
     bulk = PostgresBulk.__new__(PostgresBulk)
     assert bulk.canonical_time(postgres_text(moment)) != bulk.canonical_time(postgres_text(later))
+
+
+@pytest.mark.parametrize(
+    "values", [["\\N", None, "x"], ["a\tb", None, None], ["c:\\dir", "\n", "\r"], ["", None, ""]]
+)
+def test_copy_lines_escape_what_needs_it(values: list[Any]) -> None:
+    (parsed,) = _copy_rows(iter(chunks([_copy_line(["job", 1, *values])])), "utf-8")
+    assert parsed == ["job", 1, *values]
