@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import sys
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, is_dataclass
@@ -361,14 +362,22 @@ def _progress_bar() -> Progress:
         console=console,
         transient=True,
         disable=not console.is_terminal,
+        # No refresh thread: verify and rebuild fork worker processes only from a
+        # single-threaded process, so the bar is redrawn from the progress callback.
+        auto_refresh=False,
     )
 
 
 def _tracked(bar: Progress, description: str) -> audit.Progress:
     task = bar.add_task(description, total=None)
+    last_drawn = 0.0
 
     def update(done: int, total: int) -> None:
+        nonlocal last_drawn
         bar.update(task, completed=done, total=total)
+        if time.monotonic() - last_drawn >= 0.1 or done >= total:
+            bar.refresh()
+            last_drawn = time.monotonic()
 
     return update
 
@@ -464,22 +473,32 @@ def _status_at(ledger: Ledger, job_id: str, until: datetime) -> JobStatus:
     return found
 
 
+_workers_option = click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Processes to spread a large ledger over [default: one per CPU].",
+)
+
+
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="The report as one JSON object.")
+@_workers_option
 @pass_settings
-def verify(settings: Settings, as_json: bool) -> None:
+def verify(settings: Settings, as_json: bool, workers: int | None) -> None:
     """Check every hash chain, every lifecycle path and the projection; exit 1 on problems."""
     with settings.ledger() as ledger, _progress_bar() as bar:
-        report = ledger.verify(progress=_tracked(bar, "verifying"))
+        report = ledger.verify(progress=_tracked(bar, "verifying"), workers=workers)
     _report(report, as_json, "verify")
 
 
 @cli.command()
+@_workers_option
 @pass_settings
-def rebuild(settings: Settings) -> None:
+def rebuild(settings: Settings, workers: int | None) -> None:
     """Re-fold the status projection from the events, in one transaction."""
     with settings.ledger() as ledger, _progress_bar() as bar:
-        count = ledger.rebuild(progress=_tracked(bar, "rebuilding"))
+        count = ledger.rebuild(progress=_tracked(bar, "rebuilding"), workers=workers)
     click.echo(f"rebuilt the projection: {count} jobs", err=True)
 
 

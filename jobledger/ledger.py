@@ -287,17 +287,25 @@ class Ledger:
 
     # -- auditing (see jobledger.audit) -------------------------------------------------
 
-    def verify(self, progress: audit.Progress | None = None) -> audit.VerifyReport:
-        """Check every hash chain, every lifecycle path and the projection; a report."""
-        return audit.verify(self.engine, progress)
+    def verify(
+        self, progress: audit.Progress | None = None, workers: int | None = None
+    ) -> audit.VerifyReport:
+        """Check every hash chain, every lifecycle path and the projection; a report.
+
+        A large ledger is checked by ``workers`` processes (default: one per CPU).
+        """
+        return audit.verify(self.engine, progress, workers)
 
     def replay(self, until: datetime | None = None) -> dict[str, JobStatus]:
         """Every job's status as of ``until`` (database clock), folded from the events alone."""
         return audit.replay(self.engine, until)
 
-    def rebuild(self, progress: audit.Progress | None = None) -> int:
-        """Re-fold the projection from the events in one transaction; the number of jobs."""
-        return audit.rebuild(self.engine, progress)
+    def rebuild(self, progress: audit.Progress | None = None, workers: int | None = None) -> int:
+        """Re-fold the projection from the events in one transaction; the number of jobs.
+
+        A large ledger is folded by ``workers`` processes (default: one per CPU).
+        """
+        return audit.rebuild(self.engine, progress, workers)
 
     def export(
         self, out: TextIO, since: int | None = None, progress: audit.Progress | None = None
