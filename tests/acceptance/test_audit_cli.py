@@ -113,6 +113,14 @@ def test_verify_passes_then_names_each_tampered_event(url: str) -> None:
     assert {(p["job_id"], p["version"]) for p in report["problems"]} >= {("a", 4), ("b", 3)}
 
 
+def test_workers_can_be_chosen_and_nonsense_is_refused(url: str) -> None:
+    assert jobledger(url, "verify", "--workers", "2").returncode == 0
+    assert jobledger(url, "rebuild", "--workers", "1").returncode == 0
+    refused = jobledger(url, "verify", "--workers", "0")
+    assert refused.returncode == 2
+    assert "--workers" in refused.stderr
+
+
 def test_rebuild_restores_a_damaged_projection(url: str) -> None:
     path = url.removeprefix("sqlite:///")
     with sqlite3.connect(path) as conn:

@@ -372,3 +372,19 @@ def test_data_that_is_not_json_is_reported_not_fatal(tmp_path: Path, sqlite_temp
         (problem,) = ledger.verify().problems
     assert (problem.job_id, problem.version) == ("j", 2)
     assert "stored hash does not match" in problem.message
+
+
+def test_a_lone_surrogate_in_stored_data_is_reported_not_fatal(
+    tmp_path: Path, sqlite_template: Path
+) -> None:
+    """No write can store one (payloads are refused), so it can only come from tampering."""
+    path = tmp_path / "surrogate.db"
+    path.write_bytes(sqlite_template.read_bytes())
+    with Ledger(f"sqlite:///{path}") as ledger:
+        ledger.enqueue("j", data={"a": "b"})
+        with ledger.engine.begin() as conn:
+            tampered = '{"queue":"default","data":{"a":"\\ud800"}}'
+            conn.exec_driver_sql(f"UPDATE jobledger_events SET data = '{tampered}'")
+        (problem,) = ledger.verify(workers=1).problems
+    assert (problem.job_id, problem.version) == ("j", 1)
+    assert "stored hash does not match" in problem.message
