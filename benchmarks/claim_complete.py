@@ -53,6 +53,48 @@ def fake_hash(prev_hash: str, job_id: str, version: int) -> str:
     return hashlib.sha256(f"{prev_hash}\n{job_id}:{version}".encode()).hexdigest()
 
 
+def next_values(
+    job_id: str, kind: str, row: Sequence[Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The projection row and the event a baseline writes after the loaded ``row``.
+
+    The bare minimum the ledger's statements need: no validation, no fold, no
+    canonical JSON; the same columns and values a claim or a completion stores.
+    """
+    now, _, queue, _, version, attempt, _, _, enqueued_at, claimed_at = row[:10]
+    last_hash = row[14]
+    new_version = version + 1
+    digest = fake_hash(last_hash, job_id, new_version)
+    claiming = kind == "claimed"
+    status = {
+        "expected": version,
+        "j_job_id": job_id,
+        "j_queue": queue,
+        "j_state": kind,
+        "j_version": new_version,
+        "j_attempt": attempt + 1 if claiming else attempt,
+        "j_claimed_by": PROCESS if claiming else None,
+        "j_claim_token": new_version if claiming else None,
+        "j_enqueued_at": enqueued_at,
+        "j_claimed_at": now if claiming else claimed_at,
+        "j_heartbeat_at": None,
+        "j_finished_at": None if claiming else now,
+        "j_updated_at": now,
+        "j_last_error": None,
+        "j_last_hash": digest,
+    }
+    event = {
+        "version": new_version,
+        "type": kind,
+        "process": PROCESS,
+        "data": {"attempt": attempt + 1} if claiming else {"result": None},
+        "recorded_at": now,
+        "prev_hash": last_hash,
+        "hash": digest,
+    }
+    return status, event
+
+
 class RawPostgres:
     """claim+complete by hand: psycopg, autocommit, the ledger's two statements."""
 
@@ -72,34 +114,16 @@ class RawPostgres:
         from psycopg.types.json import Jsonb
 
         (row,) = self.connection.execute(self.load_sql, {"job_id": job_id}).fetchall()
-        now, _, queue, _, version, attempt, _, _, enqueued_at, claimed_at = row[:10]
-        last_hash = row[14]
-        new_version = version + 1
-        digest = fake_hash(last_hash, job_id, new_version)
-        claiming = kind == "claimed"
+        status, event = next_values(job_id, kind, row)
         params = {
-            "expected": version,
-            "j_job_id": job_id,
-            "j_queue": queue,
-            "j_state": kind,
-            "j_version": new_version,
-            "j_attempt": attempt + 1 if claiming else attempt,
-            "j_claimed_by": PROCESS if claiming else None,
-            "j_claim_token": new_version if claiming else None,
-            "j_enqueued_at": enqueued_at,
-            "j_claimed_at": now if claiming else claimed_at,
-            "j_heartbeat_at": None,
-            "j_finished_at": None if claiming else now,
-            "j_updated_at": now,
-            "j_last_error": None,
-            "j_last_hash": digest,
-            "e_version": new_version,
+            **status,
+            "e_version": event["version"],
             "e_type": kind,
             "e_process": PROCESS,
-            "e_data": Jsonb({"attempt": attempt + 1} if claiming else {"result": None}),
-            "e_recorded_at": now,
-            "e_prev_hash": last_hash,
-            "e_hash": digest,
+            "e_data": Jsonb(event["data"]),
+            "e_recorded_at": event["recorded_at"],
+            "e_prev_hash": event["prev_hash"],
+            "e_hash": event["hash"],
         }
         if not self.connection.execute(self.append_sql, params).fetchall():
             raise RuntimeError(f"baseline lost a race on {job_id}")
@@ -136,41 +160,10 @@ class RawSqlite:
         self.connection.execute("BEGIN IMMEDIATE")
         try:
             (row,) = self.statement("load", {**self.clock, "job_id": job_id}).fetchall()
-            now, _, queue, _, version, attempt, _, _, enqueued_at, claimed_at = row[:10]
-            last_hash = row[14]
-            new_version = version + 1
-            digest = fake_hash(last_hash, job_id, new_version)
-            claiming = kind == "claimed"
-            status = {
-                "expected": version,
-                "j_job_id": job_id,
-                "j_queue": queue,
-                "j_state": kind,
-                "j_version": new_version,
-                "j_attempt": attempt + 1 if claiming else attempt,
-                "j_claimed_by": PROCESS if claiming else None,
-                "j_claim_token": new_version if claiming else None,
-                "j_enqueued_at": enqueued_at,
-                "j_claimed_at": now if claiming else claimed_at,
-                "j_heartbeat_at": None,
-                "j_finished_at": None if claiming else now,
-                "j_updated_at": now,
-                "j_last_error": None,
-                "j_last_hash": digest,
-            }
+            status, event = next_values(job_id, kind, row)
             if self.statement("guarded_update", status).rowcount != 1:
                 raise RuntimeError(f"baseline lost a race on {job_id}")
-            event = {
-                "job_id": job_id,
-                "version": new_version,
-                "type": kind,
-                "process": PROCESS,
-                "data": json.dumps({"attempt": attempt + 1} if claiming else {"result": None}),
-                "recorded_at": now,
-                "prev_hash": last_hash,
-                "hash": digest,
-                "tx_id": None,
-            }
+            event.update(job_id=job_id, data=json.dumps(event["data"]), tx_id=None)
             self.statement("insert_event", event).fetchall()
             self.connection.execute("COMMIT")
         except BaseException:

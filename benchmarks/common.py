@@ -143,6 +143,12 @@ def median_rate(
     return paired.ours, paired.baseline
 
 
+def percentile(values: list[float], share: float) -> float:
+    """The nearest-rank value at ``share`` (0..1) of ``values``; no interpolation."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
+
+
 def rate(count: int, work: Callable[[], object]) -> float:
     """``count`` divided by how many seconds ``work()`` took."""
     started = time.perf_counter()

@@ -25,7 +25,7 @@ import threading
 import time
 from pathlib import Path
 
-from common import Row, Settings, postgres_database
+from common import Row, Settings, percentile, postgres_database
 
 from jobledger import Ledger, RecoveryProjector, RedisLiveness, Worker
 from jobledger.testing import RedisServer
@@ -52,11 +52,6 @@ def run(settings: Settings) -> list[Row]:
             note=summary(latencies),
         )
     ]
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
 def summary(latencies: list[float]) -> str:

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 import redis
-from common import Row, Settings
+from common import Row, Settings, percentile
 from rq import Queue
 from rq.job import Job, JobStatus
 
@@ -66,11 +66,6 @@ def run(settings: Settings) -> list[Row]:
             ),
         )
     ]
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
 def measure(kills: int) -> list[float]:

@@ -68,6 +68,8 @@ BENCHMARKS: list[tuple[str, list[Row]]] = [
     ),
     # The baseline of the row above, in a row of its own: RQ's figure, no jobledger figure.
     ("rq_detection", []),
+    # Issue 3's other figure: live, busy workers under CPU load are never abandoned.
+    ("false_abandon", []),
 ]
 
 
@@ -130,7 +132,8 @@ def table_line(row: Row) -> str:
     def figure(value: float | None) -> str:
         if value is None:
             return "—"
-        digits = 3 if value < 1 else 1 if value < 100 else 0
+        # Counts (false abandons) are whole numbers: "0 jobs", not "0.000 jobs".
+        digits = 0 if value.is_integer() else 3 if value < 1 else 1 if value < 100 else 0
         return f"{value:,.{digits}f} {row.unit}"
 
     ratio = f"{row.ratio:.2f}x" if row.ratio is not None else "—"
