@@ -40,7 +40,7 @@ from sqlalchemy import Connection, Select, Text, cast, insert, literal, null, se
 
 from .encoding import canonical_time
 from .projection import Draft
-from .schema import events, jobs
+from .schema import EVENT_FIELDS, events, jobs
 
 if TYPE_CHECKING:
     import sqlite3
@@ -69,17 +69,7 @@ PROJECTION_TAIL = (
     "last_error",
     "last_hash",
 )
-_EVENT_COLUMNS = (
-    "job_id",
-    "version",
-    "type",
-    "process",
-    "data",
-    "recorded_at",
-    "prev_hash",
-    "hash",
-)
-_PADDING = len(PROJECTION_TAIL) - (len(_EVENT_COLUMNS) - 3)
+_PADDING = len(PROJECTION_TAIL) - (len(EVENT_FIELDS) - 3)
 _INSTANTS = frozenset(c.name for c in jobs.columns if c.name.endswith("_at"))
 _NUMBERS = frozenset(("attempt", "claim_token"))
 
@@ -191,7 +181,7 @@ def prepare_postgres_session(cursor: Any) -> None:
 
 #: The event columns as text (but the version), for COPY.
 _EVENT_TEXT = ", ".join(
-    name if name in ("job_id", "version") else f"{name}::text" for name in _EVENT_COLUMNS
+    name if name in ("job_id", "version") else f"{name}::text" for name in EVENT_FIELDS
 )
 
 
@@ -328,7 +318,7 @@ class SqliteBulk(Bulk):
     def rows(self, lower: str | None, upper: str | None, projection: bool) -> Iterator[Row]:
         where = _where(None if lower is None else "?", None if upper is None else "?")
         params = [b for b in (lower, upper) if b is not None]
-        columns = ", ".join(_EVENT_COLUMNS)
+        columns = ", ".join(EVENT_FIELDS)
         event_query = f"SELECT {columns} FROM {events.name}{where}"
         if not projection:
             return iter(self._conn.execute(f"{event_query} ORDER BY job_id, version", params))
@@ -348,7 +338,7 @@ class SqliteBulk(Bulk):
         return iter(self._conn.execute(f"{query} ORDER BY 1, 2", params + params))
 
     def by_position(self, since: int | None) -> Iterator[Row]:
-        columns = ", ".join(_EVENT_COLUMNS)
+        columns = ", ".join(EVENT_FIELDS)
         query = (
             f"SELECT {columns}, position FROM {events.name} WHERE position > ? ORDER BY position"
         )
@@ -403,7 +393,7 @@ class CoreBulk(Bulk):
                 query = query.where(table.c.job_id <= upper)
             return query
 
-        texts = [cast(events.c[name], Text) for name in _EVENT_COLUMNS[2:]]
+        texts = [cast(events.c[name], Text) for name in EVENT_FIELDS[2:]]
         if not projection:
             query = select(events.c.job_id, events.c.version, *texts)
             return self._stream(bounded(query, events).order_by(events.c.job_id, events.c.version))
@@ -416,7 +406,7 @@ class CoreBulk(Bulk):
         return self._stream(select(merged).order_by(merged.c.job_id, merged.c.version))
 
     def by_position(self, since: int | None) -> Iterator[Row]:
-        texts = [cast(events.c[name], Text) for name in _EVENT_COLUMNS[2:]]
+        texts = [cast(events.c[name], Text) for name in EVENT_FIELDS[2:]]
         query = select(events.c.job_id, events.c.version, *texts, events.c.position)
         if since is not None:
             query = query.where(events.c.position > since)

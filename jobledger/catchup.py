@@ -54,7 +54,7 @@ from .database import translated_errors
 from .errors import ConfigurationError
 from .lifecycle import MOVES, EventType, State
 from .records import Event
-from .schema import Xid8, checkpoints, events, queue_stats
+from .schema import EVENT_FIELDS, Xid8, checkpoints, events, queue_stats
 from .store import database_clock
 
 if TYPE_CHECKING:
@@ -85,17 +85,7 @@ class Checkpoint:
     tx_id: int | None
 
 
-_EVENT_COLUMNS = (
-    events.c.position,
-    events.c.job_id,
-    events.c.version,
-    events.c.type,
-    events.c.process,
-    events.c.data,
-    events.c.recorded_at,
-    events.c.prev_hash,
-    events.c.hash,
-)
+_EVENT_COLUMNS = (events.c.position, *(events.c[name] for name in EVENT_FIELDS))
 
 
 def _pending_query(dialect: str) -> Any:

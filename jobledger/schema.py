@@ -97,6 +97,12 @@ events = Table(
     Index(None, "tx_id", "position"),
 )
 
+#: What an event records, in column order: all but the position and the writer's
+#: transaction id, which the database assigns. Commands write these; audits read them.
+EVENT_FIELDS: tuple[str, ...] = tuple(
+    c.name for c in events.columns if c.name not in ("position", "tx_id")
+)
+
 jobs = Table(
     "jobledger_jobs",
     metadata,

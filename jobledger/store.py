@@ -53,19 +53,9 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from .database import HeldConnections, translate, translated_errors
 from .records import Event, JobStatus
-from .schema import Json, UtcDateTime, events, jobs
+from .schema import EVENT_FIELDS, Json, UtcDateTime, events, jobs
 
 STATUS_FIELDS: tuple[str, ...] = tuple(c.name for c in jobs.columns)
-EVENT_FIELDS: tuple[str, ...] = (
-    "job_id",
-    "version",
-    "type",
-    "process",
-    "data",
-    "recorded_at",
-    "prev_hash",
-    "hash",
-)
 
 # Commands build JobStatus positionally from the projection's columns.
 if tuple(field.name for field in dataclasses.fields(JobStatus)) != STATUS_FIELDS:
