@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from .ledger import Ledger
 from .liveness import RedisLiveness, SqlLiveness
+from .policy import RecoveryPolicy
 from .records import Claim, Event, JobStatus
-from .recovery import RecoveryPolicy, RecoveryProjector
+from .recovery import RecoveryProjector
 from .worker import Worker
 
 __all__ = [

@@ -28,8 +28,9 @@ from .demo import run_demo
 from .errors import LedgerError
 from .ledger import Ledger
 from .liveness import Liveness, RedisLiveness, SqlLiveness
+from .policy import RecoveryPolicy
 from .records import JobStatus
-from .recovery import RecoveryPolicy, RecoveryProjector
+from .recovery import RecoveryProjector
 
 
 @dataclass

@@ -26,8 +26,9 @@ from sqlalchemy import select
 from .errors import AlreadyClaimed, LedgerError, NotClaiming
 from .ledger import Ledger
 from .liveness import Liveness, RedisLiveness, SqlLiveness
+from .policy import RecoveryPolicy
 from .records import Claim, Event
-from .recovery import RecoveryPolicy, RecoveryProjector
+from .recovery import RecoveryProjector
 from .schema import events
 from .store import event_from_row
 from .worker import Worker

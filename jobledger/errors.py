@@ -125,3 +125,19 @@ class InvalidJobId(LedgerError, ValueError):
 
 class NotClaiming(LedgerError):
     """The worker is quiet, stopping, or presumed dead, so it takes no new jobs."""
+
+
+class AttemptsExhausted(LedgerError):
+    """A takeover abandoned a dead holder's claim on the job's last allowed attempt.
+
+    The job stays ``abandoned`` for an operator, as the recovery projector would
+    leave it (``RecoveryPolicy.max_attempts``); nothing was claimed.
+    """
+
+    def __init__(self, job_id: str, holder: str, attempt: int, max_attempts: int) -> None:
+        self.job_id, self.holder = job_id, holder
+        self.attempt, self.max_attempts = attempt, max_attempts
+        super().__init__(
+            f"job {job_id!r}: holder {holder} died on attempt {attempt} of {max_attempts}; "
+            "abandoned and left for an operator (requeue it to run it again)"
+        )

@@ -20,7 +20,7 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import timedelta
 from types import FrameType
@@ -34,6 +34,7 @@ from .identity import new_identity
 from .ledger import Ledger
 from .lifecycle import State
 from .liveness.base import Incarnation, Liveness
+from .policy import RecoveryPolicy
 from .schema import jobs
 from .store import database_clock
 
@@ -41,36 +42,6 @@ log = logging.getLogger("jobledger.recovery")
 
 #: Identities per IN (...) list when fetching orphaned jobs.
 CHUNK = 1000
-
-
-@dataclass(frozen=True)
-class RecoveryPolicy:
-    """What happens to an abandoned job, per queue.
-
-    A job is requeued while its attempt count is below ``max_attempts`` (the
-    poison-pill cap), else it stays ``abandoned`` for an operator. With a
-    ``heartbeat_timeout``, a job held by a *live* process but not heartbeated
-    for that many seconds is abandoned too (reason ``heartbeat-timeout``).
-    """
-
-    max_attempts: int = 3
-    max_attempts_by_queue: Mapping[str, int] = field(default_factory=dict)
-    heartbeat_timeout: float | None = None
-    heartbeat_timeout_by_queue: Mapping[str, float] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        attempts = [self.max_attempts, *self.max_attempts_by_queue.values()]
-        timeouts = [self.heartbeat_timeout, *self.heartbeat_timeout_by_queue.values()]
-        if any(a < 1 for a in attempts):
-            raise ValueError("max_attempts must be at least 1")
-        if any(t is not None and t <= 0 for t in timeouts):
-            raise ValueError("heartbeat timeouts must be positive")
-
-    def attempts_for(self, queue: str) -> int:
-        return self.max_attempts_by_queue.get(queue, self.max_attempts)
-
-    def timeout_for(self, queue: str) -> float | None:
-        return self.heartbeat_timeout_by_queue.get(queue, self.heartbeat_timeout)
 
 
 @dataclass(frozen=True)
@@ -382,7 +353,7 @@ class RecoveryProjector:
 
     def _apply_policy(self, orphan: _Orphan) -> bool:
         cap = self.policy.attempts_for(orphan.queue)
-        if orphan.attempt >= cap:
+        if not self.policy.requeues(orphan.queue, orphan.attempt):
             self.counters.left_abandoned += 1
             log.warning("job %r reached %d attempts: left abandoned", orphan.job_id, cap)
             return False

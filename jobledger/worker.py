@@ -16,10 +16,17 @@ from datetime import datetime, timezone
 from types import FrameType
 from typing import Any, TypeVar
 
-from .errors import AlreadyClaimed, LivenessUnavailable, NotClaiming, StaleClaim
+from .errors import (
+    AlreadyClaimed,
+    AttemptsExhausted,
+    LivenessUnavailable,
+    NotClaiming,
+    StaleClaim,
+)
 from .identity import new_identity, parse
 from .ledger import Ledger
 from .liveness.base import Incarnation, Liveness, ProcessInfo
+from .policy import RecoveryPolicy
 from .records import Claim, JobStatus
 
 log = logging.getLogger("jobledger.worker")
@@ -37,6 +44,9 @@ class Worker:
     ``handle_signals=True`` (main thread only) SIGTSTP makes the worker quiet and
     SIGTERM starts a graceful stop that gives held jobs up to ``stop_timeout``
     seconds to finish; your loop should end when :attr:`stopping` becomes true.
+
+    ``policy`` decides, as the recovery projector's does, whether a job taken
+    over from a dead holder may run again (``max_attempts``); use the same one.
     """
 
     def __init__(
@@ -47,9 +57,11 @@ class Worker:
         identity: str | None = None,
         handle_signals: bool = False,
         stop_timeout: float = 25.0,
+        policy: RecoveryPolicy | None = None,
     ) -> None:
         self.ledger = ledger
         self.liveness = liveness
+        self.policy = policy or RecoveryPolicy()
         self.identity = identity or new_identity()
         parsed = parse(self.identity)
         self.host, self.pid = parsed.host, parsed.pid
@@ -198,10 +210,16 @@ class Worker:
         )
         reason = f"holder {holder} is not alive; taken over by {self.identity}"
         try:
-            self.ledger.abandon(job_id, taken.token, reason=reason, process=self.identity)
+            abandoned = self.ledger.abandon(
+                job_id, taken.token, reason=reason, process=self.identity
+            )
         except StaleClaim:
             pass  # someone else ended that claim first; the claim below says how it stands
         else:
+            if not self.policy.requeues(abandoned.queue, abandoned.attempt):
+                cap = self.policy.attempts_for(abandoned.queue)
+                log.warning("job %r reached %d attempts: left abandoned", job_id, cap)
+                raise AttemptsExhausted(job_id, holder, abandoned.attempt, cap)
             self.ledger.requeue(
                 job_id, reason=f"taken over by {self.identity}", process=self.identity
             )

@@ -28,7 +28,7 @@ from rq import Queue
 from rq import Worker as RQWorker
 
 from ..database import DEFAULT_URL
-from ..errors import InvalidTransition, UnknownJob
+from ..errors import AttemptsExhausted, InvalidTransition, UnknownJob
 from ..ledger import Ledger
 from ..liveness import Liveness, RedisLiveness, SqlLiveness
 from ..records import Claim
@@ -103,6 +103,9 @@ def _claim(ledger: Ledger, recorder: Worker, job_id: str, queue: str) -> Claim:
     except InvalidTransition as exc:
         if exc.state not in ("failed", "abandoned"):
             raise
+        ledger.requeue(job_id, reason="RQ runs the job again", process=recorder.identity)
+    except AttemptsExhausted:
+        # RQ decided to run it again (a retry, or an operator's requeue); record that.
         ledger.requeue(job_id, reason="RQ runs the job again", process=recorder.identity)
     return recorder.claim(job_id)
 

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from jobledger import Worker
-from jobledger.errors import AlreadyClaimed, NotClaiming, StaleClaim
+from jobledger import RecoveryPolicy, Worker
+from jobledger.errors import AlreadyClaimed, AttemptsExhausted, NotClaiming, StaleClaim
 from jobledger.identity import new_identity
 from tests.conftest import Backend
 
@@ -72,6 +72,28 @@ def test_takeover_from_a_dead_holder(backend: Backend) -> None:
         assert ledger.history("j")[2].data["holder"] == ghost
         with pytest.raises(StaleClaim):
             ledger.complete(dead_claim)
+
+
+def test_takeover_leaves_a_job_on_its_last_attempt_abandoned(backend: Backend) -> None:
+    """A job that killed its holder on the last allowed attempt is not run again."""
+    ledger = backend.ledger
+    ledger.enqueue_many(["capped", "free"], queue="fragile")
+    ghost = new_identity(host="ghost")
+    ledger.claim("capped", ghost)
+    ledger.claim("free", ghost)
+    policy = RecoveryPolicy(max_attempts=3, max_attempts_by_queue={"fragile": 1})
+    with Worker(ledger, backend.liveness(), policy=policy) as worker:
+        with pytest.raises(AttemptsExhausted, match=r"attempt 1 of 1") as caught:
+            worker.claim("capped")
+        assert caught.value.holder == ghost
+        assert worker.held == []
+    status = ledger.status("capped")
+    assert (status.state, status.attempt, status.claimed_by) == ("abandoned", 1, None)
+    last = ledger.history("capped")[-1]
+    assert (last.type, last.process, last.data["holder"]) == ("abandoned", worker.identity, ghost)
+
+    with Worker(ledger, backend.liveness(), policy=RecoveryPolicy(max_attempts=2)) as worker:
+        assert worker.claim("free").attempt == 2  # below its cap: taken over
 
 
 def test_no_takeover_from_a_live_holder(backend: Backend) -> None:
