@@ -69,6 +69,10 @@ MAX_PROBLEMS = 1000
 #: Below this many events verify and rebuild work in one process: starting
 #: workers (a process and a connection each) would cost more than it saves.
 MIN_PARALLEL_EVENTS = 50_000
+#: Workers by default: one per usable CPU, at most this many. Each is a process and
+#: a database connection; an audit on a large host should not take a pool's worth
+#: of connections from the server unasked (``workers=`` sets any number).
+DEFAULT_MAX_WORKERS = 8
 
 #: ``progress(done, total)``: events processed so far, and how many there are.
 Progress = Callable[[int, int], None]
@@ -246,7 +250,7 @@ def verify(
 
     Problems are listed in job order, a job's events' problems before its
     projection row's. Above :data:`MIN_PARALLEL_EVENTS` events the jobs are split
-    by ranges of ids over ``workers`` processes (default: one per CPU), which on
+    by ranges of ids over ``workers`` processes (default: one per CPU, up to 8), which on
     PostgreSQL all read the snapshot of this call's transaction; the report is
     the same however the work was split.
     """
@@ -466,6 +470,12 @@ def _bulk(conn: Connection) -> Bulk:
     return CoreBulk(conn)
 
 
+def default_workers() -> int:
+    """One per CPU this process may run on (a container's cpuset), up to the cap."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(usable or 1, DEFAULT_MAX_WORKERS))
+
+
 def _plan(
     conn: Connection, total: int, workers: int | None
 ) -> tuple[shards.Source, list[shards.Range], int] | None:
@@ -476,7 +486,7 @@ def _plan(
     (:func:`shards.source_for`). On PostgreSQL this exports the transaction's
     snapshot, so it must run before the connection starts a COPY.
     """
-    count = (os.cpu_count() or 1) if workers is None else workers
+    count = default_workers() if workers is None else workers
     if count < 2 or total < MIN_PARALLEL_EVENTS or not shards.can_fork():
         return None
     source = shards.source_for(conn)

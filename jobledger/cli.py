@@ -478,7 +478,7 @@ _workers_option = click.option(
     "--workers",
     type=click.IntRange(min=1),
     default=None,
-    help="Processes to spread a large ledger over [default: one per CPU].",
+    help="Processes to spread a large ledger over [default: one per CPU, up to 8].",
 )
 
 

@@ -292,7 +292,7 @@ class Ledger:
     ) -> audit.VerifyReport:
         """Check every hash chain, every lifecycle path and the projection; a report.
 
-        A large ledger is checked by ``workers`` processes (default: one per CPU).
+        A large ledger is checked by ``workers`` processes (default: one per CPU, up to 8).
         """
         return audit.verify(self.engine, progress, workers)
 
@@ -303,7 +303,7 @@ class Ledger:
     def rebuild(self, progress: audit.Progress | None = None, workers: int | None = None) -> int:
         """Re-fold the projection from the events in one transaction; the number of jobs.
 
-        A large ledger is folded by ``workers`` processes (default: one per CPU).
+        A large ledger is folded by ``workers`` processes (default: one per CPU, up to 8).
         """
         return audit.rebuild(self.engine, progress, workers)
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from sqlalchemy import delete, insert, select, update
 
-from jobledger import Claim, Ledger
+from jobledger import Claim, Ledger, audit
 from jobledger.audit import VerifyReport
 from jobledger.chain import event_hash
 from jobledger.errors import CorruptHistory, LedgerError
@@ -388,3 +388,12 @@ def test_a_lone_surrogate_in_stored_data_is_reported_not_fatal(
         (problem,) = ledger.verify(workers=1).problems
     assert (problem.job_id, problem.version) == ("j", 1)
     assert "stored hash does not match" in problem.message
+
+
+@pytest.mark.parametrize(("usable", "expected"), [(1, 1), (2, 2), (64, 8)])
+def test_default_workers_follow_usable_cpus_up_to_a_cap(
+    monkeypatch: pytest.MonkeyPatch, usable: int, expected: int
+) -> None:
+    """A 64-CPU host must not open 64 database connections for one verify unasked."""
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(usable)), raising=False)
+    assert audit.default_workers() == expected
