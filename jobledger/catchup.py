@@ -27,7 +27,9 @@ On SQLite there is one writer at a time, so commit order is position order.
 from __future__ import annotations
 
 import abc
+import logging
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -45,6 +47,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
     tuple_,
     update,
 )
@@ -60,8 +63,12 @@ from .store import database_clock
 if TYPE_CHECKING:
     from .ledger import Ledger
 
+log = logging.getLogger("jobledger.catchup")
+
 #: Events delivered per transaction.
 BATCH_SIZE = 500
+#: Seconds between warnings of an idle runner that is held back by an open transaction.
+HOLDUP_REPORT_INTERVAL = 60.0
 
 
 class Projection(abc.ABC):
@@ -98,15 +105,9 @@ def _pending_query(dialect: str) -> Any:
             .limit(bindparam("limit"))
         )
     if dialect == "postgresql":
-        horizon = func.pg_snapshot_xmin(func.pg_current_snapshot())
-        # xid8 has no cast from bigint; it does from text.
-        after = cast(cast(bindparam("tx_id", type_=BigInteger), Text), Xid8())
         return (
             select(*_EVENT_COLUMNS, cast(cast(events.c.tx_id, Text), BigInteger).label("tx_id"))
-            .where(
-                events.c.tx_id < horizon,
-                tuple_(events.c.tx_id, events.c.position) > tuple_(after, bindparam("position")),
-            )
+            .where(events.c.tx_id < _horizon(), _past_checkpoint())
             .order_by(events.c.tx_id, events.c.position)
             .limit(bindparam("limit"))
         )
@@ -114,6 +115,69 @@ def _pending_query(dialect: str) -> Any:
         f"catch-up projections need PostgreSQL or SQLite, not {dialect} "
         "(elsewhere positions can commit out of order and events would be skipped)"
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Holdup:
+    """Committed events a runner cannot deliver yet, and the transaction they wait for.
+
+    On PostgreSQL the oldest transaction still open on the server (any database)
+    that has written something; its backend is ``None`` when it cannot be seen
+    (a prepared transaction). ``database``, ``state`` and ``since`` are ``None``
+    where PostgreSQL hides them from this role.
+    """
+
+    events: int
+    pid: int | None
+    database: str | None
+    state: str | None
+    since: datetime | None
+
+    def __str__(self) -> str:
+        if self.pid is None:
+            behind = "a transaction that is not visible here (a prepared transaction?)"
+        else:
+            behind = f"the open transaction of backend {self.pid}"
+            details = [
+                f"database {self.database}" if self.database else "",
+                self.state or "",
+                f"since {self.since.isoformat(timespec='seconds')}" if self.since else "",
+            ]
+            if any(details):
+                behind += f" ({', '.join(d for d in details if d)})"
+        waiting = (
+            f"{self.events} committed events wait"
+            if self.events != 1
+            else ("1 committed event waits")
+        )
+        return f"{waiting} behind {behind}; delivered once it ends"
+
+
+_OLDEST_WRITER = text(
+    "SELECT pid, datname, state, xact_start FROM pg_stat_activity "
+    "WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid() "
+    "ORDER BY age(backend_xid) DESC LIMIT 1"
+)
+
+
+def _held_back_query() -> Any:
+    """PostgreSQL: how many committed events past the checkpoint are above the horizon."""
+    return (
+        select(func.count())
+        .select_from(events)
+        .where(events.c.tx_id >= _horizon(), _past_checkpoint())
+    )
+
+
+def _horizon() -> Any:
+    """PostgreSQL: every transaction with a smaller id has ended."""
+    return func.pg_snapshot_xmin(func.pg_current_snapshot())
+
+
+def _past_checkpoint() -> Any:
+    """PostgreSQL: events after the checkpoint (transaction id, position)."""
+    after = cast(cast(bindparam("tx_id", type_=BigInteger), Text), Xid8())  # no bigint -> xid8
+    return tuple_(events.c.tx_id, events.c.position) > tuple_(after, bindparam("position"))
 
 
 class CatchUp:
@@ -141,10 +205,42 @@ class CatchUp:
                 return delivered
 
     def run_forever(self, stop: threading.Event, poll_interval: float = 1.0) -> None:
-        """Keep delivering until ``stop`` is set, waiting ``poll_interval`` when idle."""
+        """Keep delivering until ``stop`` is set, waiting ``poll_interval`` when idle.
+
+        While idle it warns, at most every :data:`HOLDUP_REPORT_INTERVAL` seconds,
+        when committed events wait behind a transaction left open.
+        """
+        next_report = time.monotonic() + HOLDUP_REPORT_INTERVAL
         while not stop.is_set():
-            if self.run_once() == 0:
-                stop.wait(poll_interval)
+            if self.run_once() > 0:
+                continue
+            if time.monotonic() >= next_report:
+                next_report = time.monotonic() + HOLDUP_REPORT_INTERVAL
+                holdup = self.holdup()
+                if holdup is not None:
+                    log.warning("projection %r: %s", self.projection.name, holdup)
+            stop.wait(poll_interval)
+
+    def holdup(self) -> Holdup | None:
+        """What keeps committed events from being delivered now, if anything does.
+
+        Only PostgreSQL can hold events back (see the module's docstring); on
+        SQLite this is always ``None``.
+        """
+        if self.engine.dialect.name != "postgresql":
+            return None
+        self._ensure_checkpoint()
+        with translated_errors(self.engine), self.engine.connect() as conn:
+            start = self._read_checkpoint(conn)
+            waiting = conn.execute(
+                _held_back_query(), {"position": start.position, "tx_id": start.tx_id}
+            ).scalar_one()
+            if waiting == 0:
+                return None
+            oldest = conn.execute(_OLDEST_WRITER).first()
+        if oldest is None:
+            return Holdup(waiting, None, None, None, None)
+        return Holdup(waiting, *oldest)
 
     def run_batch(self) -> int:
         """Deliver up to ``batch_size`` events in one transaction; how many."""

@@ -218,6 +218,63 @@ def test_an_event_committed_late_is_not_skipped(private_postgres: Ledger) -> Non
     assert [d[1] for d in _delivered(ledger)] == ["late", "early"]
 
 
+def test_a_holdup_names_the_open_transaction(private_postgres: Ledger) -> None:
+    ledger = private_postgres
+    runner = CatchUp(ledger, Recorder())
+    url = ledger.engine.url.render_as_string(hide_password=False)
+    assert runner.holdup() is None
+    with ledger.engine.connect() as slow:
+        slow_tx = slow.begin()
+        slow.execute(select(func.pg_current_xact_id()))
+        slow_pid = slow.execute(select(func.pg_backend_pid())).scalar_one()
+        ledger.enqueue_many(["a", "b"])  # committed, but above the open transaction
+        assert runner.run_once() == 0
+        holdup = runner.holdup()
+        assert holdup is not None
+        assert (holdup.events, holdup.pid) == (2, slow_pid)
+        assert holdup.database == ledger.engine.url.database
+        assert holdup.state == "idle in transaction"
+        shown = subprocess.run(
+            [sys.executable, "-m", "jobledger.cli", "--database-url", url, "queues"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert shown.returncode == 0, shown.stderr
+        assert f"2 committed events wait behind the open transaction of backend {slow_pid}" in (
+            shown.stderr
+        )
+        slow_tx.commit()
+    assert _drain(runner, 2) == 2
+    assert runner.holdup() is None
+
+
+def test_a_held_back_runner_says_why(
+    private_postgres: Ledger, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    ledger = private_postgres
+    monkeypatch.setattr("jobledger.catchup.HOLDUP_REPORT_INTERVAL", 0.05)
+    stop = threading.Event()
+    runner = threading.Thread(
+        target=CatchUp(ledger, Recorder()).run_forever, args=(stop, 0.02), daemon=True
+    )
+    with ledger.engine.connect() as slow, caplog.at_level("WARNING", "jobledger.catchup"):
+        slow_tx = slow.begin()
+        slow.execute(select(func.pg_current_xact_id()))
+        ledger.enqueue("waiting")
+        runner.start()
+        deadline = time.monotonic() + 10
+        while "waits behind" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.02)
+        slow_tx.commit()
+    stop.set()
+    runner.join(10)
+    assert "projection 'recorder': 1 committed event waits behind the open transaction" in (
+        caplog.text
+    )
+
+
 WRITER = """
 import sys
 from jobledger import Ledger
