@@ -26,6 +26,7 @@ from .catchup import CatchUp, QueueStats
 from .database import DEFAULT_URL, mask
 from .demo import run_demo
 from .errors import LedgerError
+from .identity import new_identity
 from .ledger import Ledger
 from .liveness import Liveness, RedisLiveness, SqlLiveness
 from .policy import RecoveryPolicy
@@ -183,6 +184,51 @@ def enqueue(
     with settings.ledger() as ledger:
         count = ledger.enqueue_many([(job_id, data) for job_id in job_ids], queue=queue)
     click.echo(f"enqueued {count} job{'s' if count != 1 else ''} on queue {queue!r}")
+
+
+_reason_option = click.option("--reason", default=None, help="Recorded with each event.")
+
+
+@cli.command()
+@click.argument("job_ids", nargs=-1, required=True)
+@_reason_option
+@pass_settings
+def requeue(settings: Settings, job_ids: tuple[str, ...], reason: str | None) -> None:
+    """Put abandoned or failed jobs back in their queue (an operator's retry)."""
+    _operator_moves(settings, job_ids, lambda ledger: ledger.requeue, reason, "requeued")
+
+
+@cli.command()
+@click.argument("job_ids", nargs=-1, required=True)
+@_reason_option
+@pass_settings
+def cancel(settings: Settings, job_ids: tuple[str, ...], reason: str | None) -> None:
+    """Withdraw jobs that are still waiting in their queue."""
+    _operator_moves(settings, job_ids, lambda ledger: ledger.cancel, reason, "cancelled")
+
+
+def _operator_moves(
+    settings: Settings,
+    job_ids: tuple[str, ...],
+    command: Callable[[Ledger], Callable[..., JobStatus]],
+    reason: str | None,
+    done: str,
+) -> None:
+    """One event per job, in order, each its own transaction, recorded as this process.
+
+    On the first refusal it stops, says how many were moved before, and exits 1.
+    """
+    me = new_identity()
+    with settings.ledger() as ledger:
+        move = command(ledger)
+        for count, job_id in enumerate(job_ids):
+            try:
+                move(job_id, reason=reason, process=me)
+            except LedgerError:
+                if count:
+                    click.echo(f"{done} {count} of {len(job_ids)} jobs before:", err=True)
+                raise
+    click.echo(f"{done} {len(job_ids)} job{'s' if len(job_ids) != 1 else ''}")
 
 
 @cli.command()

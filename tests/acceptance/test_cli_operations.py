@@ -83,6 +83,31 @@ def test_recover_once_abandons_the_dead_and_reports(url: str) -> None:
     assert "abandoned" in done.stderr  # every decision is logged
 
 
+def test_operators_requeue_and_cancel(url: str) -> None:
+    with Ledger(url) as ledger:
+        ledger.enqueue_many(["failed", "waiting", "more"])
+        ledger.fail(ledger.claim("failed", new_identity()), "boom")
+    done = run("--database-url", url, "requeue", "failed", "--reason", "fixed the SMTP host")
+    assert done.returncode == 0, done.stderr
+    assert "requeued 1 job" in done.stdout
+    assert run("--database-url", url, "cancel", "waiting", "more").returncode == 0
+    refused = run("--database-url", url, "cancel", "failed", "waiting")
+    assert refused.returncode == 1
+    assert "cancelled 1 of 2 jobs before:" in refused.stderr
+    assert "'waiting'" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    with Ledger(url) as ledger:
+        assert [ledger.status(j).state for j in ("failed", "waiting", "more")] == [
+            "cancelled",
+            "cancelled",
+            "cancelled",
+        ]
+        last = ledger.history("failed")[-2]
+        assert (last.type, last.data) == ("requeued", {"reason": "fixed the SMTP host"})
+        assert last.process is not None
+        assert last.process.split(":")[1] != str(os.getpid())
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
