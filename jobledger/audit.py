@@ -44,7 +44,6 @@ from sqlalchemy.sql import Select
 from . import shards
 from .bulk import (
     PROJECTION_TAIL,
-    STATUS_FIELDS,
     Bulk,
     CoreBulk,
     PostgresBulk,
@@ -59,7 +58,7 @@ from .encoding import StoredPayloads, canonical_string
 from .errors import CorruptHistory
 from .projection import Draft, advance
 from .records import JobStatus
-from .schema import UtcDateTime, events, jobs
+from .schema import STATUS_FIELDS, UtcDateTime, events, jobs
 
 #: Events per progress report, and jobs per batch of rows a rebuild writes.
 BATCH_SIZE = 10_000

@@ -29,7 +29,6 @@ SQLAlchemy's result layer. Other databases go through SQLAlchemy (:class:`CoreBu
 from __future__ import annotations
 
 import contextlib
-import operator
 import re
 import selectors
 from collections.abc import Callable, Iterator, Sequence
@@ -40,7 +39,8 @@ from sqlalchemy import Connection, Select, Text, cast, insert, literal, null, se
 
 from .encoding import canonical_time
 from .projection import Draft
-from .schema import EVENT_FIELDS, events, jobs
+from .schema import EVENT_FIELDS, STATUS_FIELDS, events, jobs
+from .store import copy_sql, status_row
 
 if TYPE_CHECKING:
     import sqlite3
@@ -52,23 +52,8 @@ Row = Sequence[Any]
 #: A batch of projection rows in the form an adapter's writer takes (picklable).
 Batch = Any
 
-#: The projection's columns, in table order (how rebuild writes them).
-STATUS_FIELDS = tuple(c.name for c in jobs.columns)
 #: Projection columns after ``job_id`` and ``version``, in stream order (row[3:]).
-PROJECTION_TAIL = (
-    "queue",
-    "state",
-    "attempt",
-    "claimed_by",
-    "claim_token",
-    "enqueued_at",
-    "claimed_at",
-    "heartbeat_at",
-    "finished_at",
-    "updated_at",
-    "last_error",
-    "last_hash",
-)
+PROJECTION_TAIL = tuple(name for name in STATUS_FIELDS if name not in ("job_id", "version"))
 _PADDING = len(PROJECTION_TAIL) - (len(EVENT_FIELDS) - 3)
 _INSTANTS = frozenset(c.name for c in jobs.columns if c.name.endswith("_at"))
 _NUMBERS = frozenset(("attempt", "claim_token"))
@@ -152,14 +137,13 @@ class PostgresBulk(Bulk):
         return super().canonical_time(moment)
 
     def encode(self, drafts: list[Draft]) -> Batch:
-        return "".join([_copy_line(_status_values(d)) for d in drafts]).encode(self._encoding)
+        return "".join([_copy_line(status_row(d)) for d in drafts]).encode(self._encoding)
 
     @contextlib.contextmanager
     def writer(self) -> Iterator[Callable[[Batch], None]]:
-        columns = ", ".join(STATUS_FIELDS)
         with (
             self._conn.cursor() as cursor,
-            cursor.copy(f"COPY {jobs.name} ({columns}) FROM STDIN") as copy,
+            cursor.copy(copy_sql(jobs.name, STATUS_FIELDS)) as copy,
         ):
             yield copy.write
 
@@ -296,9 +280,6 @@ def _copy_text(value: Any) -> str:
     return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
-_status_values = operator.attrgetter(*STATUS_FIELDS)
-
-
 # -- SQLite (sqlite3) -----------------------------------------------------------------------
 
 
@@ -350,7 +331,7 @@ class SqliteBulk(Bulk):
         return super().canonical_time(moment)
 
     def encode(self, drafts: list[Draft]) -> Batch:
-        return [_status_values(d) for d in drafts]
+        return [status_row(d) for d in drafts]
 
     @contextlib.contextmanager
     def writer(self) -> Iterator[Callable[[Batch], None]]:
@@ -421,7 +402,7 @@ class CoreBulk(Bulk):
         return [
             {
                 name: parse_moment(value) if name in _INSTANTS and value is not None else value
-                for name, value in zip(STATUS_FIELDS, _status_values(d), strict=True)
+                for name, value in zip(STATUS_FIELDS, status_row(d), strict=True)
             }
             for d in drafts
         ]

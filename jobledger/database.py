@@ -6,7 +6,7 @@ import contextlib
 import os
 import re
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy import exc as sa_exc
@@ -46,10 +46,13 @@ def mask(url: str | URL) -> str:
 
 def engine_for(url: str | URL | Engine) -> Engine:
     """An Engine for ``url`` (or ``url`` itself), configured for jobledger's access pattern."""
-    if isinstance(url, Engine):
-        if url.dialect.name == "sqlite":
-            _configure_sqlite(url)
-        return url
+    engine = url if isinstance(url, Engine) else _create_engine(url)
+    if engine.dialect.name == "sqlite":
+        _configure_sqlite(engine)
+    return engine
+
+
+def _create_engine(url: str | URL) -> Engine:
     parsed = parse_url(url)
     kwargs: dict[str, Any] = {}
     if parsed.get_backend_name() == "sqlite":
@@ -59,13 +62,10 @@ def engine_for(url: str | URL | Engine) -> Engine:
     elif parsed.get_backend_name() == "postgresql":
         kwargs["pool_pre_ping"] = True  # a worker outlives database restarts
     try:
-        engine = create_engine(parsed, **kwargs)
+        return create_engine(parsed, **kwargs)
     except (sa_exc.ArgumentError, sa_exc.NoSuchModuleError, ImportError) as exc:
         hint = " (install jobledger[postgres] for PostgreSQL)" if "postgres" in str(exc) else ""
         raise ConfigurationError(f"cannot use database URL {mask(parsed)}: {exc}{hint}") from None
-    if engine.dialect.name == "sqlite":
-        _configure_sqlite(engine)
-    return engine
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -101,10 +101,15 @@ def translated_errors(engine: Engine) -> Iterator[None]:
     try:
         yield
     except sa_exc.DBAPIError as exc:
-        mapped = translate(exc, engine)
-        if mapped is exc:
-            raise
-        raise mapped from exc
+        raise_translated(exc, engine)
+
+
+def raise_translated(exc: sa_exc.DBAPIError, engine: Engine) -> NoReturn:
+    """Raise the jobledger error for ``exc`` (chained to it), or ``exc`` if unexpected."""
+    mapped = translate(exc, engine)
+    if mapped is exc:
+        raise exc
+    raise mapped from exc
 
 
 def translate(exc: sa_exc.DBAPIError, engine: Engine) -> Exception:
@@ -216,7 +221,7 @@ class HeldConnections:
             statement,
             None,
             exc,
-            dialect.loaded_dbapi.Error,
+            self.driver_errors,
             connection_invalidated=broken,
             dialect=dialect,
         )

@@ -92,10 +92,10 @@ def canonical_json(value: JSONValue) -> str:
     if isinstance(value, float):
         return str(int(value)) if value.is_integer() else repr(value)
     if isinstance(value, str):
-        return _encode_string(value)
+        return canonical_string(value)
     if isinstance(value, Mapping):
         items = sorted(value.items())
-        return "{" + ",".join(f"{_encode_string(k)}:{canonical_json(v)}" for k, v in items) + "}"
+        return "{" + ",".join(f"{_object_key(k)}:{canonical_json(v)}" for k, v in items) + "}"
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(canonical_json(v) for v in value) + "]"
     raise InvalidPayload(f"{type(value).__name__} is not JSON-serialisable")
@@ -127,7 +127,7 @@ class StoredPayloads:
         self._values: dict[str, JSONValue] = {}
         self._encoded: dict[str, tuple[str, JSONValue]] = {}
         self._saw_float = False
-        decoder = json.JSONDecoder(parse_float=self._float, parse_constant=self._constant)
+        decoder = json.JSONDecoder(parse_float=self._float, parse_constant=self._float)
         self._decode = decoder.decode
         # raw_decode without its Python wrapper: the C scanner, which reads one value
         # from where it is told. Stored JSON has no whitespace around the value; any
@@ -184,11 +184,7 @@ class StoredPayloads:
                 cache.clear()
             cache[text] = result
 
-    def _float(self, literal: str) -> float:
-        self._saw_float = True
-        return float(literal)
-
-    def _constant(self, literal: str) -> float:  # NaN, Infinity, -Infinity
+    def _float(self, literal: str) -> float:  # also NaN, Infinity, -Infinity
         self._saw_float = True
         return float(literal)
 

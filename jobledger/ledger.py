@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TextIO
 
@@ -27,12 +27,15 @@ from .errors import (
 from .lifecycle import MOVES, EventType, State
 from .projection import fold
 from .records import Claim, Event, JobStatus
+from .schema import jobs
 from .store import LostRace, Store
 
 _E = EventType
 #: How often one command re-reads and retries after losing a race to another writer.
 MAX_RACE_RETRIES = 25
-MAX_ID_LENGTH = 255
+#: Job ids and queue names fit the columns that hold them.
+MAX_ID_LENGTH: int = jobs.c.job_id.type.length  # type: ignore[attr-defined]
+_STATES = frozenset(state.value for state in State)
 
 JobSpec = str | tuple[str, Any]
 
@@ -53,13 +56,7 @@ _NOTHING = _Plan(None)
 @dataclass(frozen=True, slots=True)
 class _Outcome:
     status: JobStatus
-    sealed: Event | None  # the appended event, sealed before its position was known
-    position: int = -1
-
-    @property
-    def event(self) -> Event | None:
-        """The appended event, if any (built on demand: most commands return only the status)."""
-        return None if self.sealed is None else replace(self.sealed, position=self.position)
+    wrote: bool  # False when the plan was to write nothing (a throttled heartbeat)
 
 
 Decide = Callable[[JobStatus | None, datetime], _Plan]
@@ -183,7 +180,7 @@ class Ledger:
         (a stale claim still raises ``StaleClaim``) but not written.
         """
         data = {"progress": normalize_payload(progress, "progress")}
-        return self._as_holder(claim, _E.HEARTBEAT, data, throttle=True).event is not None
+        return self._as_holder(claim, _E.HEARTBEAT, data, throttle=True).wrote
 
     def complete(self, claim: Claim, result: Any = None) -> JobStatus:
         """Record success. ``StaleClaim`` if the claim is no longer the job's current one."""
@@ -280,7 +277,7 @@ class Ledger:
         self, state: str | None = None, queue: str | None = None, claimed_by: str | None = None
     ) -> Iterator[JobStatus]:
         """Current statuses, optionally filtered, in job-id order (fetched page by page)."""
-        if state is not None and state not in State._value2member_map_:
+        if state is not None and state not in _STATES:
             known = ", ".join(s.value for s in State)
             raise ValueError(f"unknown state {state!r}; states are {known}")
         return self._store.statuses(state=state, queue=queue, claimed_by=claimed_by)
@@ -323,16 +320,16 @@ class Ledger:
                 with self._store.command(job_id) as command:
                     plan = decide(command.status, command.now)
                     if plan.type is None:
-                        return _Outcome(_known(job_id, command.status), None)
+                        return _Outcome(_known(job_id, command.status), wrote=False)
                     event = _seal(command.status, plan, job_id, command.now)
                     expected, attempted = event.version - 1, event.type
                     status = fold(command.status, event)
-                    position = command.write(event, status)
+                    command.write(event, status)
             except LostRace:
                 continue
             if plan.refusal is not None:
                 raise plan.refusal
-            return _Outcome(status, event, position)
+            return _Outcome(status, wrote=True)
         raise ConcurrencyConflict(job_id, expected, attempted)
 
 

@@ -170,11 +170,11 @@ def _field(event: EventLike, name: str) -> Any:
     return event.data[name]
 
 
-def _start(event: EventLike) -> Draft:
+def _start(event: EventLike, state: str) -> Draft:
     draft = Draft.__new__(Draft)
     draft.job_id = event.job_id
     draft.queue = _field(event, "queue")
-    draft.state = EventType.ENQUEUED.value
+    draft.state = state
     draft.version = event.version
     draft.attempt = 0
     draft.claimed_by = None
@@ -218,7 +218,7 @@ def advance(draft: Draft | None, event: EventLike) -> Draft:
     """
     after = check_link(draft, event)
     if draft is None:
-        return _start(event)
+        return _start(event, after)
     _RULES[event.type](draft, event)
     draft.state = after
     draft.version = event.version

@@ -140,6 +140,9 @@ checkpoints = Table(
     Column("updated_at", UtcDateTime, nullable=False),
 )
 
+#: The projection's columns, in table order; ``JobStatus`` has these fields, in this order.
+STATUS_FIELDS: tuple[str, ...] = tuple(c.name for c in jobs.columns)
+
 #: The ``queue_stats`` catch-up projection (jobledger.catchup.QueueStats): per queue and
 #: state, how many jobs are in it now, and how many claims ended in it and how long they ran.
 queue_stats = Table(

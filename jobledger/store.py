@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import operator
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -51,11 +50,9 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql.elements import ColumnElement
 
-from .database import HeldConnections, translate, translated_errors
+from .database import HeldConnections, raise_translated, translated_errors
 from .records import Event, JobStatus
-from .schema import EVENT_FIELDS, Json, UtcDateTime, events, jobs
-
-STATUS_FIELDS: tuple[str, ...] = tuple(c.name for c in jobs.columns)
+from .schema import EVENT_FIELDS, STATUS_FIELDS, Json, UtcDateTime, events, jobs
 
 # Commands build JobStatus positionally from the projection's columns.
 if tuple(field.name for field in dataclasses.fields(JobStatus)) != STATUS_FIELDS:
@@ -70,22 +67,17 @@ def event_from_row(row: Any) -> Event:
     return Event(position=row.position, **{name: row._mapping[name] for name in EVENT_FIELDS})
 
 
-# attrgetter and zip run in C: these dicts are built twice per command.
-_status_fields = operator.attrgetter(*STATUS_FIELDS)
-_event_fields = operator.attrgetter(*EVENT_FIELDS)
+#: A status (or a fold's draft) and an event as tuples in column order; attrgetter runs in C.
+status_row = operator.attrgetter(*STATUS_FIELDS)
+event_row = operator.attrgetter(*EVENT_FIELDS)
 
 
-@functools.cache
-def _prefixed(names: tuple[str, ...], prefix: str) -> tuple[str, ...]:
-    return tuple(prefix + name for name in names)
+def status_values(status: JobStatus) -> dict[str, Any]:
+    return dict(zip(STATUS_FIELDS, status_row(status), strict=True))
 
 
-def status_values(status: JobStatus, prefix: str = "") -> dict[str, Any]:
-    return dict(zip(_prefixed(STATUS_FIELDS, prefix), _status_fields(status), strict=True))
-
-
-def event_values(event: Event, prefix: str = "") -> dict[str, Any]:
-    return dict(zip(_prefixed(EVENT_FIELDS, prefix), _event_fields(event), strict=True))
+def event_values(event: Event) -> dict[str, Any]:
+    return dict(zip(EVENT_FIELDS, event_row(event), strict=True))
 
 
 def database_clock(dialect_name: str) -> ColumnElement[datetime]:
@@ -342,19 +334,27 @@ class _DriverStatements:
     batch_clock: DriverStatement | None = None
     jobs_rows: DriverStatement | None = None
     events_rows: DriverStatement | None = None
+    jobs_copy: str = ""
+    events_copy: str = ""
 
 
 #: How a write lays out its values: the expected version, the new status, the event.
-_WRITE_SOURCE = ("expected", *_prefixed(STATUS_FIELDS, "j_"), *_prefixed(EVENT_FIELDS, "e_"))
+_WRITE_SOURCE = (
+    "expected",
+    *("j_" + name for name in STATUS_FIELDS),
+    *("e_" + name for name in EVENT_FIELDS),
+)
 
 
 def _write_values(expected: int, status: JobStatus, event: Event) -> tuple[Any, ...]:
-    return (expected, *_status_fields(status), *_event_fields(event))
+    return (expected, *status_row(status), *event_row(event))
 
 
 def _driver_statements(sql: _Statements, dialect: Dialect) -> _DriverStatements:
     load = DriverStatement(sql.load, dialect, ("job_id",))
     if dialect.name == "postgresql":
+        jobs_rows = DriverStatement(sql.insert_status, dialect, STATUS_FIELDS, STATUS_FIELDS)
+        events_rows = DriverStatement(sql.insert_events_many, dialect, EVENT_FIELDS, EVENT_FIELDS)
         return _DriverStatements(
             load=load,
             pg_append=DriverStatement(sql.pg_append, dialect, _WRITE_SOURCE),
@@ -363,10 +363,11 @@ def _driver_statements(sql: _Statements, dialect: Dialect) -> _DriverStatements:
                 select(sql.clock.selected_columns[0], cast(func.pg_current_xact_id(), Text)),
                 dialect,
             ),
-            jobs_rows=DriverStatement(sql.insert_status, dialect, STATUS_FIELDS, STATUS_FIELDS),
-            events_rows=DriverStatement(
-                sql.insert_events_many, dialect, EVENT_FIELDS, EVENT_FIELDS
-            ),
+            jobs_rows=jobs_rows,
+            events_rows=events_rows,
+            # COPY takes the columns in the order the rows are laid out.
+            jobs_copy=copy_sql(jobs.name, jobs_rows.names),
+            events_copy=copy_sql(events.name, (*events_rows.names, "tx_id")),
         )
     return _DriverStatements(
         load=load,
@@ -376,7 +377,7 @@ def _driver_statements(sql: _Statements, dialect: Dialect) -> _DriverStatements:
     )
 
 
-def _copy_sql(table: str, columns: Sequence[str]) -> str:
+def copy_sql(table: str, columns: Sequence[str]) -> str:
     return f"COPY {table} ({', '.join(columns)}) FROM STDIN"
 
 
@@ -426,24 +427,16 @@ class Command:
         try:
             self._conn, self.status, self.now = self._store._start(self._job_id)
         except sa_exc.DBAPIError as exc:
-            mapped = translate(exc, self._store.engine)
-            if mapped is exc:
-                raise
-            raise mapped from exc
+            raise_translated(exc, self._store.engine)
         return self
 
     def __exit__(self, kind: object, exc: BaseException | None, traceback: object) -> None:
         try:
             self._store._finish(self._conn, exc)
         except sa_exc.DBAPIError as error:  # the commit itself failed
-            mapped = translate(error, self._store.engine)
-            if mapped is error:
-                raise
-            raise mapped from error
+            raise_translated(error, self._store.engine)
         if isinstance(exc, sa_exc.DBAPIError):
-            mapped = translate(exc, self._store.engine)
-            if mapped is not exc:
-                raise mapped from exc
+            raise_translated(exc, self._store.engine)
 
     def write(self, event: Event, status: JobStatus) -> int:
         """Store ``event`` and the job's new ``status``; its position. ``LostRace`` if beaten."""
@@ -464,10 +457,8 @@ class Store:
         self.dialect = engine.dialect.name
         self.is_postgres = self.dialect == "postgresql"
         self._sql = _statements(self.dialect)
-        # Commands: autocommit single statements on PostgreSQL, BEGIN IMMEDIATE elsewhere.
-        # Batches: an ordinary transaction on PostgreSQL, BEGIN IMMEDIATE elsewhere.
-        writer = engine.execution_options(jobledger_write=True)
-        self._commands_tx = engine if self.is_postgres else writer
+        # Batches without COPY: BEGIN IMMEDIATE on SQLite (the option means nothing elsewhere).
+        self._batch_engine = engine.execution_options(jobledger_write=True)
         self._held = HeldConnections(engine, autocommit=self.is_postgres)
         self._copies_batches = self.is_postgres and engine.dialect.driver == "psycopg"
         # Compiled on the first command: the dialect knows the server only once connected.
@@ -518,9 +509,8 @@ class Store:
                 return (conn, *self._load(conn, job_id))
             except BaseException as exc:
                 self._abort(conn, exc)
-                if not (was_held and isinstance(exc, sa_exc.DBAPIError)):
-                    raise
-                if not exc.connection_invalidated:
+                retry = isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated
+                if not (was_held and retry):
                     raise
 
     def _abort(self, conn: PoolProxiedConnection, exc: BaseException) -> None:
@@ -584,16 +574,15 @@ class Store:
         self, conn: PoolProxiedConnection, expected: int, event: Event, status: JobStatus
     ) -> int | None:
         sql = self._driver()
+        values = _write_values(expected, status, event)
         try:
             if sql.pg_append is not None:
-                values = _write_values(expected, status, event)
                 return _first_value(self._run(conn, sql.pg_append, values))
             assert sql.guarded_update is not None
             assert sql.insert_event is not None
-            values = _write_values(expected, status, event)
             if self._run(conn, sql.guarded_update, values).rowcount != 1:
                 return None
-            return _first_value(self._run(conn, sql.insert_event, _event_fields(event)))
+            return _first_value(self._run(conn, sql.insert_event, event_row(event)))
         except sa_exc.IntegrityError:
             return None  # UNIQUE(job_id, version): the guard's backstop
 
@@ -605,8 +594,8 @@ class Store:
                 return _first_value(self._run(conn, sql.pg_create, values))
             assert sql.insert_status is not None
             assert sql.insert_event is not None
-            self._run(conn, sql.insert_status, _status_fields(status))
-            return _first_value(self._run(conn, sql.insert_event, _event_fields(event)))
+            self._run(conn, sql.insert_status, status_row(status))
+            return _first_value(self._run(conn, sql.insert_event, event_row(event)))
         except sa_exc.IntegrityError:
             return None
 
@@ -621,7 +610,7 @@ class Store:
         """
         if self._copies_batches:
             return self._copy_many(jobs_and_events)
-        with translated_errors(self.engine), self._commands_tx.connect() as conn:
+        with translated_errors(self.engine), self._batch_engine.connect() as conn:
             try:
                 with conn.begin():
                     pairs = jobs_and_events(self._now(conn))
@@ -650,8 +639,7 @@ class Store:
         with translated_errors(self.engine):
             conn, _ = self._held.take()
             try:
-                jobs_copy = _copy_sql(jobs.name, sql.jobs_rows.names)
-                events_copy = _copy_sql(events.name, (*sql.events_rows.names, "tx_id"))
+                jobs_copy, events_copy = sql.jobs_copy, sql.events_copy
                 with (
                     self._driver_call(conn, f"{jobs_copy}; {events_copy}"),
                     conn.dbapi_connection.transaction(),  # type: ignore[union-attr]
@@ -662,10 +650,10 @@ class Store:
                     cursor = _cursor(conn)
                     with cursor.copy(jobs_copy) as copy:
                         for _, status in pairs:
-                            copy.write_row(sql.jobs_rows.row(_status_fields(status)))
+                            copy.write_row(sql.jobs_rows.row(status_row(status)))
                     with cursor.copy(events_copy) as copy:
                         for event, _ in pairs:
-                            copy.write_row([*sql.events_rows.row(_event_fields(event)), tx_id])
+                            copy.write_row([*sql.events_rows.row(event_row(event)), tx_id])
             except sa_exc.IntegrityError as exc:
                 self._abort(conn, exc)
                 return self.existing([e.job_id for e, _ in pairs])
