@@ -19,10 +19,11 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from jobledger.bulk import INSTANTS
 from jobledger.chain import GENESIS, event_hash
 from jobledger.projection import fold_all
 from jobledger.records import Event, JobStatus
-from jobledger.schema import events, jobs
+from jobledger.schema import EVENT_FIELDS, STATUS_FIELDS, events, jobs
 
 #: Life stories the generated jobs cycle through (average 4.3 events per job).
 STORIES: tuple[tuple[str, ...], ...] = (
@@ -40,9 +41,6 @@ START = datetime(2026, 1, 1, tzinfo=timezone.utc)
 #: Jobs per insert batch.
 CHUNK = 5_000
 
-_EVENT_COLUMNS = tuple(c.name for c in events.columns if c.name not in ("position", "tx_id"))
-_JOB_COLUMNS = tuple(c.name for c in jobs.columns)
-_INSTANTS = frozenset(c.name for c in jobs.columns if c.name.endswith("_at"))
 
 #: Jobs with their events and their projection row.
 Batch = list[tuple[list[Event], JobStatus]]
@@ -132,11 +130,11 @@ def _postgres_writer(cursor: Any) -> Callable[[Batch], None]:
     tx_id = cursor.execute("SELECT pg_current_xact_id()::text").fetchone()[0]
 
     def write(batch: Batch) -> None:
-        columns = ", ".join(_JOB_COLUMNS)
+        columns = ", ".join(STATUS_FIELDS)
         with cursor.copy(f"COPY {jobs.name} ({columns}) FROM STDIN") as copy:
             for _, status in batch:
-                copy.write_row([getattr(status, c) for c in _JOB_COLUMNS])
-        columns = ", ".join((*_EVENT_COLUMNS, "tx_id"))
+                copy.write_row([getattr(status, c) for c in STATUS_FIELDS])
+        columns = ", ".join((*EVENT_FIELDS, "tx_id"))
         with cursor.copy(f"COPY {events.name} ({columns}) FROM STDIN") as copy:
             for job_events, _ in batch:
                 for e in job_events:
@@ -151,17 +149,17 @@ def _sqlite_writer(conn: Any) -> Callable[[Batch], None]:
     """executemany, with values as UtcDateTime and SQLAlchemy's JSON type store them."""
 
     def write(batch: Batch) -> None:
-        marks = ", ".join("?" * len(_JOB_COLUMNS))
+        marks = ", ".join("?" * len(STATUS_FIELDS))
         rows = [
             [
-                _sqlite_time(value) if name in _INSTANTS else value
-                for name, value in ((c, getattr(status, c)) for c in _JOB_COLUMNS)
+                _sqlite_time(value) if name in INSTANTS else value
+                for name, value in ((c, getattr(status, c)) for c in STATUS_FIELDS)
             ]
             for _, status in batch
         ]
         conn.executemany(f"INSERT INTO {jobs.name} VALUES ({marks})", rows)
-        columns = ", ".join(_EVENT_COLUMNS)
-        marks = ", ".join("?" * len(_EVENT_COLUMNS))
+        columns = ", ".join(EVENT_FIELDS)
+        marks = ", ".join("?" * len(EVENT_FIELDS))
         conn.executemany(
             f"INSERT INTO {events.name} ({columns}) VALUES ({marks})",
             [_event_values(e, _sqlite_time(e.recorded_at)) for es, _ in batch for e in es],

@@ -43,6 +43,8 @@ from sqlalchemy.sql import Select
 
 from . import shards
 from .bulk import (
+    INSTANTS,
+    NUMBERS,
     PROJECTION_TAIL,
     Bulk,
     CoreBulk,
@@ -328,17 +330,13 @@ def _verify_range(  # noqa: PLR0915 (one frame on purpose, see below)
             canonical(moment),
         )
         if recomputed != stored_hash:
-            add(job_id, version, "stored hash does not match the event's contents")
+            add(job_id, version, BAD_HASH)
         if version != expected_version:
-            add(
-                job_id,
-                version,
-                f"expected version {expected_version}: events are missing or out of order",
-            )
+            add(job_id, version, _gap(expected_version))
             broken = True
         elif prev_hash != expected_prev:
             previous = "GENESIS" if version == 1 else f"version {version - 1}'s hash"
-            add(job_id, version, f"prev_hash is not {previous}: the chain is broken")
+            add(job_id, version, _broken(previous))
             broken = True
         expected_version, expected_prev = version + 1, stored_hash
         if broken:
@@ -349,7 +347,7 @@ def _verify_range(  # noqa: PLR0915 (one frame on purpose, see below)
         try:
             draft = advance(draft, event)
         except CorruptHistory as exc:
-            add(job_id, version, _reason(exc))
+            add(job_id, version, exc.reason)
             broken = True
     if job_id is not None:
         _finish_job(report, job_id, events - first, None if broken else draft, projected)
@@ -358,18 +356,24 @@ def _verify_range(  # noqa: PLR0915 (one frame on purpose, see below)
     return report
 
 
+#: Problems verify and verify_export both find, worded once.
+BAD_HASH = "stored hash does not match the event's contents"
+
+
+def _gap(expected: int) -> str:
+    return f"expected version {expected}: events are missing or out of order"
+
+
+def _broken(previous: str) -> str:
+    return f"prev_hash is not {previous}: the chain is broken"
+
+
 def _quote(quoted: dict[str, str], text: str) -> str:
     """``text`` as a JSON string literal, remembered (event types and processes repeat)."""
     if len(quoted) >= 4096:
         quoted.clear()
     literal = quoted[text] = canonical_string(text)
     return literal
-
-
-def _reason(exc: CorruptHistory) -> str:
-    """The message without its "job 'x' version n: " prefix (a Problem names both)."""
-    text = str(exc)
-    return text.split(": ", 1)[1] if text.startswith("job ") and ": " in text else text
 
 
 def _finish_job(
@@ -434,9 +438,9 @@ def _value(name: str, value: Any) -> Any:
     """A projection column's value from its text in the stream."""
     if not isinstance(value, str):
         return value
-    if name in ("attempt", "claim_token") and value.lstrip("-").isdigit():
+    if name in NUMBERS and value.lstrip("-").isdigit():
         return int(value)
-    if name.endswith("_at"):
+    if name in INSTANTS:
         return parse_moment(value) or value
     return value
 
@@ -729,7 +733,7 @@ def verify_export(lines: Iterable[str]) -> VerifyReport:
             record["recorded_at"],
         )
         if recomputed != record["hash"]:
-            report.add(job_id, version, "stored hash does not match the event's contents")
+            report.add(job_id, version, BAD_HASH)
         _check_link(heads.get(job_id), record, report)
         heads[job_id] = (version, record["hash"])
     report.jobs = len(heads)
@@ -752,18 +756,10 @@ def _check_link(head: tuple[int, str] | None, record: dict[str, Any], report: Ve
     job_id, version = record["job_id"], record["version"]
     if head is None:
         if version == 1 and record["prev_hash"] != GENESIS:
-            report.add(job_id, version, "prev_hash is not GENESIS: the chain is broken")
+            report.add(job_id, version, _broken("GENESIS"))
         return
     previous_version, previous_hash = head
     if version != previous_version + 1:
-        report.add(
-            job_id,
-            version,
-            f"expected version {previous_version + 1}: events are missing or out of order",
-        )
+        report.add(job_id, version, _gap(previous_version + 1))
     elif record["prev_hash"] != previous_hash:
-        report.add(
-            job_id,
-            version,
-            f"prev_hash is not version {previous_version}'s hash: the chain is broken",
-        )
+        report.add(job_id, version, _broken(f"version {previous_version}'s hash"))

@@ -55,8 +55,9 @@ Batch = Any
 #: Projection columns after ``job_id`` and ``version``, in stream order (row[3:]).
 PROJECTION_TAIL = tuple(name for name in STATUS_FIELDS if name not in ("job_id", "version"))
 _PADDING = len(PROJECTION_TAIL) - (len(EVENT_FIELDS) - 3)
-_INSTANTS = frozenset(c.name for c in jobs.columns if c.name.endswith("_at"))
-_NUMBERS = frozenset(("attempt", "claim_token"))
+#: Projection columns that hold instants, and integers (streamed as text).
+INSTANTS = frozenset(c.name for c in jobs.columns if c.name.endswith("_at"))
+NUMBERS = frozenset(("attempt", "claim_token"))
 
 
 class Bulk:
@@ -304,7 +305,7 @@ class SqliteBulk(Bulk):
         if not projection:
             return iter(self._conn.execute(f"{event_query} ORDER BY job_id, version", params))
         tail = ", ".join(
-            f"CAST({name} AS TEXT)" if name in _NUMBERS else name for name in PROJECTION_TAIL
+            f"CAST({name} AS TEXT)" if name in NUMBERS else name for name in PROJECTION_TAIL
         )
         row_query = f"SELECT job_id, version, NULL, {tail} FROM {jobs.name}{where}"
         if self._python_order:
@@ -401,7 +402,7 @@ class CoreBulk(Bulk):
     def encode(self, drafts: list[Draft]) -> Batch:
         return [
             {
-                name: parse_moment(value) if name in _INSTANTS and value is not None else value
+                name: parse_moment(value) if name in INSTANTS and value is not None else value
                 for name, value in zip(STATUS_FIELDS, status_row(d), strict=True)
             }
             for d in drafts

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from sqlalchemy import (
     BigInteger,
     Connection,
+    Double,
     Engine,
     Text,
     bindparam,
@@ -52,6 +53,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.sql.elements import BindParameter
 
 from .database import translated_errors
 from .errors import ConfigurationError
@@ -145,11 +147,8 @@ class Holdup:
             ]
             if any(details):
                 behind += f" ({', '.join(d for d in details if d)})"
-        waiting = (
-            f"{self.events} committed events wait"
-            if self.events != 1
-            else ("1 committed event waits")
-        )
+        one = self.events == 1
+        waiting = "1 committed event waits" if one else f"{self.events} committed events wait"
         return f"{waiting} behind {behind}; delivered once it ends"
 
 
@@ -158,15 +157,6 @@ _OLDEST_WRITER = text(
     "WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid() "
     "ORDER BY age(backend_xid) DESC LIMIT 1"
 )
-
-
-def _held_back_query() -> Any:
-    """PostgreSQL: how many committed events past the checkpoint are above the horizon."""
-    return (
-        select(func.count())
-        .select_from(events)
-        .where(events.c.tx_id >= _horizon(), _past_checkpoint())
-    )
 
 
 def _horizon() -> Any:
@@ -178,6 +168,12 @@ def _past_checkpoint() -> Any:
     """PostgreSQL: events after the checkpoint (transaction id, position)."""
     after = cast(cast(bindparam("tx_id", type_=BigInteger), Text), Xid8())  # no bigint -> xid8
     return tuple_(events.c.tx_id, events.c.position) > tuple_(after, bindparam("position"))
+
+
+#: PostgreSQL: how many committed events past the checkpoint are above the horizon.
+_HELD_BACK = (
+    select(func.count()).select_from(events).where(events.c.tx_id >= _horizon(), _past_checkpoint())
+)
 
 
 class CatchUp:
@@ -233,7 +229,7 @@ class CatchUp:
         with translated_errors(self.engine), self.engine.connect() as conn:
             start = self._read_checkpoint(conn)
             waiting = conn.execute(
-                _held_back_query(), {"position": start.position, "tx_id": start.tx_id}
+                _HELD_BACK, {"position": start.position, "tx_id": start.tx_id}
             ).scalar_one()
             if waiting == 0:
                 return None
@@ -345,6 +341,36 @@ class QueueStat:
         return self.run_seconds / self.runs if self.runs else None
 
 
+# Statements QueueStats runs for every event, built once.
+_FIRST_DATA = select(events.c.data).where(
+    events.c.job_id == bindparam("job_id"), events.c.version == 1
+)
+_PREVIOUS_MOVE = (
+    select(events.c.type, events.c.recorded_at)
+    .where(
+        events.c.job_id == bindparam("job_id"),
+        events.c.version < bindparam("version"),
+        events.c.type.in_(list(DESTINATION)),
+    )
+    .order_by(events.c.version.desc())
+    .limit(1)
+)
+_seconds: BindParameter[float] = bindparam("d_seconds", type_=Double())
+_ADD_TO_COUNTS = (
+    update(queue_stats)
+    .where(queue_stats.c.queue == bindparam("k_queue"), queue_stats.c.state == bindparam("k_state"))
+    .values(
+        jobs=queue_stats.c.jobs + bindparam("d_jobs"),
+        runs=queue_stats.c.runs + bindparam("d_runs"),
+        run_seconds=queue_stats.c.run_seconds + _seconds,
+        max_run_seconds=case(
+            (queue_stats.c.max_run_seconds < _seconds, _seconds),
+            else_=queue_stats.c.max_run_seconds,
+        ),
+    )
+)
+
+
 class QueueStats(Projection):
     """Per queue: how many jobs are in each state, and how long runs took until they ended.
 
@@ -381,24 +407,14 @@ class QueueStats(Projection):
 
     @staticmethod
     def _queue(conn: Connection, job_id: str) -> str:
-        first = select(events.c.data).where(events.c.job_id == job_id, events.c.version == 1)
-        queue: str = conn.execute(first).scalar_one()["queue"]
+        queue: str = conn.execute(_FIRST_DATA, {"job_id": job_id}).scalar_one()["queue"]
         return queue
 
     @staticmethod
     def _previous_move(conn: Connection, event: Event) -> tuple[str, datetime]:
         """The state before ``event`` and when the job entered it."""
-        query = (
-            select(events.c.type, events.c.recorded_at)
-            .where(
-                events.c.job_id == event.job_id,
-                events.c.version < event.version,
-                events.c.type.in_(list(DESTINATION)),
-            )
-            .order_by(events.c.version.desc())
-            .limit(1)
-        )
-        row = conn.execute(query).one()
+        params = {"job_id": event.job_id, "version": event.version}
+        row = conn.execute(_PREVIOUS_MOVE, params).one()
         return DESTINATION[row.type], row.recorded_at
 
     @staticmethod
@@ -406,27 +422,10 @@ class QueueStats(Projection):
         conn: Connection, queue: str, state: str, jobs: int, run: float | None = None
     ) -> None:
         runs, seconds = (1, run) if run is not None else (0, 0.0)
-        c = queue_stats.c
-        changed = conn.execute(
-            update(queue_stats)
-            .where(c.queue == queue, c.state == state)
-            .values(
-                jobs=c.jobs + jobs,
-                runs=c.runs + runs,
-                run_seconds=c.run_seconds + seconds,
-                max_run_seconds=case(
-                    (c.max_run_seconds < seconds, seconds), else_=c.max_run_seconds
-                ),
-            )
-        )
+        change = {"k_queue": queue, "k_state": state, "d_jobs": jobs, "d_runs": runs}
+        changed = conn.execute(_ADD_TO_COUNTS, {**change, "d_seconds": seconds})
         if changed.rowcount == 0:  # only this runner writes here: it holds the checkpoint
+            row = {"queue": queue, "state": state, "jobs": jobs, "runs": runs}
             conn.execute(
-                insert(queue_stats).values(
-                    queue=queue,
-                    state=state,
-                    jobs=jobs,
-                    runs=runs,
-                    run_seconds=seconds,
-                    max_run_seconds=seconds,
-                )
+                insert(queue_stats), {**row, "run_seconds": seconds, "max_run_seconds": seconds}
             )

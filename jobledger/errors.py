@@ -8,6 +8,8 @@ person reading them is usually an operator at 3 a.m. with only the log line.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class LedgerError(Exception):
     """Base class of every jobledger error."""
@@ -112,7 +114,19 @@ class LivenessUnavailable(LedgerError):
 
 
 class CorruptHistory(LedgerError):
-    """Stored events are not a legal, intact history (see ``Ledger.verify``)."""
+    """Stored events are not a legal, intact history (see ``Ledger.verify``).
+
+    ``reason`` is the message without the job and version, which an audit's
+    problem lists separately.
+    """
+
+    def __init__(self, job_id: str, version: int | None, reason: str) -> None:
+        self.job_id, self.version, self.reason = job_id, version, reason
+        where = f"job {job_id!r}" if version is None else f"job {job_id!r} version {version}"
+        super().__init__(f"{where}: {reason}")
+
+    def __reduce__(self) -> tuple[Any, ...]:  # audit workers send it to their coordinator
+        return type(self), (self.job_id, self.version, self.reason)
 
 
 class ConfigurationError(LedgerError, ValueError):

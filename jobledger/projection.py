@@ -164,9 +164,7 @@ _RULES: dict[str, _Rule] = {
 
 def _field(event: EventLike, name: str) -> Any:
     if not isinstance(event.data, dict) or name not in event.data:
-        raise CorruptHistory(
-            f"job {event.job_id!r} version {event.version}: {event.type!r} event has no {name!r}"
-        )
+        raise CorruptHistory(event.job_id, event.version, f"{event.type!r} event has no {name!r}")
     return event.data[name]
 
 
@@ -195,18 +193,16 @@ def check_link(status: JobStatus | Draft | None, event: EventLike) -> str:
     expected_version = status.version + 1 if status is not None else 1
     if event.version != expected_version:
         raise CorruptHistory(
-            f"job {event.job_id!r}: expected version {expected_version}, found {event.version}"
+            event.job_id, None, f"expected version {expected_version}, found {event.version}"
         )
     after = MOVES.get((before, event.type))
     if after is None:
         raise CorruptHistory(
-            f"job {event.job_id!r} version {event.version}: "
-            f"{event.type!r} is not a legal move from {before!r}"
+            event.job_id, event.version, f"{event.type!r} is not a legal move from {before!r}"
         )
     if status is not None and event.prev_hash != status.last_hash:
         raise CorruptHistory(
-            f"job {event.job_id!r} version {event.version}: "
-            "prev_hash does not match the previous event's hash"
+            event.job_id, event.version, "prev_hash does not match the previous event's hash"
         )
     return after
 
