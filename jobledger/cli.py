@@ -28,7 +28,7 @@ from .demo import run_demo
 from .errors import LedgerError
 from .identity import new_identity
 from .ledger import Ledger
-from .liveness import Liveness, RedisLiveness, SqlLiveness
+from .liveness import DEFAULT_TTL, Liveness, liveness_for
 from .policy import RecoveryPolicy
 from .records import JobStatus
 from .recovery import RecoveryProjector
@@ -40,14 +40,12 @@ class Settings:
     redis_url: str | None
     debug: bool
 
-    def ledger(self, **kwargs: Any) -> Ledger:
-        return Ledger(self.database_url, **kwargs)
+    def ledger(self) -> Ledger:
+        return Ledger(self.database_url)
 
-    def liveness(self, ledger: Ledger, ttl: float = 15.0) -> Liveness:
+    def liveness(self, ledger: Ledger, ttl: float = DEFAULT_TTL) -> Liveness:
         """Redis liveness if a Redis URL is set, else SQL leases in the ledger's database."""
-        if self.redis_url:
-            return RedisLiveness(self.redis_url, ttl=ttl)
-        return SqlLiveness(ledger, ttl=ttl)
+        return liveness_for(ledger, self.redis_url, ttl)
 
 
 pass_settings = click.make_pass_decorator(Settings)
@@ -195,7 +193,7 @@ _reason_option = click.option("--reason", default=None, help="Recorded with each
 @pass_settings
 def requeue(settings: Settings, job_ids: tuple[str, ...], reason: str | None) -> None:
     """Put abandoned or failed jobs back in their queue (an operator's retry)."""
-    _operator_moves(settings, job_ids, lambda ledger: ledger.requeue, reason, "requeued")
+    _operator_moves(settings, job_ids, Ledger.requeue, reason, "requeued")
 
 
 @cli.command()
@@ -204,13 +202,13 @@ def requeue(settings: Settings, job_ids: tuple[str, ...], reason: str | None) ->
 @pass_settings
 def cancel(settings: Settings, job_ids: tuple[str, ...], reason: str | None) -> None:
     """Withdraw jobs that are still waiting in their queue."""
-    _operator_moves(settings, job_ids, lambda ledger: ledger.cancel, reason, "cancelled")
+    _operator_moves(settings, job_ids, Ledger.cancel, reason, "cancelled")
 
 
 def _operator_moves(
     settings: Settings,
     job_ids: tuple[str, ...],
-    command: Callable[[Ledger], Callable[..., JobStatus]],
+    command: Callable[..., JobStatus],
     reason: str | None,
     done: str,
 ) -> None:
@@ -220,10 +218,9 @@ def _operator_moves(
     """
     me = new_identity()
     with settings.ledger() as ledger:
-        move = command(ledger)
         for count, job_id in enumerate(job_ids):
             try:
-                move(job_id, reason=reason, process=me)
+                command(ledger, job_id, reason=reason, process=me)
             except LedgerError:
                 if count:
                     click.echo(f"{done} {count} of {len(job_ids)} jobs before:", err=True)
@@ -306,7 +303,7 @@ def processes(settings: Settings, as_json: bool) -> None:
 @click.option("--interval", default=1.0, show_default=True, help="Seconds between sweeps.")
 @click.option(
     "--ttl",
-    default=15.0,
+    default=DEFAULT_TTL,
     show_default=True,
     envvar="JOBLEDGER_TTL",
     help="Liveness TTL the workers use, in seconds (env JOBLEDGER_TTL).",

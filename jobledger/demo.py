@@ -21,11 +21,11 @@ from collections import Counter
 from pathlib import Path
 
 from rich.console import Console
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from .errors import AlreadyClaimed, LedgerError, NotClaiming
+from .errors import LedgerError
 from .ledger import Ledger
-from .liveness import Liveness, RedisLiveness, SqlLiveness
+from .liveness import RedisLiveness, liveness_for
 from .policy import RecoveryPolicy
 from .records import Claim, Event
 from .recovery import RecoveryProjector
@@ -40,10 +40,9 @@ JOB_SECONDS = (0.4, 0.8)
 STYLE = {"abandoned": "bold red", "requeued": "yellow", "completed": "green", "rejected": "red"}
 
 
-def liveness_for(ledger: Ledger, redis_url: str | None, ttl: float) -> Liveness:
-    if redis_url:
-        return RedisLiveness(redis_url, ttl=ttl, prefix=f"jobledger-demo-{os.getpid()}")
-    return SqlLiveness(ledger, ttl=ttl)
+def _demo_prefix(pid: int) -> str:
+    """Redis keys of one demo run (the demo's pid), so that runs never mix and are cleaned up."""
+    return f"jobledger-demo-{pid}"
 
 
 # -- a demo worker process -----------------------------------------------------------------
@@ -53,11 +52,7 @@ def work(database_url: str, redis_url: str | None, prefix_pid: int, seed: int) -
     """Claim up to two enqueued jobs at a time, "work" them, complete them; until none are left."""
     rng = random.Random(seed)
     ledger = Ledger(database_url, heartbeat_interval=0.2)
-    liveness: Liveness = (
-        RedisLiveness(redis_url, ttl=TTL, prefix=f"jobledger-demo-{prefix_pid}")
-        if redis_url
-        else SqlLiveness(ledger, ttl=TTL)
-    )
+    liveness = liveness_for(ledger, redis_url, TTL, prefix=_demo_prefix(prefix_pid))
     with Worker(ledger, liveness) as worker:
         print(worker.identity, flush=True)
         while True:
@@ -85,9 +80,7 @@ def _claim_some(ledger: Ledger, worker: Worker, count: int) -> list[Claim]:
     for status in ledger.jobs(state="enqueued"):
         try:
             claims.append(worker.claim(status.job_id))
-        except (AlreadyClaimed, NotClaiming):
-            continue
-        except LedgerError:  # moved on between listing and claiming
+        except LedgerError:  # taken, moved on since listed, or this worker stops claiming
             continue
         if len(claims) == count:
             break
@@ -150,13 +143,16 @@ def run_demo(redis_url: str | None = None, console: Console | None = None) -> in
     )
 
     logging.getLogger("jobledger").setLevel(logging.ERROR)  # the event tail tells the story
-    liveness = liveness_for(ledger, redis_url, TTL)
+    liveness = liveness_for(ledger, redis_url, TTL, prefix=_demo_prefix(os.getpid()))
     projector = RecoveryProjector(
         ledger, liveness, RecoveryPolicy(max_attempts=3), interval=0.25, grace=0.5
     )
     names = {projector.identity: "recovery projector"}
     tail = _Tail(ledger, console, names)
-    tail.after = max((e.position for e in events_after(ledger, 0)), default=0)
+    with ledger.engine.connect() as conn:  # the tail shows what happens from here on
+        tail.after = conn.execute(
+            select(func.coalesce(func.max(events.c.position), 0))
+        ).scalar_one()
     workers = _start_workers(url, redis_url, names)
     tail.start()
     sweeper = threading.Thread(
@@ -165,13 +161,11 @@ def run_demo(redis_url: str | None = None, console: Console | None = None) -> in
     sweeper.start()
     try:
         victim = _kill_one_mid_job(ledger, workers, names, console)
-        _wait_until_done(ledger, workers, timeout=25)
+        _wait_until_done(ledger, timeout=25)
     finally:
         projector.stop()
         if isinstance(liveness, RedisLiveness):  # leave no demo keys behind
-            keys = list(
-                liveness.client.scan_iter(match="{" + f"jobledger-demo-{os.getpid()}" + "}*")
-            )
+            keys = list(liveness.client.scan_iter(match="{" + _demo_prefix(os.getpid()) + "}*"))
             if keys:
                 liveness.client.delete(*keys)
         for process in workers.values():
@@ -181,7 +175,7 @@ def run_demo(redis_url: str | None = None, console: Console | None = None) -> in
         tail.stopping.set()
         tail.join()
         tail.flush()
-    return _report(ledger, projector, victim, names, console)
+    return _report(ledger, victim, names, console)
 
 
 def _start_workers(
@@ -224,9 +218,7 @@ def _kill_one_mid_job(
     return victim
 
 
-def _wait_until_done(
-    ledger: Ledger, workers: dict[str, subprocess.Popen[str]], timeout: float
-) -> None:
+def _wait_until_done(ledger: Ledger, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         states = Counter(s.state for s in ledger.jobs())
@@ -237,7 +229,6 @@ def _wait_until_done(
 
 def _report(
     ledger: Ledger,
-    projector: RecoveryProjector,
     victim: str,
     names: dict[str, str],
     console: Console,

@@ -28,6 +28,7 @@ from typing import Any
 
 from sqlalchemy import Row, func, select
 
+from . import signals
 from .database import translated_errors
 from .errors import DatabaseUnavailable, InvalidTransition, LivenessUnavailable, StaleClaim
 from .identity import new_identity
@@ -151,8 +152,7 @@ class RecoveryProjector:
                     log.error("sweep failed, abandoning nothing; retrying in %.1fs: %s", delay, exc)
                 self._stop.wait(delay)
         finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+            signals.restore(previous)
             log.info("recovery projector %s stopped: %s", self.identity, self.summary())
 
     def stop(self) -> None:
@@ -191,7 +191,7 @@ class RecoveryProjector:
             )
             self.stop()
 
-        return {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        return signals.install({signal.SIGTERM: on_signal, signal.SIGINT: on_signal})
 
     # -- one sweep -----------------------------------------------------------------------
 
@@ -271,8 +271,15 @@ class RecoveryProjector:
         with translated_errors(self.ledger.engine), self.ledger.engine.connect() as conn:
             return set(conn.execute(query).scalars())
 
-    def _claimed_rows(self, *conditions: Any) -> list[Row[Any]]:
-        """Claimed jobs matching ``conditions``, each with the database clock as ``now``."""
+    def _claimed_rows(self, holders: Collection[str]) -> list[Row[Any]]:
+        """The claimed jobs of ``holders``, each with the database clock as ``now``."""
+        ordered = sorted(holders)
+        rows: list[Row[Any]] = []
+        for start in range(0, len(ordered), CHUNK):  # bounded IN lists
+            rows += self._claimed_by(ordered[start : start + CHUNK])
+        return rows
+
+    def _claimed_by(self, holders: list[str]) -> list[Row[Any]]:
         query = select(
             jobs.c.job_id,
             jobs.c.queue,
@@ -282,18 +289,14 @@ class RecoveryProjector:
             jobs.c.claimed_at,
             func.coalesce(jobs.c.heartbeat_at, jobs.c.claimed_at).label("seen"),
             self._clock.label("now"),
-        ).where(jobs.c.state == State.CLAIMED.value, *conditions)
+        ).where(jobs.c.state == State.CLAIMED.value, jobs.c.claimed_by.in_(holders))
         with translated_errors(self.ledger.engine), self.ledger.engine.connect() as conn:
             return list(conn.execute(query).all())
 
     def _orphans(self, holders: Collection[str]) -> list[_Orphan]:
-        ordered = sorted(holders)
-        found: list[_Orphan] = []
         grace = timedelta(seconds=self.grace)
-        for start in range(0, len(ordered), CHUNK):
-            rows = self._claimed_rows(jobs.c.claimed_by.in_(ordered[start : start + CHUNK]))
-            found += [_orphan(row) for row in rows if row.now - row.claimed_at >= grace]
-        return found
+        rows = self._claimed_rows(holders)
+        return [_orphan(row) for row in rows if row.now - row.claimed_at >= grace]
 
     # -- deciding ------------------------------------------------------------------------
 
@@ -318,7 +321,7 @@ class RecoveryProjector:
         if policy.heartbeat_timeout is None and not policy.heartbeat_timeout_by_queue:
             return []
         recoveries = []
-        for row in self._claimed_rows(jobs.c.claimed_by.in_(sorted(live_holders))):
+        for row in self._claimed_rows(live_holders):
             timeout = policy.timeout_for(row.queue)
             if timeout is not None and row.now - row.seen >= timedelta(seconds=timeout):
                 recovery = self._abandon(_orphan(row), "heartbeat-timeout", hung=True)

@@ -6,7 +6,6 @@ that hogs the main thread for minutes cannot make a live process look dead.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import signal
 import threading
@@ -16,6 +15,7 @@ from datetime import datetime, timezone
 from types import FrameType
 from typing import Any, TypeVar
 
+from . import signals
 from .errors import (
     AlreadyClaimed,
     AttemptsExhausted,
@@ -324,15 +324,13 @@ class Worker:
     def _install_signal_handlers(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             raise RuntimeError("handle_signals=True needs the Worker to start in the main thread")
-        for signum, handler in (
-            (signal.SIGTSTP, lambda *_: self.quiet()),
-            (signal.SIGTERM, lambda *_: self.request_stop()),
-        ):
-            self._previous_handlers[signum] = signal.signal(signum, handler)
+        self._previous_handlers = signals.install(
+            {
+                signal.SIGTSTP: lambda *_: self.quiet(),
+                signal.SIGTERM: lambda *_: self.request_stop(),
+            }
+        )
 
     def _restore_signal_handlers(self) -> None:
-        if threading.current_thread() is threading.main_thread():
-            for signum, handler in self._previous_handlers.items():
-                with contextlib.suppress(TypeError, ValueError):
-                    signal.signal(signum, handler)
-        self._previous_handlers.clear()
+        signals.restore(self._previous_handlers)
+        self._previous_handlers = {}

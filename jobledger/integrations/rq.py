@@ -30,7 +30,7 @@ from rq import Worker as RQWorker
 from ..database import DEFAULT_URL
 from ..errors import AttemptsExhausted, InvalidTransition, UnknownJob
 from ..ledger import Ledger
-from ..liveness import Liveness, RedisLiveness, SqlLiveness
+from ..liveness import DEFAULT_TTL, liveness_for
 from ..records import Claim
 from ..worker import Worker
 
@@ -69,16 +69,12 @@ class LedgerWorker(RQWorker):
         super().__init__(*args, **kwargs)
         self.database_url = database_url or os.environ.get("JOBLEDGER_DATABASE_URL", DEFAULT_URL)
         self.liveness_url = liveness_url or os.environ.get("JOBLEDGER_REDIS_URL")
-        self.ttl = ttl if ttl is not None else float(os.environ.get("JOBLEDGER_TTL", "15"))
+        self.ttl = ttl if ttl is not None else float(os.environ.get("JOBLEDGER_TTL", DEFAULT_TTL))
 
     def perform_job(self, job: Any, queue: Any, *args: Any, **kwargs: Any) -> bool:
         # Runs in the forked horse: build fresh connections, never the parent's pooled ones.
         ledger = Ledger(self.database_url)
-        liveness: Liveness = (
-            RedisLiveness(self.liveness_url, ttl=self.ttl)
-            if self.liveness_url
-            else SqlLiveness(ledger, ttl=self.ttl)
-        )
+        liveness = liveness_for(ledger, self.liveness_url, self.ttl)
         try:
             with Worker(ledger, liveness) as recorder:
                 claim = _claim(ledger, recorder, job.id, queue.name)

@@ -2,8 +2,34 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .base import Incarnation, Liveness, ProcessInfo
 from .redis import RedisLiveness
 from .sql import SqlLiveness
 
-__all__ = ["Incarnation", "Liveness", "ProcessInfo", "RedisLiveness", "SqlLiveness"]
+if TYPE_CHECKING:
+    from ..ledger import Ledger
+
+#: Seconds a process stays alive without refreshing its record.
+DEFAULT_TTL = 15.0
+
+
+def liveness_for(
+    ledger: Ledger, redis_url: str | None, ttl: float = DEFAULT_TTL, prefix: str = "jobledger"
+) -> Liveness:
+    """Redis liveness if a Redis URL is given, else SQL leases in the ledger's database."""
+    if redis_url:
+        return RedisLiveness(redis_url, ttl=ttl, prefix=prefix)
+    return SqlLiveness(ledger, ttl=ttl)
+
+
+__all__ = [
+    "DEFAULT_TTL",
+    "Incarnation",
+    "Liveness",
+    "ProcessInfo",
+    "RedisLiveness",
+    "SqlLiveness",
+    "liveness_for",
+]

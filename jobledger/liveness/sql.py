@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, delete, insert, select, update
 
-from ..database import engine_for, translated_errors
+from ..database import engine_for, mask, translated_errors
 from ..errors import ConfigurationError, DatabaseUnavailable, LivenessUnavailable
 from ..schema import processes
 from ..store import database_clock
@@ -44,20 +44,22 @@ class SqlLiveness:
         self._clock = database_clock(self.engine.dialect.name)
 
     def __repr__(self) -> str:
-        return (
-            f"SqlLiveness({self.engine.url.render_as_string(hide_password=True)}, ttl={self.ttl})"
-        )
+        return f"SqlLiveness({mask(self.engine.url)}, ttl={self.ttl})"
 
     @contextlib.contextmanager
-    def _transaction(self, write: bool = True) -> Iterator[tuple[Connection, datetime]]:
-        """A transaction (a write one unless ``write=False``) and the database's current time."""
+    def _transaction(self, write: bool = True) -> Iterator[Connection]:
+        """A transaction (a write one unless ``write=False``); no database: LivenessUnavailable."""
         engine = self._writer if write else self.engine
         try:
             with translated_errors(self.engine), engine.begin() as conn:
-                now: datetime = conn.execute(select(self._clock)).scalar_one()
-                yield conn, now
+                yield conn
         except DatabaseUnavailable as exc:
             raise LivenessUnavailable(str(exc)) from exc
+
+    def _now(self, conn: Connection) -> datetime:
+        """The database's current time: leases expire by its clock, never a worker's."""
+        now: datetime = conn.execute(select(self._clock)).scalar_one()
+        return now
 
     def _lease(self, info: ProcessInfo, now: datetime) -> dict[str, Any]:
         return {
@@ -70,7 +72,8 @@ class SqlLiveness:
         }
 
     def register(self, info: ProcessInfo) -> None:
-        with self._transaction() as (conn, now):
+        with self._transaction() as conn:
+            now = self._now(conn)
             lease = self._lease(info, now)
             moved = conn.execute(
                 update(processes).where(processes.c.identity == info.identity).values(lease)
@@ -79,7 +82,8 @@ class SqlLiveness:
                 conn.execute(insert(processes).values(identity=info.identity, **lease))
 
     def refresh(self, info: ProcessInfo) -> bool:
-        with self._transaction() as (conn, now):
+        with self._transaction() as conn:
+            now = self._now(conn)
             moved = conn.execute(
                 update(processes)
                 .where(processes.c.identity == info.identity, processes.c.expires_at > now)
@@ -88,13 +92,14 @@ class SqlLiveness:
             return moved.rowcount == 1
 
     def unregister(self, identity: str) -> None:
-        with self._transaction() as (conn, _):
+        with self._transaction() as conn:
             conn.execute(delete(processes).where(processes.c.identity == identity))
 
     def remaining(self, identities: Collection[str]) -> dict[str, float | None]:
         ordered = list(identities)
         left: dict[str, float | None] = dict.fromkeys(ordered)
-        with self._transaction(write=False) as (conn, now):
+        with self._transaction(write=False) as conn:
+            now = self._now(conn)
             for start in range(0, len(ordered), CHUNK):
                 chunk = ordered[start : start + CHUNK]
                 rows = conn.execute(
@@ -109,7 +114,8 @@ class SqlLiveness:
         return {identity: left is not None for identity, left in self.remaining(identities).items()}
 
     def processes(self) -> list[ProcessInfo]:
-        with self._transaction(write=False) as (conn, now):
+        with self._transaction(write=False) as conn:
+            now = self._now(conn)
             rows = conn.execute(
                 select(processes).where(processes.c.expires_at > now).order_by(processes.c.identity)
             ).all()
@@ -119,12 +125,13 @@ class SqlLiveness:
         ]
 
     def known(self) -> set[str]:
-        with self._transaction(write=False) as (conn, _):
+        with self._transaction(write=False) as conn:
             return set(conn.execute(select(processes.c.identity)).scalars())
 
     def forget(self, identities: Collection[str]) -> None:
         ordered = list(identities)
-        with self._transaction() as (conn, now):
+        with self._transaction() as conn:
+            now = self._now(conn)
             for start in range(0, len(ordered), CHUNK):
                 conn.execute(
                     delete(processes).where(
