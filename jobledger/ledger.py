@@ -10,7 +10,7 @@ from typing import Any, TextIO
 from sqlalchemy import Engine
 from sqlalchemy.engine import URL
 
-from . import audit, identity, migrate
+from . import audit, identity
 from .chain import GENESIS, event_hash
 from .database import DEFAULT_URL, engine_for
 from .encoding import normalize_payload
@@ -89,6 +89,8 @@ class Ledger:
 
     def migrate(self) -> None:
         """Create or upgrade the schema to the newest revision (Alembic ``upgrade head``)."""
+        from . import migrate  # noqa: PLC0415 (Alembic costs ~0.1 s to import; workers never use it)
+
         migrate.upgrade(self.engine)
 
     def close(self) -> None:
