@@ -535,7 +535,7 @@ class Store:
         return {
             field.name: getattr(sql, field.name)
             for field in dataclasses.fields(sql)
-            if getattr(sql, field.name) is not None
+            if isinstance(getattr(sql, field.name), DriverStatement)
         }
 
     def _driver(self) -> _DriverStatements:

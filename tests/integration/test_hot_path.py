@@ -152,3 +152,13 @@ def test_batched_rows_read_back_exactly(postgres_url: str, copy: bool) -> None:
                 )
             ).scalar_one()
         assert mismatched == 0
+
+
+def test_command_statements_are_the_sql_a_command_sends(ledger: Ledger) -> None:
+    """The benchmarks' raw baseline runs exactly these texts with these bind names."""
+    statements = ledger._store.command_statements()
+    assert "load" in statements
+    for statement in statements.values():
+        assert isinstance(statement.sql, str)
+        assert statement.sql.lstrip().split()[0].upper() in ("SELECT", "WITH", "UPDATE", "INSERT")
+        assert all(isinstance(name, str) for name in statement.names)
