@@ -59,9 +59,15 @@ class ConcurrencyConflict(LedgerError):
 class AlreadyClaimed(LedgerError):
     """The job is claimed by another process (a lost claim race, or a live holder)."""
 
-    def __init__(self, job_id: str, holder: str | None, token: int | None) -> None:
+    def __init__(
+        self, job_id: str, holder: str | None, token: int | None, held_for: float | None = None
+    ) -> None:
         self.job_id, self.holder, self.token = job_id, holder, token
+        self.held_for = held_for  # seconds since the claim, by the database clock
         super().__init__(f"job {job_id!r} is already claimed by {holder} (token {token})")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.job_id, self.holder, self.token, self.held_for)
 
 
 class StaleClaim(LedgerError):

@@ -25,6 +25,7 @@ from .errors import (
     UnknownJob,
 )
 from .lifecycle import MOVES, EventType, State
+from .policy import RecoveryPolicy
 from .projection import fold
 from .records import Claim, Event, JobStatus
 from .schema import jobs
@@ -48,6 +49,7 @@ class _Plan:
     process: str | None = None
     data: Any = None
     refusal: LedgerError | None = None  # raised after the event is stored
+    then: _Plan | None = None  # a next event, appended in the same transaction
 
 
 _NOTHING = _Plan(None)
@@ -167,7 +169,8 @@ class Ledger:
         def decide(status: JobStatus | None, now: datetime) -> _Plan:
             status = _known(job_id, status)
             if status.state == State.CLAIMED:
-                raise AlreadyClaimed(job_id, status.claimed_by, status.claim_token)
+                held_for = (now - (status.claimed_at or now)).total_seconds()
+                raise AlreadyClaimed(job_id, status.claimed_by, status.claim_token, held_for)
             _check_move(status, _E.CLAIMED)
             return _Plan(_E.CLAIMED, process, {"attempt": status.attempt + 1})
 
@@ -218,13 +221,21 @@ class Ledger:
     # -- recovering and operating -------------------------------------------------------
 
     def abandon(
-        self, job_id: str, token: int, reason: str, process: str | None = None
+        self,
+        job_id: str,
+        token: int,
+        reason: str,
+        process: str | None = None,
+        policy: RecoveryPolicy | None = None,
     ) -> JobStatus:
         """End the claim ``token`` of a holder presumed dead. ``StaleClaim`` if it already ended.
 
         Because the token is checked against the job's current claim inside the
         version-guarded append, a late ``complete`` and an ``abandon`` can never
         both succeed, and two recovery processes never both abandon one claim.
+        With a ``policy`` that gives the job another attempt, ``requeued`` is
+        appended in the same transaction (the returned state is then ``enqueued``):
+        a crash can never leave the job abandoned halfway through its recovery.
         """
         why = _text(reason, "reason")
 
@@ -235,7 +246,12 @@ class Ledger:
                     job_id, _E.ABANDONED, token, status.claim_token, status.state, process
                 )
             data = {"token": token, "holder": status.claimed_by, "reason": why}
-            return _Plan(_E.ABANDONED, process, data)
+            then = None
+            if policy is not None and policy.requeues(status.queue, status.attempt):
+                cap = policy.attempts_for(status.queue)
+                retry = f"recovery: attempt {status.attempt} of {cap} abandoned"
+                then = _Plan(_E.REQUEUED, process, {"reason": retry})
+            return _Plan(_E.ABANDONED, process, data, then=then)
 
         return self._execute(job_id, decide).status
 
@@ -326,7 +342,12 @@ class Ledger:
                     event = _seal(command.status, plan, job_id, command.now)
                     expected, attempted = event.version - 1, event.type
                     status = fold(command.status, event)
-                    command.write(event, status)
+                    if plan.then is None:
+                        command.write(event, status)
+                    else:
+                        steps = _sealed_steps(status, plan.then, job_id, command.now)
+                        command.write_all([(event, status), *steps])
+                        status = steps[-1][1]
             except LostRace:
                 continue
             if plan.refusal is not None:
@@ -345,6 +366,21 @@ def _seal(status: JobStatus | None, plan: _Plan, job_id: str, now: datetime) -> 
     kind = str(plan.type)
     digest = event_hash(prev_hash, job_id, version, kind, plan.process, plan.data, recorded_at)
     return Event(-1, job_id, version, kind, plan.process, plan.data, recorded_at, prev_hash, digest)
+
+
+def _sealed_steps(
+    status: JobStatus | None, plan: _Plan, job_id: str, now: datetime
+) -> list[tuple[Event, JobStatus]]:
+    """Each event of ``plan`` and its ``then`` chain, sealed after ``status``, with the status
+    it leads to."""
+    steps: list[tuple[Event, JobStatus]] = []
+    step: _Plan | None = plan
+    while step is not None:
+        event = _seal(status, step, job_id, now)
+        status = fold(status, event)
+        steps.append((event, status))
+        step = step.then
+    return steps
 
 
 def _rejection(status: JobStatus, claim: Claim, event: str) -> _Plan:

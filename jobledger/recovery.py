@@ -30,11 +30,12 @@ from sqlalchemy import Row, func, select
 
 from . import signals
 from .database import translated_errors
-from .errors import DatabaseUnavailable, InvalidTransition, LivenessUnavailable, StaleClaim
+from .errors import DatabaseUnavailable, LivenessUnavailable, StaleClaim
 from .identity import new_identity
 from .ledger import Ledger
 from .lifecycle import State
-from .liveness.base import Incarnation, Liveness
+from .liveness.base import Liveness
+from .liveness.trust import LifeWatch
 from .policy import RecoveryPolicy
 from .schema import jobs
 from .store import database_clock
@@ -111,8 +112,7 @@ class RecoveryProjector:
         self.identity = identity or new_identity()
         self.counters = Counters()
         self._clock = database_clock(ledger.engine.dialect.name)
-        self._incarnation: Incarnation | None = None
-        self._paused_until = 0.0
+        self._watch = LifeWatch(liveness.ttl)
         self._previously_alive: set[str] = set()
         self._expiry: dict[str, float] = {}  # identity -> estimated expiry, time.monotonic()
         self._stop = threading.Event()
@@ -196,15 +196,15 @@ class RecoveryProjector:
     # -- one sweep -----------------------------------------------------------------------
 
     def _sweep(self) -> list[Recovery]:
-        if self._backend_forgot(self.liveness.incarnation()) or self._paused():
+        if not self._watch.trusts(self.liveness.incarnation()):
+            self._previously_alive = set()
             self.counters.paused_sweeps += 1
             return []
         holders = self._holders()
         known = self.liveness.known()
         left = self.liveness.remaining(known | holders)
         alive = {identity for identity, seconds in left.items() if seconds is not None}
-        now = time.monotonic()
-        self._expiry.update({i: now + s for i, s in left.items() if s is not None})
+        self._estimate_expiries(left, holders)
         if self._mass_death(alive, known):
             self.counters.paused_sweeps += 1
             return []
@@ -213,25 +213,15 @@ class RecoveryProjector:
         self._forget_departed(known - alive - holders)
         return recoveries
 
-    def _backend_forgot(self, now: Incarnation) -> bool:
-        """True (and a pause begins) if the backend restarted or lost its keys recently."""
-        before, self._incarnation = self._incarnation, now
-        if before is None:
-            # Just started: if the backend's life began less than a TTL ago, live processes
-            # may not have re-registered yet; wait until a full TTL has passed.
-            if now.age is None or now.age >= self.liveness.ttl:
-                return False
-            self._pause(
-                f"the liveness backend started or was flushed {now.age:.1f}s ago",
-                self.liveness.ttl - now.age,
-            )
-            return True
-        if before.same_life(now):
-            return False
-        self._pause(
-            "the liveness backend restarted, failed over or was flushed (run id or epoch changed)"
-        )
-        return True
+    def _estimate_expiries(self, left: dict[str, float | None], holders: set[str]) -> None:
+        """Keep an expiry estimate for the live and for holders that lapsed, no one else, so
+        memory follows the processes alive now, not every process ever seen."""
+        now = time.monotonic()
+        expiry = {identity: now + s for identity, s in left.items() if s is not None}
+        for identity in holders - expiry.keys():
+            if identity in self._expiry:
+                expiry[identity] = self._expiry[identity]  # the latency of its abandon
+        self._expiry = expiry
 
     def _mass_death(self, alive: set[str], known: set[str]) -> bool:
         # A process that unregistered (left `known`) departed gracefully; it is not a death.
@@ -249,14 +239,9 @@ class RecoveryProjector:
             return True
         return False
 
-    def _pause(self, why: str, seconds: float | None = None) -> None:
-        seconds = self.liveness.ttl if seconds is None else seconds
-        self._paused_until = time.monotonic() + seconds
+    def _pause(self, why: str) -> None:
+        self._watch.doubt(why)
         self._previously_alive = set()
-        log.warning("pausing abandonment for %.1fs: %s", seconds, why)
-
-    def _paused(self) -> bool:
-        return time.monotonic() < self._paused_until
 
     # -- reading the ledger --------------------------------------------------------------
 
@@ -306,6 +291,8 @@ class RecoveryProjector:
         orphans = self._orphans(dead)
         # Second look, just before acting: a holder that re-registered meanwhile keeps its jobs.
         second = self.liveness.alive({o.holder for o in orphans})
+        if orphans and not self._watch.trusts(self.liveness.incarnation()):
+            return []  # the backend lost its records during this sweep: they prove nothing
         recoveries = []
         for orphan in orphans:
             if second[orphan.holder]:
@@ -331,7 +318,9 @@ class RecoveryProjector:
 
     def _abandon(self, orphan: _Orphan, reason: str, hung: bool = False) -> Recovery | None:
         try:
-            self.ledger.abandon(orphan.job_id, orphan.token, reason=reason, process=self.identity)
+            after = self.ledger.abandon(
+                orphan.job_id, orphan.token, reason, process=self.identity, policy=self.policy
+            )
         except StaleClaim:
             self.counters.lost_races += 1
             log.info("job %r: claim %d already ended; nothing to do", orphan.job_id, orphan.token)
@@ -341,7 +330,13 @@ class RecoveryProjector:
         if latency is not None:
             self.counters.latencies.append(latency)
         self.counters.abandoned += 1
-        requeued = self._apply_policy(orphan)
+        requeued = after.state == State.ENQUEUED
+        if requeued:
+            self.counters.requeued += 1
+        else:
+            self.counters.left_abandoned += 1
+            cap = self.policy.attempts_for(orphan.queue)
+            log.warning("job %r reached %d attempts: left abandoned", orphan.job_id, cap)
         log.warning(
             "job %r abandoned (%s; attempt %d, token %d)%s",
             orphan.job_id,
@@ -354,30 +349,10 @@ class RecoveryProjector:
             orphan.job_id, orphan.holder, orphan.token, reason, orphan.attempt, requeued, latency
         )
 
-    def _apply_policy(self, orphan: _Orphan) -> bool:
-        cap = self.policy.attempts_for(orphan.queue)
-        if not self.policy.requeues(orphan.queue, orphan.attempt):
-            self.counters.left_abandoned += 1
-            log.warning("job %r reached %d attempts: left abandoned", orphan.job_id, cap)
-            return False
-        try:
-            self.ledger.requeue(
-                orphan.job_id,
-                reason=f"recovery: attempt {orphan.attempt} of {cap} abandoned",
-                process=self.identity,
-            )
-        except InvalidTransition:
-            log.info("job %r was moved on by someone else before requeue", orphan.job_id)
-            return False
-        self.counters.requeued += 1
-        return True
-
     def _forget_departed(self, lapsed: set[str]) -> None:
-        """Lapsed identities holding nothing are dropped from the registry (and the estimates)."""
+        """Lapsed identities holding nothing are dropped from the registry."""
         if lapsed:
             self.liveness.forget(lapsed)
-            for identity in lapsed:
-                self._expiry.pop(identity, None)
             log.info("forgot %d lapsed processes holding no jobs", len(lapsed))
 
 

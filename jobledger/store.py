@@ -448,6 +448,31 @@ class Command:
             raise LostRace(event.job_id)
         return position
 
+    def write_all(self, steps: Sequence[tuple[Event, JobStatus]]) -> None:
+        """Store consecutive events of the job all together or not at all. ``LostRace``.
+
+        Each step is guarded by the version the previous one wrote. On PostgreSQL,
+        where a single append commits by itself, the steps share one explicit
+        transaction: a crash between two of them must not leave half a decision
+        (an ``abandoned`` without the ``requeued`` that the policy asked for).
+        """
+        if len(steps) == 1:
+            self.write(*steps[0])
+            return
+        store, expected = self._store, self.status
+        if store.is_postgres:
+            store._execute(self._conn, "BEGIN", ())
+        for event, status in steps:
+            if expected is None:
+                position = store._create(self._conn, event, status)
+            else:
+                position = store._append(self._conn, expected.version, event, status)
+            if position is None:
+                raise LostRace(event.job_id)
+            expected = status
+        if store.is_postgres:
+            store._execute(self._conn, "COMMIT", ())
+
 
 class Store:
     """Reads and guarded writes of events and projection rows for one Engine."""

@@ -19,13 +19,16 @@ from . import signals
 from .errors import (
     AlreadyClaimed,
     AttemptsExhausted,
+    LedgerError,
     LivenessUnavailable,
     NotClaiming,
     StaleClaim,
 )
 from .identity import new_identity, parse
 from .ledger import Ledger
+from .lifecycle import State
 from .liveness.base import Incarnation, Liveness, ProcessInfo
+from .liveness.trust import LifeWatch
 from .policy import RecoveryPolicy
 from .records import Claim, JobStatus
 
@@ -47,6 +50,10 @@ class Worker:
 
     ``policy`` decides, as the recovery projector's does, whether a job taken
     over from a dead holder may run again (``max_attempts``); use the same one.
+    A takeover follows the projector's rules too: the holder's claim must be
+    older than ``grace`` seconds (default one TTL), its record missing at two
+    looks, and the liveness backend trusted (not restarted, failed over or
+    flushed within the last TTL); otherwise the claim raises ``AlreadyClaimed``.
     """
 
     def __init__(
@@ -58,10 +65,12 @@ class Worker:
         handle_signals: bool = False,
         stop_timeout: float = 25.0,
         policy: RecoveryPolicy | None = None,
+        grace: float | None = None,
     ) -> None:
         self.ledger = ledger
         self.liveness = liveness
         self.policy = policy or RecoveryPolicy()
+        self.grace = liveness.ttl if grace is None else grace
         self.identity = identity or new_identity()
         parsed = parse(self.identity)
         self.host, self.pid = parsed.host, parsed.pid
@@ -78,6 +87,7 @@ class Worker:
         self._thread: threading.Thread | None = None
         self._last_refresh = 0.0  # time.monotonic() of the last successful refresh
         self._incarnation: Incarnation | None = None
+        self._watch = LifeWatch(liveness.ttl, f"worker {self.identity}: no takeovers")
         self._previous_handlers: dict[int, _SignalHandler] = {}
 
     def __repr__(self) -> str:
@@ -97,6 +107,7 @@ class Worker:
             raise RuntimeError(f"worker {self.identity} was already started")
         self.liveness.register(self._info())
         self._incarnation = self.liveness.incarnation()
+        self._watch.trusts(self._incarnation)
         self._last_refresh = time.monotonic()
         self._thread = threading.Thread(
             target=self._refresh_forever, name=f"jobledger-refresh-{self.pid}", daemon=True
@@ -129,21 +140,20 @@ class Worker:
             self._stopped.wait()
             return
         self._stopping.set()
-        self.quiet()
-        deadline = time.monotonic() + (self.stop_timeout if timeout is None else timeout)
-        while self.held and time.monotonic() < deadline:
-            time.sleep(0.05)
-        for claim in self.held:
-            self._release_on_stop(claim)
-        self._stop_refreshing()
         try:
-            self.liveness.unregister(self.identity)
-        except LivenessUnavailable as exc:
-            log.warning(
-                "worker %s could not unregister (its record will lapse): %s", self.identity, exc
-            )
-        self._restore_signal_handlers()
-        self._stopped.set()
+            self.quiet()
+            deadline = time.monotonic() + (self.stop_timeout if timeout is None else timeout)
+            while self.held and time.monotonic() < deadline:
+                time.sleep(0.05)
+            for claim in self.held:
+                self._release_on_stop(claim)
+        finally:
+            # Whatever happened above, this process stops looking alive: a job it could not
+            # release is then recovered by the projector, not left claimed by a ghost.
+            self._stop_refreshing()
+            self._unregister()
+            self._restore_signal_handlers()
+            self._stopped.set()
         log.info("worker %s stopped", self.identity)
 
     def _release_on_stop(self, claim: Claim) -> None:
@@ -153,6 +163,23 @@ class Worker:
         except StaleClaim:
             log.warning(
                 "worker %s: claim on %s had already been taken away", self.identity, claim.job_id
+            )
+        except LedgerError as exc:
+            self._forget(claim)
+            log.error(
+                "worker %s could not release %s on stop (the recovery projector will "
+                "abandon it once this process's record is gone): %s",
+                self.identity,
+                claim.job_id,
+                exc,
+            )
+
+    def _unregister(self) -> None:
+        try:
+            self.liveness.unregister(self.identity)
+        except LedgerError as exc:
+            log.warning(
+                "worker %s could not unregister (its record will lapse): %s", self.identity, exc
             )
 
     def _stop_refreshing(self) -> None:
@@ -200,30 +227,40 @@ class Worker:
 
     def _take_over(self, job_id: str, taken: AlreadyClaimed) -> Claim:
         holder = taken.holder
-        if holder is None or holder == self.identity or taken.token is None:
-            raise taken
-        # Unknown liveness (LivenessUnavailable) propagates: never take a job on a guess.
-        if self.liveness.alive([holder])[holder]:
+        if holder is None or taken.token is None or not self._holder_is_dead(holder, taken):
             raise taken
         log.warning(
             "job %r: holder %s is not alive; %s takes it over", job_id, holder, self.identity
         )
         reason = f"holder {holder} is not alive; taken over by {self.identity}"
         try:
-            abandoned = self.ledger.abandon(
-                job_id, taken.token, reason=reason, process=self.identity
+            after = self.ledger.abandon(
+                job_id, taken.token, reason, process=self.identity, policy=self.policy
             )
         except StaleClaim:
             pass  # someone else ended that claim first; the claim below says how it stands
         else:
-            if not self.policy.requeues(abandoned.queue, abandoned.attempt):
-                cap = self.policy.attempts_for(abandoned.queue)
+            if after.state != State.ENQUEUED:
+                cap = self.policy.attempts_for(after.queue)
                 log.warning("job %r reached %d attempts: left abandoned", job_id, cap)
-                raise AttemptsExhausted(job_id, holder, abandoned.attempt, cap)
-            self.ledger.requeue(
-                job_id, reason=f"taken over by {self.identity}", process=self.identity
-            )
+                raise AttemptsExhausted(job_id, holder, after.attempt, cap)
         return self.ledger.claim(job_id, self.identity)
+
+    def _holder_is_dead(self, holder: str, taken: AlreadyClaimed) -> bool:
+        """The projector's test: an old enough claim, no record at two looks, a trusted backend.
+
+        The backend's incarnation is read after the first look, so a restart that
+        emptied it just before that look is seen. Unknown liveness
+        (``LivenessUnavailable``) propagates: a job is never taken on a guess.
+        """
+        if holder == self.identity or taken.held_for is None or taken.held_for < self.grace:
+            return False
+        if self.liveness.alive([holder])[holder]:
+            return False
+        if not self._watch.trusts(self.liveness.incarnation()):
+            log.info("job %r: liveness cannot be trusted yet; not taking it over", taken.job_id)
+            return False
+        return not self.liveness.alive([holder])[holder]
 
     def heartbeat(self, claim: Claim, progress: Any = None) -> bool:
         """Record that the job is progressing (throttled by the ledger)."""
@@ -308,6 +345,7 @@ class Worker:
             )
             self.liveness.register(info)
             self._incarnation = self.liveness.incarnation()
+            self._watch.trusts(self._incarnation)
             self._last_refresh = time.monotonic()
             return
         self._presumed_dead = True

@@ -8,6 +8,7 @@ import pytest
 
 from jobledger import Worker
 from jobledger.errors import AlreadyClaimed
+from jobledger.records import Claim
 from tests.faults.conftest import TTL, FaultEnv
 
 
@@ -21,7 +22,10 @@ def test_takeover_after_sigkill(fault_env: FaultEnv) -> None:
     liveness = env.liveness()
     env.wait_for(lambda: not liveness.alive([dead])[dead], timeout=TTL + 2)
     with Worker(env.ledger, liveness) as second:
-        claim = second.claim("redelivered")  # no projector involved: at once
+        # No projector involved: taken over as soon as the claim is older than the grace.
+        taken: list[Claim] = []
+        env.wait_for(lambda: _claimed(second, "redelivered", taken), timeout=TTL + 1)
+        (claim,) = taken
         assert claim.attempt == 2
         second.complete(claim)
     history = env.ledger.history("redelivered")
@@ -45,3 +49,11 @@ def test_no_takeover_from_a_live_worker(fault_env: FaultEnv) -> None:
         second.claim("busy")
     assert caught.value.holder == holder
     assert env.types("busy") == ["enqueued", "claimed"]
+
+
+def _claimed(worker: Worker, job_id: str, taken: list[Claim]) -> bool:
+    try:
+        taken.append(worker.claim(job_id))
+    except AlreadyClaimed:
+        return False
+    return True

@@ -5,7 +5,10 @@ from __future__ import annotations
 import signal
 import time
 
-from jobledger import RecoveryProjector
+import pytest
+
+from jobledger import RecoveryProjector, Worker
+from jobledger.errors import AlreadyClaimed
 from tests.faults.conftest import TTL, FaultEnv
 
 
@@ -55,3 +58,27 @@ def test_redis_down_then_back(redis_env: FaultEnv) -> None:
     env.workers[1].kill()
     env.wait_for(lambda: env.ledger.status("w2-a").state == "enqueued", timeout=TTL + 4)
     assert env.ledger.status("w1-a").state == "claimed"
+
+
+def test_no_takeover_right_after_redis_restarted_empty(redis_env: FaultEnv) -> None:
+    """A redelivery right after a restart must not take the job of a holder still re-registering.
+
+    The holder's record is missing until its next refresh; before the fix the second worker
+    read that as a death, abandoned the job and took it, and the holder's complete was refused.
+    """
+    env = redis_env
+    assert env.redis is not None
+    env.ledger.enqueue("job-1")
+    holder = env.worker(["job-1"], "--complete-after", str(4 * TTL))
+    holder_id = holder.expect("claimed")["identity"]
+    with Worker(env.ledger, env.liveness(), grace=0) as second:
+        time.sleep(TTL)  # the private Redis's life is a TTL old: takeovers would be trusted
+        with pytest.raises(AlreadyClaimed):
+            second.claim("job-1")  # the holder is alive
+        env.redis.restart()  # comes back with no keys at all
+        time.sleep(0.1)
+        with pytest.raises(AlreadyClaimed) as caught:
+            second.claim("job-1")  # its record is missing, but that proves nothing yet
+        assert caught.value.holder == holder_id
+    assert holder.expect("completed", timeout=6 * TTL)["job"] == "job-1"
+    assert env.types("job-1") == ["enqueued", "claimed", "completed"]

@@ -60,7 +60,7 @@ def test_takeover_from_a_dead_holder(backend: Backend) -> None:
     ledger.enqueue("j")
     ghost = new_identity(host="ghost")  # claimed, then never heard of again
     dead_claim = ledger.claim("j", ghost)
-    with Worker(ledger, backend.liveness()) as worker:
+    with Worker(ledger, backend.liveness(), grace=0) as worker:
         claim = worker.claim("j")
         assert claim.attempt == 2
         types = [(e.type, e.process) for e in ledger.history("j")]
@@ -82,7 +82,7 @@ def test_takeover_leaves_a_job_on_its_last_attempt_abandoned(backend: Backend) -
     ledger.claim("capped", ghost)
     ledger.claim("free", ghost)
     policy = RecoveryPolicy(max_attempts=3, max_attempts_by_queue={"fragile": 1})
-    with Worker(ledger, backend.liveness(), policy=policy) as worker:
+    with Worker(ledger, backend.liveness(), policy=policy, grace=0) as worker:
         with pytest.raises(AttemptsExhausted, match=r"attempt 1 of 1") as caught:
             worker.claim("capped")
         assert caught.value.holder == ghost
@@ -92,8 +92,26 @@ def test_takeover_leaves_a_job_on_its_last_attempt_abandoned(backend: Backend) -
     last = ledger.history("capped")[-1]
     assert (last.type, last.process, last.data["holder"]) == ("abandoned", worker.identity, ghost)
 
-    with Worker(ledger, backend.liveness(), policy=RecoveryPolicy(max_attempts=2)) as worker:
+    with Worker(
+        ledger, backend.liveness(), policy=RecoveryPolicy(max_attempts=2), grace=0
+    ) as worker:
         assert worker.claim("free").attempt == 2  # below its cap: taken over
+
+
+def test_takeover_waits_for_the_grace_period(backend: Backend) -> None:
+    """As the projector does: a claim younger than the grace is never taken, dead or not."""
+    ledger = backend.ledger
+    ledger.enqueue("j")
+    ledger.claim("j", new_identity(host="ghost"))
+    with Worker(ledger, backend.liveness(ttl=1.0)) as worker:
+        assert worker.grace == 1.0
+        with pytest.raises(AlreadyClaimed) as caught:
+            worker.claim("j")
+        assert caught.value.held_for is not None
+        assert caught.value.held_for < 1.0
+        assert [e.type for e in ledger.history("j")] == ["enqueued", "claimed"]
+        time.sleep(1.0 - caught.value.held_for + 0.05)
+        assert worker.claim("j").attempt == 2
 
 
 def test_no_takeover_from_a_live_holder(backend: Backend) -> None:
