@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from jobledger import Claim, Ledger
+from jobledger import Claim, Ledger, RecoveryPolicy
 from jobledger.errors import (
     AlreadyClaimed,
     DuplicateJob,
@@ -301,3 +301,18 @@ def test_jobs_filters(ledger: Ledger) -> None:
     assert [s.job_id for s in ledger.jobs(state="enqueued", queue="q2")] == ["d"]
     with pytest.raises(ValueError, match="unknown state"):
         ledger.jobs(state="running")
+
+
+def test_abandon_with_a_policy_requeues_in_the_same_step(ledger: Ledger) -> None:
+    ledger.enqueue_many(["again", "capped"])
+    policy = RecoveryPolicy(max_attempts=2)
+    again = ledger.claim("again", new_identity())
+    after = ledger.abandon("again", again.token, "holder died", policy=policy)
+    assert (after.state, after.attempt, after.version) == ("enqueued", 1, 4)
+    assert [e.type for e in ledger.history("again")][-2:] == ["abandoned", "requeued"]
+    for _ in range(2):
+        capped = ledger.claim("capped", new_identity())
+        after = ledger.abandon("capped", capped.token, "holder died", policy=policy)
+    assert (after.state, after.attempt) == ("abandoned", 2)  # its last allowed attempt
+    assert [e.type for e in ledger.history("capped")][-2:] == ["claimed", "abandoned"]
+    assert ledger.verify().ok

@@ -169,3 +169,20 @@ def test_a_young_redis_pauses_a_new_projector(
     finally:
         fresh.client.delete(*fresh.client.scan_iter(match="{" + prefix + "}*"))
         ledger.close()
+
+
+def test_memory_follows_live_processes_not_every_process_seen(backend: Backend) -> None:
+    """Short-lived workers (RQ's work horses make one per job) leave nothing behind."""
+    ledger = backend.ledger
+    liveness = backend.liveness(ttl=5.0)
+    projector = RecoveryProjector(ledger, liveness, interval=0.1)
+    ledger.enqueue_many(f"short-{n}" for n in range(300))
+    with Worker(ledger, liveness) as long_lived:
+        long_lived.claim("short-0")
+        for n in range(1, 300):
+            with Worker(ledger, liveness) as worker:
+                worker.complete(worker.claim(f"short-{n}"))
+                if n % 10 == 0:
+                    projector.run_once()
+        projector.run_once()
+        assert set(projector._expiry) <= {long_lived.identity}
