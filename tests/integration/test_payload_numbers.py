@@ -9,6 +9,7 @@ alarm; the README's "Hash chain" section says how.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import itertools
 import json
@@ -27,6 +28,7 @@ from jobledger.chain import GENESIS, event_hash
 from jobledger.errors import InvalidPayload, UnknownJob
 from jobledger.identity import new_identity
 from jobledger.schema import events, jobs
+from tests.integration.test_export import _independent_canonical
 from tests.unit.test_encoding import json_values
 
 PROCESS = new_identity()
@@ -94,6 +96,12 @@ def check_round_trip(ledger: Ledger, payload: Any) -> None:
     exported = io.StringIO(out.getvalue()).readlines()  # "\n" only: U+2028 is inside strings
     exported_report = verify_export(exported)
     assert exported_report.ok, exported_report.problems
+    for line in exported:  # the README's stdlib re-check agrees too
+        record = json.loads(line)
+        fields = ("data", "job_id", "process", "recorded_at", "type", "version")
+        body = _independent_canonical({key: record[key] for key in fields})
+        digest = hashlib.sha256(f"{record['prev_hash']}\n{body}".encode()).hexdigest()
+        assert digest == record["hash"], line
     last = json.loads(exported[-1])
     assert last["data"] in ({"data": want, "queue": "default"}, {"result": want})
 
