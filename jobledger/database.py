@@ -7,6 +7,7 @@ import os
 import re
 from collections.abc import Iterator
 from typing import Any, NoReturn
+from urllib.parse import unquote_plus
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy import exc as sa_exc
@@ -29,19 +30,53 @@ def parse_url(url: str | URL) -> URL:
         parsed = make_url(url)
     except sa_exc.ArgumentError as exc:
         raise ConfigurationError(f"not a database URL: {mask(str(url))!r} ({exc})") from None
+    if parsed.host is not None and "@" in parsed.host:
+        # SQLAlchemy ends the password at its first "@"; the rest would be taken for
+        # the host, and the driver's error would then show it.
+        raise ConfigurationError(
+            f"not a database URL: {mask(str(url))!r} (a password containing '@' must "
+            "be written with %40 in its place)"
+        )
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed
 
 
+#: Query parameters whose values are secrets, in any case: libpq's ``password`` and
+#: ``sslpassword``, redis-py's ``password`` and ``ssl_password`` (``passfile`` is a path).
+_SECRET_PARAMETER = re.compile(r"pass(word|wd)|secret|token", re.IGNORECASE)
+_PARAMETER = re.compile(r"(?<=[?&])(?P<name>[^=&?#]*)=(?P<value>[^&#]*)")
+MASK = "***"
+
+
 def mask(url: str | URL) -> str:
-    """The URL as text with any password replaced by ``***``."""
-    if isinstance(url, URL):
-        return url.render_as_string(hide_password=True)
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except sa_exc.ArgumentError:
-        return re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", url)
+    """The URL as text with every secret in it replaced by ``***``.
+
+    Secrets are the values of query parameters named like a password
+    (``?password=``, ``sslpassword``, any case) and the password of the user
+    information. A password may hold an unencoded ``@``, ``/``, ``?`` or ``#``,
+    and parsers disagree on where it ends (SQLAlchemy: at the first ``@``, even
+    past a ``/``; urllib and redis-py: at the last ``@`` before the first
+    ``/?#``), so it is taken to run to the *last* ``@``: no part of it ever shows,
+    at the cost of hiding more when a query value holds an ``@`` too.
+    """
+    text = url.render_as_string(hide_password=False) if isinstance(url, URL) else str(url)
+    hidden = [match.span("value") for match in _PARAMETER.finditer(text) if _is_secret(match)]
+    # After "//", or from the start: a mistyped scheme must not unmask the password.
+    start = text.find("//") + 2 if "//" in text else 0
+    colon, last_at = text.find(":", start), text.rfind("@", start)
+    if -1 < colon < last_at and "/" not in text[start:colon]:  # user:password@, not a path
+        hidden.append((colon + 1, last_at))
+    shown, end = [], 0
+    for first, last in sorted(hidden):  # spans may overlap: a query value may hold an "@"
+        if first >= end:
+            shown.append(text[end:first] + MASK)
+        end = max(end, last)
+    return "".join(shown) + text[end:]
+
+
+def _is_secret(parameter: re.Match[str]) -> bool:
+    return _SECRET_PARAMETER.search(unquote_plus(parameter["name"])) is not None
 
 
 def engine_for(url: str | URL | Engine) -> Engine:

@@ -183,17 +183,14 @@ def _start_workers(
 ) -> dict[str, subprocess.Popen[str]]:
     workers = {}
     for n in range(WORKERS):
-        args = [
-            sys.executable,
-            "-m",
-            "jobledger.demo",
-            url,
-            json.dumps(redis_url),
-            str(os.getpid()),
-            str(n),
-        ]
-        process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+        args = [sys.executable, "-m", "jobledger.demo", str(os.getpid()), str(n)]
+        # The URLs go on stdin: a command line is visible to every user (ps), and a
+        # Redis URL may carry a password.
+        process = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert process.stdin is not None
         assert process.stdout is not None
+        process.stdin.write(json.dumps({"database_url": url, "redis_url": redis_url}) + "\n")
+        process.stdin.close()
         identity = process.stdout.readline().strip()
         workers[identity] = process
         names[identity] = f"worker-{n + 1}"
@@ -266,4 +263,5 @@ def _report(
 
 
 if __name__ == "__main__":
-    work(sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
+    urls = json.loads(sys.stdin.readline())
+    work(urls["database_url"], urls["redis_url"], int(sys.argv[1]), int(sys.argv[2]))

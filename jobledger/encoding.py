@@ -4,6 +4,8 @@ Payloads are refused *before* anything is written when they would not come
 back from the database exactly as given: non-string keys (JSON would quietly
 turn ``1`` into ``"1"``), NaN and infinities, NUL characters (PostgreSQL's
 JSONB cannot hold them), lone surrogates, and anything that is not JSON.
+Floats that JSONB would not give back as the same value are stored in the form
+it does give back (:func:`stored_float`), so what is hashed is what comes back.
 
 The canonical encoding is specified in README.md ("Hash chain") so an auditor
 can re-check it with another tool; keep the two in step.
@@ -15,11 +17,15 @@ import json
 import math
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
+from decimal import Decimal
 from typing import Any
 
 from .errors import InvalidPayload
 
 JSONValue = Any  # a recursive alias adds noise without catching anything here
+
+#: From this magnitude on every float is an integer, and not every integer is a float.
+EXACT_FLOAT_LIMIT = 2.0**53
 
 _encode_string = json.JSONEncoder(ensure_ascii=False).encode
 #: A JSON string literal, escaped as Python's ``json`` does with ``ensure_ascii=False``.
@@ -35,7 +41,7 @@ def normalize_payload(value: object, where: str = "data") -> JSONValue:
     if isinstance(value, float):
         if not math.isfinite(value):
             raise InvalidPayload(f"{where}: {value!r} is not representable in JSON")
-        return value
+        return stored_float(value)
     if isinstance(value, str):
         _check_string(value, where)
         return str(value)
@@ -44,6 +50,23 @@ def normalize_payload(value: object, where: str = "data") -> JSONValue:
     if isinstance(value, (list, tuple)):
         return [normalize_payload(v, f"{where}[{i}]") for i, v in enumerate(value)]
     raise InvalidPayload(f"{where}: {type(value).__name__} is not JSON-serialisable")
+
+
+def stored_float(value: float) -> float | int:
+    """``value`` as both backends give it back: what gets stored and hashed.
+
+    JSON numbers are decimals. PostgreSQL's JSONB keeps the decimal it is sent,
+    Python's shortest ``repr``: ``6.02214076e23`` comes back as the integer
+    602214076000000000000000, while the float's exact value is
+    602214075999999987023872. Below 2**53 the two are the same number; beyond
+    it, the float is stored as the integer its decimal denotes, on every
+    backend, and ``float()`` of that integer is ``value`` again. JSONB has no
+    negative zero, so ``-0.0`` is stored as ``0.0``. The README ("Hash chain")
+    documents this rule.
+    """
+    if -EXACT_FLOAT_LIMIT < value < EXACT_FLOAT_LIMIT:
+        return value + 0.0  # also a plain float for a float subclass
+    return int(Decimal(repr(value)))
 
 
 def _key(key: object, where: str) -> str:

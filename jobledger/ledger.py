@@ -12,7 +12,7 @@ from sqlalchemy.engine import URL
 
 from . import audit, identity
 from .chain import GENESIS, event_hash
-from .database import DEFAULT_URL, engine_for
+from .database import DEFAULT_URL, engine_for, mask
 from .encoding import normalize_payload
 from .errors import (
     AlreadyClaimed,
@@ -108,7 +108,7 @@ class Ledger:
         self.close()
 
     def __repr__(self) -> str:
-        return f"Ledger({self.engine.url.render_as_string(hide_password=True)!r})"
+        return f"Ledger({mask(self.engine.url)!r})"
 
     # -- producing ----------------------------------------------------------------------
 

@@ -71,12 +71,14 @@ class RedisServer:
     cache-only Redis. Needs the ``redis-server`` binary on PATH.
     """
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, password: str | None = None) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed (needed for RedisServer)")
         self.binary = binary
         self.port = port or free_port()
+        #: With a password, clients must AUTH (``redis://:PASSWORD@...``, encoded or not).
+        self.password = password
         self.dir = Path(tempfile.mkdtemp(prefix="jobledger-redis-"))
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -87,7 +89,17 @@ class RedisServer:
     def start(self, timeout: float = 10.0) -> RedisServer:
         args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1"]
         args += ["--save", "", "--appendonly", "no", "--dir", str(self.dir)]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # The configuration also comes on stdin ("-"): a password there stays out of ps.
+        self.process = subprocess.Popen(
+            [*args[:1], "-", *args[1:]],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        assert self.process.stdin is not None
+        if self.password is not None:
+            self.process.stdin.write(f"requirepass {_quoted(self.password)}\n".encode())
+        self.process.stdin.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with (
@@ -118,3 +130,8 @@ class RedisServer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _quoted(value: str) -> str:
+    """``value`` as a double-quoted string of redis.conf."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -3,6 +3,7 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 
 import pytest
 from hypothesis import given
@@ -117,3 +118,41 @@ def test_every_field_changes_the_hash() -> None:
     ]
     hashes = {event_hash(*v) for v in [base, *variants]}  # type: ignore[arg-type]
     assert len(hashes) == len(variants) + 1
+
+
+@pytest.mark.parametrize(
+    ("given", "stored"),
+    [
+        (6.02214076e23, 602214076000000000000000),  # not int(6.02214076e23) = ...987023872
+        (1e23, 10**23),
+        (2.0**60, 1152921504606847000),
+        (-(2.0**60), -1152921504606847000),
+        (2.0**53, 2**53),
+        (1e300, 10**300),
+        (-0.0, 0.0),
+        (9007199254740991.0, 9007199254740991.0),  # below 2**53: stays a float
+        (5e-324, 5e-324),
+        (0.1, 0.1),
+    ],
+)
+def test_floats_are_stored_as_jsonb_gives_them_back(given: float, stored: float) -> None:
+    got = normalize_payload({"n": given})["n"]
+    assert type(got) is type(stored)
+    assert got == stored
+    assert str(got) == str(stored)
+    assert float(got) == given
+
+
+@given(st.floats(allow_nan=False, allow_infinity=False))
+def test_a_stored_float_is_its_shortest_decimal(value: float) -> None:
+    stored = normalize_payload(value)
+    assert float(stored) == value
+    assert Decimal(json.dumps(stored)) == Decimal(repr(value))  # the decimal JSONB keeps
+    # What the database hands back (json.loads of the stored text) hashes alike.
+    assert canonical_json(json.loads(json.dumps(stored))) == canonical_json(stored)
+
+
+def test_floats_stored_by_earlier_versions_keep_their_encoding() -> None:
+    # SQLite rows written before big floats were stored as integers hold "1e+23":
+    # their hashes were made with the float's exact value, and must still match.
+    assert canonical_json(json.loads('{"x": 1e+23}')) == '{"x":99999999999999991611392}'

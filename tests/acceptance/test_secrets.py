@@ -1,0 +1,165 @@
+"""No password from a URL in any output, log, repr or command line (issue 16.7).
+
+Real processes: the CLI's error lines and success lines, the projector's logs,
+and the command lines of the demo's worker processes read from /proc while it runs.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from jobledger import Ledger, RedisLiveness, SqlLiveness
+from jobledger.errors import ConfigurationError
+from jobledger.testing import RedisServer, free_port
+from tests.acceptance.test_cli_operations import JOBLEDGER, run
+
+#: Every secret below is made of these words; none of them may ever be shown.
+SECRET_WORDS = ("Sup3r", "TopSecret", "s3cret")
+
+
+def assert_no_secret(*texts: str) -> None:
+    for text in texts:
+        for word in SECRET_WORDS:
+            assert word not in text, text
+
+
+def dead_database_urls() -> list[str]:
+    port = free_port()  # nothing listens there
+    return [
+        f"postgresql://u@127.0.0.1:{port}/x?password=Sup3rTopSecret",
+        f"postgresql://u@127.0.0.1:{port}/x?sslpassword=s3cret&password=Sup3r",
+        f"postgresql://u:Sup3r@TopSecret@127.0.0.1:{port}/x",
+        f"postgresql://u:Sup3r/TopSecret@127.0.0.1:{port}/x",
+    ]
+
+
+def dead_redis_urls() -> list[str]:
+    port = free_port()
+    return [
+        f"redis://:Sup3r@TopSecret@127.0.0.1:{port}/15",
+        f"redis://127.0.0.1:{port}/15?password=Sup3rTopSecret",
+        f"redis://127.0.0.1:{port}/15?password=Sup3r@TopSecret",
+    ]
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path, sqlite_template: Path) -> str:
+    path = tmp_path / "ledger.db"
+    path.write_bytes(sqlite_template.read_bytes())
+    return f"sqlite:///{path}"
+
+
+@pytest.mark.parametrize("url", dead_database_urls())
+def test_database_error_lines_hide_the_password(url: str) -> None:
+    done = run("--database-url", url, "jobs", timeout=30)
+    assert done.returncode != 0
+    assert done.stderr.startswith("error: "), done.stderr
+    assert_no_secret(done.stdout, done.stderr)
+
+
+@pytest.mark.parametrize("url", dead_redis_urls())
+def test_redis_error_lines_hide_the_password(url: str, sqlite_url: str) -> None:
+    done = run("--database-url", sqlite_url, "--redis-url", url, "processes", timeout=30)
+    assert done.returncode != 0
+    assert "error: Redis at redis://" in done.stderr
+    assert_no_secret(done.stdout, done.stderr)
+
+
+def test_db_upgrade_line_hides_a_query_password(postgres_url: str) -> None:
+    # The test server trusts every local connection, so any password is accepted.
+    done = run("--database-url", postgres_url + "?password=Sup3rTopSecret", "db", "upgrade")
+    assert done.returncode == 0, done.stderr
+    assert "?password=*** is at revision" in done.stdout
+    assert_no_secret(done.stdout, done.stderr)
+
+
+def test_reprs_hide_passwords(sqlite_url: str) -> None:
+    for url in dead_database_urls():
+        try:
+            ledger = Ledger(url)  # no connection is made until the first command
+        except ConfigurationError as exc:  # the unencoded "@": refused, and said so
+            assert "%40" in str(exc)
+            assert_no_secret(str(exc))
+            continue
+        assert_no_secret(repr(ledger), repr(SqlLiveness(ledger)))
+        ledger.close()
+    for url in dead_redis_urls():
+        liveness = RedisLiveness(url)
+        assert_no_secret(repr(liveness))
+        liveness.close()
+
+
+@pytest.mark.parametrize("url", dead_redis_urls())
+def test_projector_logs_hide_the_password(url: str, sqlite_url: str) -> None:
+    process = subprocess.Popen(
+        [JOBLEDGER, "--database-url", sqlite_url, "--redis-url", url, "recover"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    watchdog = threading.Timer(30, process.kill)  # should it never log the failure
+    watchdog.start()
+    lines = []
+    for line in process.stderr:  # until it has logged a failed sweep against the dead Redis
+        lines.append(line)
+        if "Redis at redis://" in line:
+            break
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=30)
+    watchdog.cancel()
+    assert "Redis at redis://" in "".join(lines), lines
+    assert_no_secret(stdout, *lines, stderr)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:  # it exited meanwhile
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def test_demo_workers_get_no_password_on_their_command_line(tmp_path: Path) -> None:
+    password = "Sup3r@TopSecret"
+    with RedisServer(password=password) as server:
+        url = f"redis://:{password}@127.0.0.1:{server.port}/0"
+        # The URL in the environment, as one should pass a secret: then only what the demo
+        # itself puts on its children's command lines can show there.
+        demo = subprocess.Popen(
+            [JOBLEDGER, "demo"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
+            env={**os.environ, "JOBLEDGER_DATABASE_URL": "", "JOBLEDGER_REDIS_URL": url},
+        )
+        seen: list[str] = []
+        workers: set[int] = set()
+        deadline = time.monotonic() + 30
+        while demo.poll() is None and time.monotonic() < deadline and len(workers) < 3:
+            for child in _children(demo.pid):
+                try:
+                    line = (Path("/proc") / str(child) / "cmdline").read_text()
+                except OSError:
+                    continue
+                seen.append(line)
+                if "jobledger.demo" in line:
+                    workers.add(child)
+            time.sleep(0.05)
+        stdout, stderr = demo.communicate(timeout=60)
+    assert demo.returncode == 0, stdout + stderr
+    assert len(workers) == 3, seen
+    assert_no_secret(stdout, stderr, *seen)
