@@ -31,10 +31,10 @@ def _ledger_file(env: FaultEnv) -> str:
     return env.database_url.removeprefix("sqlite:///")
 
 
-def _hold_write_lock(env: FaultEnv, seconds: float) -> subprocess.Popen[str]:
-    """Another process that takes the ledger's write lock (BEGIN IMMEDIATE) for ``seconds``."""
+def _hold_write_lock(path: str, seconds: float) -> subprocess.Popen[str]:
+    """Another process that takes ``path``'s write lock (BEGIN IMMEDIATE) for ``seconds``."""
     holder = subprocess.Popen(
-        [sys.executable, "-c", _HOLD_LOCK, _ledger_file(env), str(seconds)],
+        [sys.executable, "-c", _HOLD_LOCK, path, str(seconds)],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -64,10 +64,23 @@ def test_a_writer_holding_the_lock_past_the_ttl_kills_no_worker(sqlite_env: Faul
     env = sqlite_env
     projector = env.projector(grace=0)
     workers = _workers_holding(env, 3, "--complete-after", "1")
-    holder = _hold_write_lock(env, HOLD)
+    holder = _hold_write_lock(_ledger_file(env), HOLD)
     assert holder.wait(timeout=HOLD + 30) == 0
     _assert_all_lived(env, workers)
     assert projector.counters.abandoned == 0
+
+
+def test_a_writer_blocking_the_lease_store_itself_kills_no_worker(sqlite_env: FaultEnv) -> None:
+    # Second line of defence: refreshes cannot get through, so lapses are not trusted, and a
+    # worker whose refresh waited for the store does not presume itself dead.
+    env = sqlite_env
+    projector = env.projector(grace=0)
+    workers = _workers_holding(env, 3, "--complete-after", "1")
+    holder = _hold_write_lock(f"{_ledger_file(env)}-leases", HOLD)
+    assert holder.wait(timeout=HOLD + 30) == 0
+    _assert_all_lived(env, workers)
+    assert projector.counters.abandoned == 0
+    assert projector.counters.unavailable_sweeps > 0  # it saw the block and held back
 
 
 def test_a_long_rebuild_kills_no_worker(sqlite_env: FaultEnv) -> None:
