@@ -76,7 +76,8 @@ def test_a_writer_blocking_the_lease_store_itself_kills_no_worker(sqlite_env: Fa
     # leases lapse at once here, so the mass-death guard is set aside to test this alone.)
     env = sqlite_env
     projector = env.projector(grace=0, mass_death_minimum=100)
-    workers = _workers_holding(env, 3, "--complete-after", "1")
+    # They finish well after the block, once the projector has seen their leases again.
+    workers = _workers_holding(env, 3, "--complete-after", str(HOLD + 2 * TTL))
     holder = _hold_write_lock(f"{_ledger_file(env)}-leases", HOLD)
     assert holder.wait(timeout=HOLD + 30) == 0
     _assert_all_lived(env, workers)
