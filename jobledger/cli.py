@@ -44,7 +44,7 @@ class Settings:
         return Ledger(self.database_url)
 
     def liveness(self, ledger: Ledger, ttl: float = DEFAULT_TTL) -> Liveness:
-        """Redis liveness if a Redis URL is set, else SQL leases in the ledger's database."""
+        """Redis liveness if a Redis URL is set, else SQL leases where the ledger keeps them."""
         return liveness_for(ledger, self.redis_url, ttl)
 
 

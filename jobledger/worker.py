@@ -330,12 +330,15 @@ class Worker:
         if self._presumed_dead:
             return
         info = self._info()
+        # Our silence ends when we try: time spent waiting for a slow or locked store is the
+        # store's, and must not make us presume ourselves dead (fencing covers the rest).
+        attempted = time.monotonic()
         if self.liveness.refresh(info):
             self._last_refresh = time.monotonic()
             return
         # Our record is gone. Either the backend forgot it (restart, failover, flush), or it
         # lapsed because we were silent too long (paused, swapped out, partitioned).
-        silent_for = time.monotonic() - self._last_refresh
+        silent_for = attempted - self._last_refresh
         now = self.liveness.incarnation()
         forgot = self._incarnation is None or not now.same_life(self._incarnation)
         if silent_for <= self.liveness.ttl or forgot:

@@ -18,7 +18,10 @@ DEFAULT_TTL = 15.0
 def liveness_for(
     ledger: Ledger, redis_url: str | None, ttl: float = DEFAULT_TTL, prefix: str = "jobledger"
 ) -> Liveness:
-    """Redis liveness if a Redis URL is given, else SQL leases in the ledger's database."""
+    """Redis liveness if a Redis URL is given, else SQL leases where the ledger keeps them.
+
+    (Beside a SQLite ledger file, in ``<file>-leases``; see :func:`.sql.lease_url`.)
+    """
     if redis_url:
         return RedisLiveness(redis_url, ttl=ttl, prefix=prefix)
     return SqlLiveness(ledger, ttl=ttl)

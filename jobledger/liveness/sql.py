@@ -1,18 +1,37 @@
-"""Liveness as lease rows in the ledger's own database: the embedded default.
+"""Liveness as lease rows in SQL: the embedded default.
 
 Each live process holds a row whose ``expires_at`` is computed from the
 database clock; refreshing moves it forward, lapsing is simply time passing.
 No Redis needed, at the price of one small write per process per TTL/3.
+
+A lease store must never share a lock that the ledger's writers hold, or a
+long write (a rebuild, a bulk enqueue, another process's transaction, or just
+many busy workers) stops every refresh while the projector, which can still
+read, watches the leases lapse. SQLite has one write lock per file, so a
+SQLite ledger keeps its leases in a file of their own beside it,
+``<ledger>-leases`` (see :func:`lease_url`), where each write is one short
+transaction. PostgreSQL locks rows, so leases stay in the ledger's database.
+
+On SQLite, as a second line of defence, a lapse is trusted only while the
+lease store visibly takes writes: ``remaining()`` takes the store's write lock
+for its read, and any write here that had to wait ``BLOCKED_SHARE`` of the TTL
+or failed means refreshes may have waited as long, so for one TTL after it
+``remaining()`` and ``alive()`` raise ``LivenessUnavailable`` (the projector
+then abandons nothing, as when Redis is unreachable).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import time
 from collections.abc import Collection, Iterator
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Engine, delete, insert, select, update
+from sqlalchemy import Connection, Engine, delete, event, insert, select, update
+from sqlalchemy.engine import URL
+from sqlalchemy.schema import CreateIndex, CreateTable
 
 from ..database import engine_for, mask, translated_errors
 from ..errors import ConfigurationError, DatabaseUnavailable, LivenessUnavailable
@@ -23,25 +42,79 @@ from .base import Incarnation, ProcessInfo
 if TYPE_CHECKING:
     from ..ledger import Ledger
 
+log = logging.getLogger("jobledger.liveness")
+
 #: Identities per IN (...) list (SQLite allows 32766 bound variables).
 CHUNK = 5000
+#: On SQLite, a lease write that took this share of the TTL means the store was blocked.
+#: A lease lapses only if refreshes wait 2/3 of the TTL, and the projector probes every
+#: sweep, so this catches every such block while sweeps come more often than 5/12 TTL.
+BLOCKED_SHARE = 0.25
 #: A lease table never forgets leases by itself, so its incarnation never changes.
 _INCARNATION = Incarnation(run_id=None, epoch="sql")
 
 
-class SqlLiveness:
-    """Process liveness kept in the ``jobledger_processes`` table."""
+def lease_url(ledger_url: URL) -> URL | None:
+    """Where a ledger's leases live, if not in the ledger's own database.
 
-    def __init__(self, ledger_or_engine: Ledger | Engine | str, ttl: float = 15.0) -> None:
+    A SQLite file ``path`` keeps them in ``path-leases`` (named like SQLite's own
+    ``-wal`` and ``-shm`` companions); an in-memory SQLite database, private to
+    one process, and every other database keep them in the ledger's database.
+    """
+    if ledger_url.get_backend_name() != "sqlite":
+        return None
+    database = ledger_url.database
+    if not database or database == ":memory:" or "mode=memory" in str(ledger_url):
+        return None
+    return ledger_url.set(database=f"{database}-leases")
+
+
+def _no_fsync_per_commit(dbapi_connection: Any, record: Any) -> None:
+    """WAL with ``synchronous=NORMAL``: commits stop waiting for fsync, which a big write
+    elsewhere on the disk can hold up for seconds. Power loss may undo the latest
+    refreshes, and leaves no process of this host alive to need them; the file stays
+    consistent."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+class SqlLiveness:
+    """Process liveness kept in a ``jobledger_processes`` lease table.
+
+    Given a Ledger (or its engine or URL), the leases live where
+    :func:`lease_url` says. ``leases`` puts them elsewhere (a URL or an Engine);
+    every process of one ledger must then be given the same place, or each
+    sees the others as dead. A lease table outside the ledger's database is
+    created on first use.
+    """
+
+    def __init__(
+        self,
+        ledger_or_engine: Ledger | Engine | str,
+        ttl: float = 15.0,
+        *,
+        leases: Engine | str | None = None,
+    ) -> None:
         if ttl <= 0:
             raise ConfigurationError(f"ttl must be positive, not {ttl!r}")
         self.ttl = float(ttl)
         if isinstance(ledger_or_engine, (Engine, str)):
-            self.engine = engine_for(ledger_or_engine)
+            ledger_engine = engine_for(ledger_or_engine)
         else:
-            self.engine = ledger_or_engine.engine
+            ledger_engine = ledger_or_engine.engine
+        place = lease_url(ledger_engine.url) if leases is None else leases
+        self._owns_engine = place is not None and not isinstance(place, Engine)
+        self.engine = ledger_engine if place is None else engine_for(place)
+        if self._owns_engine and self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _no_fsync_per_commit)
+        # Migrations create the table in the ledger's database; elsewhere it is ours to make.
+        self._table_ready = self.engine is ledger_engine
         self._writer = self.engine.execution_options(jobledger_write=True)
         self._clock = database_clock(self.engine.dialect.name)
+        self._one_write_lock = self.engine.dialect.name == "sqlite"
+        self._blocked_until = 0.0  # time.monotonic() until which lapses are not trusted
+        self._blocked_for = 0.0
 
     def __repr__(self) -> str:
         return f"SqlLiveness({mask(self.engine.url)}, ttl={self.ttl})"
@@ -49,12 +122,54 @@ class SqlLiveness:
     @contextlib.contextmanager
     def _transaction(self, write: bool = True) -> Iterator[Connection]:
         """A transaction (a write one unless ``write=False``); no database: LivenessUnavailable."""
+        self._create_table()
         engine = self._writer if write else self.engine
+        started = time.monotonic()
         try:
             with translated_errors(self.engine), engine.begin() as conn:
                 yield conn
         except DatabaseUnavailable as exc:
+            if write:
+                self._note_blocked(time.monotonic() - started)
             raise LivenessUnavailable(str(exc)) from exc
+        took = time.monotonic() - started
+        if write and took >= BLOCKED_SHARE * self.ttl:
+            self._note_blocked(took)
+
+    def _create_table(self) -> None:
+        if self._table_ready:
+            return
+        try:
+            with translated_errors(self.engine), self._writer.begin() as conn:
+                conn.execute(CreateTable(processes, if_not_exists=True))
+                for index in processes.indexes:
+                    conn.execute(CreateIndex(index, if_not_exists=True))
+        except DatabaseUnavailable as exc:
+            raise LivenessUnavailable(str(exc)) from exc
+        self._table_ready = True
+
+    def _note_blocked(self, seconds: float) -> None:
+        """A write waited ``seconds`` or failed: refreshes may have too, so distrust lapses."""
+        if not self._one_write_lock:
+            return
+        if time.monotonic() >= self._blocked_until:
+            log.warning(
+                "lease store %s took %.1fs to accept a write (TTL %.1fs); not trusting "
+                "lapsed leases for one TTL",
+                mask(self.engine.url),
+                seconds,
+                self.ttl,
+            )
+        self._blocked_until = time.monotonic() + self.ttl
+        self._blocked_for = seconds
+
+    def _refuse_if_blocked(self) -> None:
+        left = self._blocked_until - time.monotonic()
+        if left > 0:
+            raise LivenessUnavailable(
+                f"lease store {mask(self.engine.url)} was blocked for {self._blocked_for:.1f}s "
+                f"(TTL {self.ttl:.1f}s): lapsed leases are not trusted for another {left:.1f}s"
+            )
 
     def _now(self, conn: Connection) -> datetime:
         """The database's current time: leases expire by its clock, never a worker's."""
@@ -98,7 +213,8 @@ class SqlLiveness:
     def remaining(self, identities: Collection[str]) -> dict[str, float | None]:
         ordered = list(identities)
         left: dict[str, float | None] = dict.fromkeys(ordered)
-        with self._transaction(write=False) as conn:
+        # With one write lock, read under it: this shows the store takes writes right now.
+        with self._transaction(write=self._one_write_lock) as conn:
             now = self._now(conn)
             for start in range(0, len(ordered), CHUNK):
                 chunk = ordered[start : start + CHUNK]
@@ -108,6 +224,7 @@ class SqlLiveness:
                     )
                 )
                 left.update({r.identity: (r.expires_at - now).total_seconds() for r in rows})
+        self._refuse_if_blocked()
         return left
 
     def alive(self, identities: Collection[str]) -> dict[str, bool]:
@@ -144,4 +261,6 @@ class SqlLiveness:
         return _INCARNATION
 
     def close(self) -> None:
-        """Nothing to release: the engine belongs to the ledger (or its creator)."""
+        """Release the lease store's connections (the ledger's engine is left alone)."""
+        if self._owns_engine:
+            self.engine.dispose()

@@ -161,3 +161,12 @@ def redis_env(request: pytest.FixtureRequest) -> Iterator[FaultEnv]:
     yield env
     env.close()
     redis.close()
+
+
+@pytest.fixture
+def sqlite_env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FaultEnv]:
+    """The embedded default only: SQL leases with a SQLite ledger."""
+    shutil.copy(request.getfixturevalue("sqlite_template"), tmp_path / "ledger.db")
+    env = FaultEnv("sql-sqlite", f"sqlite:///{tmp_path / 'ledger.db'}", None)
+    yield env
+    env.close()

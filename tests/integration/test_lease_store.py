@@ -1,0 +1,154 @@
+"""Where SQL leases live, and why: never behind a lock the ledger's writers hold."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
+
+from jobledger import Ledger, SqlLiveness
+from jobledger.errors import LivenessUnavailable
+from jobledger.liveness.sql import lease_url
+from jobledger.schema import processes
+from tests.integration.test_liveness import info
+
+HoldLock = Callable[[str, float], None]
+
+
+@pytest.fixture
+def sqlite_ledger(sqlite_template: Path, tmp_path: Path) -> Iterator[Ledger]:
+    path = tmp_path / "ledger.db"
+    path.write_bytes(sqlite_template.read_bytes())
+    with Ledger(f"sqlite:///{path}") as ledger:
+        yield ledger
+
+
+@pytest.fixture
+def write_lock() -> Iterator[HoldLock]:
+    """``hold(path, seconds)``: another connection takes ``path``'s write lock for a while."""
+    threads: list[threading.Thread] = []
+
+    def hold(path: str, seconds: float) -> None:
+        locked = threading.Event()
+
+        def run() -> None:
+            connection = sqlite3.connect(path, isolation_level=None)
+            connection.execute("BEGIN IMMEDIATE")
+            locked.set()
+            time.sleep(seconds)
+            connection.execute("COMMIT")
+            connection.close()
+
+        threads.append(threading.Thread(target=run))
+        threads[-1].start()
+        assert locked.wait(5)
+
+    yield hold
+    for thread in threads:
+        thread.join()
+
+
+def _lease_rows(ledger: Ledger) -> int:
+    with ledger.engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(processes)).scalar_one())
+
+
+def test_sqlite_leases_live_in_a_file_beside_the_ledger(sqlite_ledger: Ledger) -> None:
+    ledger_file = sqlite_ledger.engine.url.database
+    liveness = SqlLiveness(sqlite_ledger, ttl=5)
+    me = info()
+    liveness.register(me)  # creates the lease file and its table
+    assert str(liveness.engine.url.database) == f"{ledger_file}-leases"
+    assert Path(f"{ledger_file}-leases").is_file()
+    assert "ledger.db-leases" in repr(liveness)
+    assert _lease_rows(sqlite_ledger) == 0  # the ledger's own lease table is not used
+    other_process = SqlLiveness(sqlite_ledger.engine.url.render_as_string(), ttl=5)
+    assert other_process.alive([me.identity]) == {me.identity: True}
+    other_process.close()
+    liveness.close()
+
+
+def test_a_ledger_writer_does_not_hold_up_lease_writes(
+    sqlite_ledger: Ledger,
+    write_lock: HoldLock,
+) -> None:
+    liveness = SqlLiveness(sqlite_ledger, ttl=1)
+    me = info()
+    liveness.register(me)
+    write_lock(str(sqlite_ledger.engine.url.database), 2.0)
+    started = time.monotonic()
+    assert liveness.refresh(me) is True
+    assert liveness.alive([me.identity]) == {me.identity: True}
+    assert time.monotonic() - started < 1.0  # not the 2 s the ledger's writer holds its lock
+    liveness.close()
+
+
+def test_a_blocked_lease_store_is_not_trusted_for_one_ttl(
+    sqlite_ledger: Ledger,
+    write_lock: HoldLock,
+) -> None:
+    liveness = SqlLiveness(sqlite_ledger, ttl=1)
+    me = info()
+    liveness.register(me)
+    write_lock(str(liveness.engine.url.database), 1.5)  # past the TTL: the lease lapses
+    with pytest.raises(LivenessUnavailable, match="not trusted"):
+        liveness.remaining([me.identity])  # waited for the lock, then saw the lease lapsed
+    with pytest.raises(LivenessUnavailable, match="not trusted"):
+        liveness.alive([me.identity])
+    time.sleep(1.1)  # one TTL after the store took writes again, lapses are real again
+    assert liveness.alive([me.identity]) == {me.identity: False}
+    liveness.close()
+
+
+def test_in_memory_and_server_ledgers_keep_leases_in_their_own_database() -> None:
+    assert lease_url(make_url("sqlite://")) is None
+    assert lease_url(make_url("sqlite:///:memory:")) is None
+    assert lease_url(make_url("sqlite:///file:x?mode=memory&cache=shared&uri=true")) is None
+    assert lease_url(make_url("postgresql+psycopg://localhost/test")) is None
+    assert (
+        str(lease_url(make_url("sqlite:////var/lib/jobs.db")))
+        == "sqlite:////var/lib/jobs.db-leases"
+    )
+    with Ledger("sqlite://") as ledger:
+        ledger.migrate()
+        liveness = SqlLiveness(ledger, ttl=5)
+        me = info()
+        liveness.register(me)
+        assert liveness.engine is ledger.engine
+        assert _lease_rows(ledger) == 1
+
+
+def test_leases_can_be_put_elsewhere(sqlite_ledger: Ledger, tmp_path: Path) -> None:
+    elsewhere = f"sqlite:///{tmp_path / 'shared-leases.db'}"
+    liveness = SqlLiveness(sqlite_ledger, ttl=5, leases=elsewhere)
+    me = info()
+    liveness.register(me)
+    assert SqlLiveness(sqlite_ledger, ttl=5, leases=elsewhere).alive([me.identity])[me.identity]
+    assert not SqlLiveness(sqlite_ledger, ttl=5).alive([me.identity])[me.identity]
+    liveness.close()
+
+
+def test_postgres_lease_writes_pass_a_rebuilds_table_lock(postgres_url: str) -> None:
+    with Ledger(postgres_url) as ledger, ledger.engine.connect() as rebuild:
+        liveness = SqlLiveness(ledger, ttl=5)
+        assert liveness.engine is ledger.engine  # PostgreSQL locks rows: one database
+        rebuild.exec_driver_sql("LOCK TABLE jobledger_jobs IN SHARE ROW EXCLUSIVE MODE")
+        me = info()
+        done = threading.Event()
+
+        def register_and_refresh() -> None:
+            liveness.register(me)
+            liveness.refresh(me)
+            liveness.unregister(me.identity)
+            done.set()
+
+        writer = threading.Thread(target=register_and_refresh, daemon=True)
+        writer.start()
+        assert done.wait(5), "lease writes waited for the rebuild's lock"
+        rebuild.rollback()
