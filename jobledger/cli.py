@@ -17,11 +17,10 @@ from datetime import datetime, timezone
 from typing import Any, TextIO
 
 import click
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from . import audit, migrate, timeline
+from . import audit, migrate, terminal, timeline
 from .catchup import CatchUp, QueueStats
 from .database import DEFAULT_URL, mask
 from .demo import run_demo
@@ -84,7 +83,9 @@ def db_upgrade(settings: Settings) -> None:
     ledger = settings.ledger()
     try:
         ledger.migrate()
-        click.echo(f"{mask(settings.database_url)} is at revision {migrate.current(ledger.engine)}")
+        terminal.echo(
+            f"{mask(settings.database_url)} is at revision {migrate.current(ledger.engine)}"
+        )
     finally:
         ledger.close()
 
@@ -100,7 +101,7 @@ def db_current(settings: Settings, as_json: bool) -> None:
     if as_json:
         click.echo(_as_json({"current": revision, "head": head, "up_to_date": revision == head}))
     else:
-        click.echo(f"database: {revision or 'not migrated'}; newest: {head}")
+        terminal.echo(f"database: {revision or 'not migrated'}; newest: {head}")
     if revision != head:
         sys.exit(1)
 
@@ -121,12 +122,12 @@ def _json_default(value: Any) -> Any:
 
 
 def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
-    table = Table(title=title, show_lines=False)
+    table = Table(title=terminal.text(title), show_lines=False)
     for column in columns:
         table.add_column(column)
     for row in rows:
-        table.add_row(*("" if cell is None else str(cell) for cell in row))
-    Console().print(table)
+        table.add_row(*(terminal.text("" if cell is None else cell) for cell in row))
+    terminal.console().print(table)
 
 
 def _ago(moment: datetime | None) -> str:
@@ -155,11 +156,11 @@ def _pairs(values: tuple[str, ...], convert: Callable[[str], Any], what: str) ->
 
 
 def _log_to_stderr(debug: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.INFO,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        terminal.VisibleFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     )
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, handlers=[handler])
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
@@ -370,12 +371,13 @@ def recover(
         finally:
             liveness.close()
     for recovery in recovered:
-        click.echo(
-            _as_json(recovery)
-            if as_json
-            else f"{recovery.job_id}: abandoned ({recovery.reason}); "
-            f"{'requeued' if recovery.requeued else 'left abandoned'}"
-        )
+        if as_json:
+            click.echo(_as_json(recovery))
+        else:
+            terminal.echo(
+                f"{recovery.job_id}: abandoned ({recovery.reason}); "
+                f"{'requeued' if recovery.requeued else 'left abandoned'}"
+            )
     if not as_json:
         click.echo(f"{len(recovered)} jobs recovered", err=True)
 
@@ -397,7 +399,7 @@ def demo(settings: Settings) -> None:
 
 def _progress_bar() -> Progress:
     """A progress bar on stderr (if it is a terminal), so stdout stays clean for results."""
-    console = Console(stderr=True)
+    console = terminal.console(stderr=True)
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -455,7 +457,7 @@ def _report(report: audit.VerifyReport, as_json: bool, what: str) -> None:
         )
     else:
         for problem in report.problems:
-            click.echo(str(problem))
+            terminal.echo(problem)
         hidden = report.problem_count - len(report.problems)
         if hidden:
             click.echo(f"... and {hidden} more problems")
@@ -479,7 +481,7 @@ def history(settings: Settings, job_id: str, as_json: bool) -> None:
         return
     last = steps[-1]
     title = f"{job_id}: {last.state} after {len(steps)} events, attempt {last.attempt}"
-    Console().print(timeline.table(title, steps))
+    terminal.console().print(timeline.table(title, steps))
 
 
 @cli.command()
@@ -586,7 +588,7 @@ def queues(settings: Settings, as_json: bool) -> None:
         holdup = runner.holdup()
         stats = QueueStats.read(ledger)
     if holdup is not None:  # the figures are true as of the horizon; say what they leave out
-        click.echo(f"queues: not yet counted: {holdup}", err=True)
+        terminal.echo(f"queues: not yet counted: {holdup}", err=True)
     if as_json:
         for stat in stats:
             click.echo(_as_json({**asdict(stat), "mean_run_seconds": stat.mean_run_seconds}))
@@ -618,8 +620,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except LedgerError as exc:
         if debug:
-            traceback.print_exc()
-        click.echo(f"error: {exc}", err=True)
+            for line in traceback.format_exc().splitlines():
+                terminal.echo(line, err=True)
+        terminal.echo(f"error: {exc}", err=True)
         sys.exit(1)
 
 
