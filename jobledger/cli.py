@@ -14,19 +14,20 @@ import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, is_dataclass
 from datetime import datetime, timezone
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from . import audit, migrate, terminal, timeline
+from . import audit, bounds, migrate, terminal, timeline
 from .catchup import CatchUp, QueueStats
 from .database import DEFAULT_URL, mask
 from .demo import run_demo
-from .errors import LedgerError
+from .errors import ConfigurationError, LedgerError
 from .identity import new_identity
 from .ledger import Ledger
+from .lifecycle import State
 from .liveness import DEFAULT_TTL, Liveness, liveness_for
 from .policy import RecoveryPolicy
 from .records import JobStatus
@@ -141,18 +142,57 @@ def _ago(moment: datetime | None) -> str:
     return f"{seconds / 3600:.1f}h"
 
 
-def _pairs(values: tuple[str, ...], convert: Callable[[str], Any], what: str) -> dict[str, Any]:
-    """``queue=value`` options as a mapping."""
-    parsed = {}
-    for item in values:
-        queue, sep, raw = item.partition("=")
-        if not sep or not queue:
-            raise click.BadParameter(f"expected QUEUE=VALUE, got {item!r}", param_hint=what)
+class Seconds(click.types.FloatParamType):
+    """A duration option: finite, above zero (or zero), at most a year (``bounds.seconds``).
+
+    Click's own ``FloatRange`` lets ``nan`` and ``inf`` through, which then
+    break a projector only at its first orphan.
+    """
+
+    name = "seconds"
+
+    def __init__(self, zero: bool = False) -> None:
+        self.zero = zero
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
         try:
-            parsed[queue] = convert(raw)
-        except ValueError:
-            raise click.BadParameter(f"bad value in {item!r}", param_hint=what) from None
-    return parsed
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        try:
+            return bounds.seconds(number, "the value", zero=self.zero)
+        except ConfigurationError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+if TYPE_CHECKING:  # click >= 8.4 types a parameter type by what it converts to
+    _PerQueueBase = click.ParamType[tuple[str, Any]]
+else:
+    _PerQueueBase = click.ParamType
+
+
+class PerQueue(_PerQueueBase):
+    """A ``QUEUE=VALUE`` option, the value converted and checked by ``value_type``."""
+
+    name = "queue=value"
+
+    def __init__(self, value_type: click.ParamType[Any]) -> None:
+        self.value_type = value_type
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> tuple[str, Any]:
+        if isinstance(value, tuple):  # already converted
+            return value
+        queue, sep, raw = str(value).partition("=")
+        if not sep or not queue:
+            self.fail(f"expected QUEUE=VALUE, got {value!r}", param, ctx)
+        try:
+            return queue, self.value_type.convert(raw, param, ctx)
+        except click.BadParameter as exc:
+            self.fail(f"{value!r}: {exc.message}", param, ctx)
 
 
 def _log_to_stderr(debug: bool) -> None:
@@ -230,9 +270,17 @@ def _operator_moves(
 
 
 @cli.command()
-@click.option("--state", default=None, help="Only jobs in this state.")
+@click.option(
+    "--state", type=click.Choice([state.value for state in State]), help="Only jobs in this state."
+)
 @click.option("--queue", default=None, help="Only jobs of this queue.")
-@click.option("--limit", default=100, show_default=True, help="At most this many (0: all).")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=100,
+    show_default=True,
+    help="At most this many (0: all).",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @pass_settings
 def jobs(
@@ -240,10 +288,7 @@ def jobs(
 ) -> None:
     """List jobs from the status projection."""
     with settings.ledger() as ledger:
-        try:
-            found = list(itertools.islice(ledger.jobs(state=state, queue=queue), limit or None))
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--state") from None
+        found = list(itertools.islice(ledger.jobs(state=state, queue=queue), limit or None))
     if as_json:
         for status in found:
             click.echo(_as_json(status))
@@ -301,34 +346,46 @@ def processes(settings: Settings, as_json: bool) -> None:
 
 @cli.command()
 @click.option("--once", is_flag=True, help="One sweep, then exit.")
-@click.option("--interval", default=1.0, show_default=True, help="Seconds between sweeps.")
+@click.option(
+    "--interval", type=Seconds(), default=1.0, show_default=True, help="Seconds between sweeps."
+)
 @click.option(
     "--ttl",
+    type=Seconds(),
     default=DEFAULT_TTL,
     show_default=True,
     envvar="JOBLEDGER_TTL",
     help="Liveness TTL the workers use, in seconds (env JOBLEDGER_TTL).",
 )
 @click.option(
-    "--grace", default=None, type=float, help="Minimum claim age before abandoning [default: TTL]."
+    "--grace",
+    type=Seconds(zero=True),
+    default=None,
+    help="Minimum claim age before abandoning [default: TTL].",
 )
 @click.option(
     "--max-attempts",
+    type=click.IntRange(min=1),
     default=3,
     show_default=True,
     help="Requeue abandoned jobs up to this many attempts.",
 )
 @click.option(
-    "--queue-max-attempts", multiple=True, metavar="QUEUE=N", help="Per-queue attempt cap."
+    "--queue-max-attempts",
+    type=PerQueue(click.IntRange(min=1)),
+    multiple=True,
+    metavar="QUEUE=N",
+    help="Per-queue attempt cap.",
 )
 @click.option(
     "--heartbeat-timeout",
     default=None,
-    type=float,
+    type=Seconds(),
     help="Abandon jobs of live processes silent this long.",
 )
 @click.option(
     "--queue-heartbeat-timeout",
+    type=PerQueue(Seconds()),
     multiple=True,
     metavar="QUEUE=SECONDS",
     help="Per-queue heartbeat timeout.",
@@ -342,9 +399,9 @@ def recover(
     ttl: float,
     grace: float | None,
     max_attempts: int,
-    queue_max_attempts: tuple[str, ...],
+    queue_max_attempts: tuple[tuple[str, int], ...],
     heartbeat_timeout: float | None,
-    queue_heartbeat_timeout: tuple[str, ...],
+    queue_heartbeat_timeout: tuple[tuple[str, float], ...],
     as_json: bool,
 ) -> None:
     """Abandon (and requeue by policy) the jobs of processes that are no longer alive.
@@ -354,11 +411,9 @@ def recover(
     _log_to_stderr(settings.debug)
     policy = RecoveryPolicy(
         max_attempts=max_attempts,
-        max_attempts_by_queue=_pairs(queue_max_attempts, int, "--queue-max-attempts"),
+        max_attempts_by_queue=dict(queue_max_attempts),
         heartbeat_timeout=heartbeat_timeout,
-        heartbeat_timeout_by_queue=_pairs(
-            queue_heartbeat_timeout, float, "--queue-heartbeat-timeout"
-        ),
+        heartbeat_timeout_by_queue=dict(queue_heartbeat_timeout),
     )
     with settings.ledger() as ledger:
         liveness = settings.liveness(ledger, ttl)

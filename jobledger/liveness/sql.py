@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, delete, insert, select, update
 
+from .. import bounds
 from ..database import engine_for, mask, translated_errors
-from ..errors import ConfigurationError, DatabaseUnavailable, LivenessUnavailable
+from ..errors import DatabaseUnavailable, LivenessUnavailable
 from ..schema import processes
 from ..store import database_clock
 from .base import Incarnation, ProcessInfo
@@ -33,9 +34,7 @@ class SqlLiveness:
     """Process liveness kept in the ``jobledger_processes`` table."""
 
     def __init__(self, ledger_or_engine: Ledger | Engine | str, ttl: float = 15.0) -> None:
-        if ttl <= 0:
-            raise ConfigurationError(f"ttl must be positive, not {ttl!r}")
-        self.ttl = float(ttl)
+        self.ttl = bounds.seconds(ttl, "ttl")
         if isinstance(ledger_or_engine, (Engine, str)):
             self.engine = engine_for(ledger_or_engine)
         else:
