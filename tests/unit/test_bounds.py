@@ -8,7 +8,14 @@ from typing import Any
 
 import pytest
 
-from jobledger import Ledger, RecoveryPolicy, RecoveryProjector, RedisLiveness, SqlLiveness
+from jobledger import (
+    Ledger,
+    RecoveryPolicy,
+    RecoveryProjector,
+    RedisLiveness,
+    SqlLiveness,
+    Worker,
+)
 from jobledger.bounds import MAX_SECONDS, count, seconds
 from jobledger.errors import ConfigurationError
 
@@ -46,6 +53,9 @@ def test_a_count_is_an_integer_of_at_least_one(value: Any) -> None:
         lambda: SqlLiveness("sqlite://", ttl=math.nan),
         lambda: SqlLiveness("sqlite://", ttl=math.inf),
         lambda: RedisLiveness("redis://127.0.0.1:1/0", ttl=math.nan),
+        lambda: Worker(Ledger("sqlite://"), SqlLiveness("sqlite://", ttl=1), grace=math.nan),
+        lambda: Worker(Ledger("sqlite://"), SqlLiveness("sqlite://", ttl=1), grace=-1),
+        lambda: Worker(Ledger("sqlite://"), SqlLiveness("sqlite://", ttl=1), stop_timeout=math.inf),
     ],
 )
 def test_constructors_refuse_what_would_fail_later(make: Callable[[], object]) -> None:
