@@ -14,20 +14,20 @@ import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, is_dataclass
 from datetime import datetime, timezone
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import click
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from . import audit, migrate, timeline
+from . import audit, bounds, migrate, terminal, timeline
 from .catchup import CatchUp, QueueStats
 from .database import DEFAULT_URL, mask
 from .demo import run_demo
-from .errors import LedgerError
+from .errors import ConfigurationError, LedgerError
 from .identity import new_identity
 from .ledger import Ledger
+from .lifecycle import State
 from .liveness import DEFAULT_TTL, Liveness, liveness_for
 from .policy import RecoveryPolicy
 from .records import JobStatus
@@ -84,7 +84,9 @@ def db_upgrade(settings: Settings) -> None:
     ledger = settings.ledger()
     try:
         ledger.migrate()
-        click.echo(f"{mask(settings.database_url)} is at revision {migrate.current(ledger.engine)}")
+        terminal.echo(
+            f"{mask(settings.database_url)} is at revision {migrate.current(ledger.engine)}"
+        )
     finally:
         ledger.close()
 
@@ -100,7 +102,7 @@ def db_current(settings: Settings, as_json: bool) -> None:
     if as_json:
         click.echo(_as_json({"current": revision, "head": head, "up_to_date": revision == head}))
     else:
-        click.echo(f"database: {revision or 'not migrated'}; newest: {head}")
+        terminal.echo(f"database: {revision or 'not migrated'}; newest: {head}")
     if revision != head:
         sys.exit(1)
 
@@ -121,12 +123,12 @@ def _json_default(value: Any) -> Any:
 
 
 def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
-    table = Table(title=title, show_lines=False)
+    table = Table(title=terminal.text(title), show_lines=False)
     for column in columns:
         table.add_column(column)
     for row in rows:
-        table.add_row(*("" if cell is None else str(cell) for cell in row))
-    Console().print(table)
+        table.add_row(*(terminal.text("" if cell is None else cell) for cell in row))
+    terminal.console().print(table)
 
 
 def _ago(moment: datetime | None) -> str:
@@ -140,26 +142,65 @@ def _ago(moment: datetime | None) -> str:
     return f"{seconds / 3600:.1f}h"
 
 
-def _pairs(values: tuple[str, ...], convert: Callable[[str], Any], what: str) -> dict[str, Any]:
-    """``queue=value`` options as a mapping."""
-    parsed = {}
-    for item in values:
-        queue, sep, raw = item.partition("=")
-        if not sep or not queue:
-            raise click.BadParameter(f"expected QUEUE=VALUE, got {item!r}", param_hint=what)
+class Seconds(click.types.FloatParamType):
+    """A duration option: finite, above zero (or zero), at most a year (``bounds.seconds``).
+
+    Click's own ``FloatRange`` lets ``nan`` and ``inf`` through, which then
+    break a projector only at its first orphan.
+    """
+
+    name = "seconds"
+
+    def __init__(self, zero: bool = False) -> None:
+        self.zero = zero
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
         try:
-            parsed[queue] = convert(raw)
-        except ValueError:
-            raise click.BadParameter(f"bad value in {item!r}", param_hint=what) from None
-    return parsed
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        try:
+            return bounds.seconds(number, "the value", zero=self.zero)
+        except ConfigurationError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+if TYPE_CHECKING:  # click >= 8.4 types a parameter type by what it converts to
+    _PerQueueBase = click.ParamType[tuple[str, Any]]
+else:
+    _PerQueueBase = click.ParamType
+
+
+class PerQueue(_PerQueueBase):
+    """A ``QUEUE=VALUE`` option, the value converted and checked by ``value_type``."""
+
+    name = "queue=value"
+
+    def __init__(self, value_type: click.ParamType[Any]) -> None:
+        self.value_type = value_type
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> tuple[str, Any]:
+        if isinstance(value, tuple):  # already converted
+            return value
+        queue, sep, raw = str(value).partition("=")
+        if not sep or not queue:
+            self.fail(f"expected QUEUE=VALUE, got {value!r}", param, ctx)
+        try:
+            return queue, self.value_type.convert(raw, param, ctx)
+        except click.BadParameter as exc:
+            self.fail(f"{value!r}: {exc.message}", param, ctx)
 
 
 def _log_to_stderr(debug: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.INFO,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        terminal.VisibleFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     )
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, handlers=[handler])
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
@@ -229,9 +270,17 @@ def _operator_moves(
 
 
 @cli.command()
-@click.option("--state", default=None, help="Only jobs in this state.")
+@click.option(
+    "--state", type=click.Choice([state.value for state in State]), help="Only jobs in this state."
+)
 @click.option("--queue", default=None, help="Only jobs of this queue.")
-@click.option("--limit", default=100, show_default=True, help="At most this many (0: all).")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=100,
+    show_default=True,
+    help="At most this many (0: all).",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @pass_settings
 def jobs(
@@ -239,10 +288,7 @@ def jobs(
 ) -> None:
     """List jobs from the status projection."""
     with settings.ledger() as ledger:
-        try:
-            found = list(itertools.islice(ledger.jobs(state=state, queue=queue), limit or None))
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--state") from None
+        found = list(itertools.islice(ledger.jobs(state=state, queue=queue), limit or None))
     if as_json:
         for status in found:
             click.echo(_as_json(status))
@@ -300,34 +346,46 @@ def processes(settings: Settings, as_json: bool) -> None:
 
 @cli.command()
 @click.option("--once", is_flag=True, help="One sweep, then exit.")
-@click.option("--interval", default=1.0, show_default=True, help="Seconds between sweeps.")
+@click.option(
+    "--interval", type=Seconds(), default=1.0, show_default=True, help="Seconds between sweeps."
+)
 @click.option(
     "--ttl",
+    type=Seconds(),
     default=DEFAULT_TTL,
     show_default=True,
     envvar="JOBLEDGER_TTL",
     help="Liveness TTL the workers use, in seconds (env JOBLEDGER_TTL).",
 )
 @click.option(
-    "--grace", default=None, type=float, help="Minimum claim age before abandoning [default: TTL]."
+    "--grace",
+    type=Seconds(zero=True),
+    default=None,
+    help="Minimum claim age before abandoning [default: TTL].",
 )
 @click.option(
     "--max-attempts",
+    type=click.IntRange(min=1),
     default=3,
     show_default=True,
     help="Requeue abandoned jobs up to this many attempts.",
 )
 @click.option(
-    "--queue-max-attempts", multiple=True, metavar="QUEUE=N", help="Per-queue attempt cap."
+    "--queue-max-attempts",
+    type=PerQueue(click.IntRange(min=1)),
+    multiple=True,
+    metavar="QUEUE=N",
+    help="Per-queue attempt cap.",
 )
 @click.option(
     "--heartbeat-timeout",
     default=None,
-    type=float,
+    type=Seconds(),
     help="Abandon jobs of live processes silent this long.",
 )
 @click.option(
     "--queue-heartbeat-timeout",
+    type=PerQueue(Seconds()),
     multiple=True,
     metavar="QUEUE=SECONDS",
     help="Per-queue heartbeat timeout.",
@@ -341,9 +399,9 @@ def recover(
     ttl: float,
     grace: float | None,
     max_attempts: int,
-    queue_max_attempts: tuple[str, ...],
+    queue_max_attempts: tuple[tuple[str, int], ...],
     heartbeat_timeout: float | None,
-    queue_heartbeat_timeout: tuple[str, ...],
+    queue_heartbeat_timeout: tuple[tuple[str, float], ...],
     as_json: bool,
 ) -> None:
     """Abandon (and requeue by policy) the jobs of processes that are no longer alive.
@@ -353,11 +411,9 @@ def recover(
     _log_to_stderr(settings.debug)
     policy = RecoveryPolicy(
         max_attempts=max_attempts,
-        max_attempts_by_queue=_pairs(queue_max_attempts, int, "--queue-max-attempts"),
+        max_attempts_by_queue=dict(queue_max_attempts),
         heartbeat_timeout=heartbeat_timeout,
-        heartbeat_timeout_by_queue=_pairs(
-            queue_heartbeat_timeout, float, "--queue-heartbeat-timeout"
-        ),
+        heartbeat_timeout_by_queue=dict(queue_heartbeat_timeout),
     )
     with settings.ledger() as ledger:
         liveness = settings.liveness(ledger, ttl)
@@ -370,12 +426,13 @@ def recover(
         finally:
             liveness.close()
     for recovery in recovered:
-        click.echo(
-            _as_json(recovery)
-            if as_json
-            else f"{recovery.job_id}: abandoned ({recovery.reason}); "
-            f"{'requeued' if recovery.requeued else 'left abandoned'}"
-        )
+        if as_json:
+            click.echo(_as_json(recovery))
+        else:
+            terminal.echo(
+                f"{recovery.job_id}: abandoned ({recovery.reason}); "
+                f"{'requeued' if recovery.requeued else 'left abandoned'}"
+            )
     if not as_json:
         click.echo(f"{len(recovered)} jobs recovered", err=True)
 
@@ -397,7 +454,7 @@ def demo(settings: Settings) -> None:
 
 def _progress_bar() -> Progress:
     """A progress bar on stderr (if it is a terminal), so stdout stays clean for results."""
-    console = Console(stderr=True)
+    console = terminal.console(stderr=True)
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -455,7 +512,7 @@ def _report(report: audit.VerifyReport, as_json: bool, what: str) -> None:
         )
     else:
         for problem in report.problems:
-            click.echo(str(problem))
+            terminal.echo(problem)
         hidden = report.problem_count - len(report.problems)
         if hidden:
             click.echo(f"... and {hidden} more problems")
@@ -479,7 +536,7 @@ def history(settings: Settings, job_id: str, as_json: bool) -> None:
         return
     last = steps[-1]
     title = f"{job_id}: {last.state} after {len(steps)} events, attempt {last.attempt}"
-    Console().print(timeline.table(title, steps))
+    terminal.console().print(timeline.table(title, steps))
 
 
 @cli.command()
@@ -586,7 +643,7 @@ def queues(settings: Settings, as_json: bool) -> None:
         holdup = runner.holdup()
         stats = QueueStats.read(ledger)
     if holdup is not None:  # the figures are true as of the horizon; say what they leave out
-        click.echo(f"queues: not yet counted: {holdup}", err=True)
+        terminal.echo(f"queues: not yet counted: {holdup}", err=True)
     if as_json:
         for stat in stats:
             click.echo(_as_json({**asdict(stat), "mean_run_seconds": stat.mean_run_seconds}))
@@ -618,8 +675,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except LedgerError as exc:
         if debug:
-            traceback.print_exc()
-        click.echo(f"error: {exc}", err=True)
+            for line in traceback.format_exc().splitlines():
+                terminal.echo(line, err=True)
+        terminal.echo(f"error: {exc}", err=True)
         sys.exit(1)
 
 

@@ -14,7 +14,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import NullPool, PoolProxiedConnection, StaticPool
 
-from .errors import ConfigurationError, DatabaseUnavailable, SchemaMissing
+from .errors import ConfigurationError, DatabaseUnavailable, InvalidPayload, SchemaMissing
 
 DEFAULT_URL = "sqlite:///jobledger.db"
 #: How long a SQLite writer waits for another process's write lock before giving up.
@@ -22,6 +22,11 @@ SQLITE_BUSY_TIMEOUT = 30.0
 
 # SQLSTATEs meaning "the schema is not there (yet)": undefined table / column.
 _MISSING_SCHEMA_SQLSTATES = {"42P01", "42703"}
+# SQLSTATE class "program limit exceeded" (a JSONB string over 256 MiB, say) and SQLite's
+# SQLITE_TOOBIG: a value over the server's limits. Only the event data of our
+# statements can grow that large, so this is a refused payload, never an outage.
+_TOO_LARGE_SQLSTATE_CLASS = "54"
+_TOO_LARGE_SQLITE_ERROR = "SQLITE_TOOBIG"
 
 
 def parse_url(url: str | URL) -> URL:
@@ -159,6 +164,10 @@ def translate(exc: sa_exc.DBAPIError, engine: Engine) -> Exception:
         )
     if "connection option" in text or "invalid dsn" in text:
         return ConfigurationError(f"cannot use database URL {where}: {text}")
+    if (sqlstate or "").startswith(_TOO_LARGE_SQLSTATE_CLASS) or (
+        getattr(exc.orig, "sqlite_errorname", None) == _TOO_LARGE_SQLITE_ERROR
+    ):
+        return InvalidPayload(f"event data too large for database {where}: {text}")
     if exc.connection_invalidated or isinstance(
         exc, (sa_exc.OperationalError, sa_exc.InterfaceError)
     ):

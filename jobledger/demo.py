@@ -21,8 +21,10 @@ from collections import Counter
 from pathlib import Path
 
 from rich.console import Console
+from rich.text import Text
 from sqlalchemy import func, select
 
+from . import terminal
 from .errors import LedgerError
 from .ledger import Ledger
 from .liveness import RedisLiveness, liveness_for
@@ -116,24 +118,26 @@ class _Tail(threading.Thread):
             if event.type == "heartbeat":
                 continue
             who = self.names.get(event.process or "", event.process or "producer")
-            style = STYLE.get(event.type, "")
-            line = f"{event.recorded_at:%H:%M:%S.%f}"[:-3] + f"  {event.job_id:<8} "
+            moment = f"{event.recorded_at:%H:%M:%S.%f}"[:-3]
             self.console.print(
-                line + f"[{style}]{event.type:<10}[/{style}] by {who}"
-                if style
-                else line + f"{event.type:<10} by {who}",
-                highlight=False,
+                Text.assemble(
+                    terminal.text(f"{moment}  {event.job_id:<8} "),
+                    terminal.text(f"{event.type:<10}", STYLE.get(event.type, "")),
+                    terminal.text(f" by {who}"),
+                )
             )
 
 
 def run_demo(redis_url: str | None = None, console: Console | None = None) -> int:
     """Run the demo; 0 if every job completed and the ledger verifies, else 1."""
-    console = console or Console()
+    console = console or terminal.console()
     folder = Path(tempfile.mkdtemp(prefix="jobledger-demo-"))
     url = f"sqlite:///{folder / 'demo.db'}"
-    console.rule("[bold]jobledger demo")
+    console.rule(terminal.text("jobledger demo", "bold"))
     console.print(
-        f"ledger: {url}; liveness: {'Redis' if redis_url else 'SQL leases'} (TTL {TTL:.0f}s)"
+        terminal.text(
+            f"ledger: {url}; liveness: {'Redis' if redis_url else 'SQL leases'} (TTL {TTL:.0f}s)"
+        )
     )
     ledger = Ledger(url)
     ledger.migrate()
@@ -210,7 +214,9 @@ def _kill_one_mid_job(
     held = [s.job_id for s in ledger.jobs(claimed_by=victim)]
     workers[victim].send_signal(signal.SIGKILL)
     console.print(
-        f"[bold red]>>> SIGKILL {names[victim]} ({victim}) while it holds {', '.join(held)}[/]"
+        terminal.text(
+            f">>> SIGKILL {names[victim]} ({victim}) while it holds {', '.join(held)}", "bold red"
+        )
     )
     return victim
 
@@ -232,20 +238,22 @@ def _report(
 ) -> int:
     recovered = sorted({e.job_id for e in events_after(ledger, 0) if e.type == "abandoned"})
     if recovered:
-        console.rule(f"timeline of {recovered[0]}, orphaned by {names[victim]}")
+        console.rule(terminal.text(f"timeline of {recovered[0]}, orphaned by {names[victim]}"))
         history = ledger.history(recovered[0])
         start = history[0].recorded_at
         for event in history:
             offset = (event.recorded_at - start).total_seconds()
             who = names.get(event.process or "", event.process or "producer")
             console.print(
-                f"  +{offset:6.2f}s  v{event.version:<3} {event.type:<10} {who}", highlight=False
+                terminal.text(f"  +{offset:6.2f}s  v{event.version:<3} {event.type:<10} {who}")
             )
     states = Counter(s.state for s in ledger.jobs())
     report = ledger.verify()
     console.rule("result")
     console.print(
-        f"jobs by state: {dict(states)}; abandoned and requeued by recovery: {len(recovered)}"
+        terminal.text(
+            f"jobs by state: {dict(states)}; abandoned and requeued by recovery: {len(recovered)}"
+        )
     )
     if report.ok:
         console.print(
@@ -255,9 +263,10 @@ def _report(
     else:
         console.print(f"verify: {report.problem_count} problems")
         for problem in report.problems[:10]:
-            console.print(f"  {problem}")
+            console.print(terminal.text(f"  {problem}"))
     ok = states.get("completed", 0) == JOBS and report.ok and bool(recovered)
-    console.print("[bold green]demo passed[/]" if ok else "[bold red]demo failed[/]")
+    verdict = ("demo passed", "bold green") if ok else ("demo failed", "bold red")
+    console.print(terminal.text(*verdict))
     ledger.close()
     return 0 if ok else 1
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from . import bounds
+
 
 @dataclass(frozen=True)
 class RecoveryPolicy:
@@ -28,12 +30,14 @@ class RecoveryPolicy:
     heartbeat_timeout_by_queue: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        attempts = [self.max_attempts, *self.max_attempts_by_queue.values()]
-        timeouts = [self.heartbeat_timeout, *self.heartbeat_timeout_by_queue.values()]
-        if any(a < 1 for a in attempts):
-            raise ValueError("max_attempts must be at least 1")
-        if any(t is not None and t <= 0 for t in timeouts):
-            raise ValueError("heartbeat timeouts must be positive")
+        """``ConfigurationError`` for a cap below 1 or a timeout that is not a positive duration."""
+        bounds.count(self.max_attempts, "max_attempts")
+        for queue, cap in self.max_attempts_by_queue.items():
+            bounds.count(cap, f"max_attempts of queue {queue!r}")
+        if self.heartbeat_timeout is not None:
+            bounds.seconds(self.heartbeat_timeout, "heartbeat_timeout")
+        for queue, timeout in self.heartbeat_timeout_by_queue.items():
+            bounds.seconds(timeout, f"heartbeat_timeout of queue {queue!r}")
 
     def attempts_for(self, queue: str) -> int:
         return self.max_attempts_by_queue.get(queue, self.max_attempts)

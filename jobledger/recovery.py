@@ -28,7 +28,7 @@ from typing import Any
 
 from sqlalchemy import Row, func, select
 
-from . import signals
+from . import bounds, signals
 from .database import translated_errors
 from .errors import DatabaseUnavailable, LivenessUnavailable, StaleClaim
 from .identity import new_identity
@@ -98,8 +98,9 @@ class RecoveryProjector:
         mass_death_minimum: int = 3,
         identity: str | None = None,
     ) -> None:
-        if interval <= 0 or (grace is not None and grace < 0):
-            raise ValueError("interval must be positive and grace non-negative")
+        bounds.seconds(interval, "interval")
+        if grace is not None:
+            bounds.seconds(grace, "grace", zero=True)
         if not 0 < mass_death_share <= 1 or mass_death_minimum < 1:
             raise ValueError("mass_death_share must be in (0, 1] and mass_death_minimum >= 1")
         self.ledger = ledger

@@ -15,6 +15,7 @@ from typing import Any
 from rich.box import SIMPLE_HEAD
 from rich.table import Table
 
+from . import terminal
 from .encoding import canonical_json, canonical_time
 from .lifecycle import EventType
 from .projection import Draft, advance
@@ -103,11 +104,14 @@ def duration(elapsed: timedelta | None) -> str:
 def table(title: str, timeline: Sequence[Step]) -> Table:
     """A rich table: time, time since the previous step, event, actor, attempt, token, data.
 
+    Every cell and the title are plain text (see :mod:`jobledger.terminal`).
+
     Times are UTC; the title carries the first event's date and later rows show
     their date only when it differs, so the table fits a narrow terminal.
     """
     first_day = timeline[0].event.recorded_at.date() if timeline else None
-    view = Table(title=f"{title} ({first_day} UTC)" if first_day else title, box=SIMPLE_HEAD)
+    shown_title = f"{title} ({first_day} UTC)" if first_day else title
+    view = Table(title=terminal.text(shown_title), box=SIMPLE_HEAD)
     view.add_column("time", no_wrap=True)
     view.add_column("after", justify="right", no_wrap=True)
     view.add_column("event", no_wrap=True)
@@ -118,7 +122,7 @@ def table(title: str, timeline: Sequence[Step]) -> Table:
     for step in timeline:
         moment = step.event.recorded_at
         shown = "%H:%M:%S.%f" if moment.date() == first_day else "%m-%d %H:%M:%S.%f"
-        view.add_row(
+        cells = (
             moment.strftime(shown)[:-3],
             duration(step.elapsed),
             step.event.type,
@@ -127,4 +131,5 @@ def table(title: str, timeline: Sequence[Step]) -> Table:
             "" if step.token is None else str(step.token),
             canonical_json(step.event.data),
         )
+        view.add_row(*(terminal.text(cell) for cell in cells))
     return view

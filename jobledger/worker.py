@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from types import FrameType
 from typing import Any, TypeVar
 
-from . import signals
+from . import bounds, signals
 from .errors import (
     AlreadyClaimed,
     AttemptsExhausted,
@@ -70,12 +70,13 @@ class Worker:
         self.ledger = ledger
         self.liveness = liveness
         self.policy = policy or RecoveryPolicy()
-        self.grace = liveness.ttl if grace is None else grace
+        # A NaN grace would make every claim look old enough to take over.
+        self.grace = liveness.ttl if grace is None else bounds.seconds(grace, "grace", zero=True)
         self.identity = identity or new_identity()
         parsed = parse(self.identity)
         self.host, self.pid = parsed.host, parsed.pid
         self.started_at = datetime.now(timezone.utc)  # shown to operators, never compared
-        self.stop_timeout = stop_timeout
+        self.stop_timeout = bounds.seconds(stop_timeout, "stop_timeout", zero=True)
         self._handle_signals = handle_signals
         self._held: dict[str, Claim] = {}
         self._lock = threading.Lock()

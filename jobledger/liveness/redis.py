@@ -17,6 +17,7 @@ from typing import Any
 
 import redis
 
+from .. import bounds
 from ..database import mask
 from ..errors import ConfigurationError, LivenessUnavailable
 from .base import Incarnation, ProcessInfo
@@ -49,8 +50,7 @@ class RedisLiveness:
         *,
         socket_timeout: float = 2.0,
     ) -> None:
-        if ttl <= 0:
-            raise ConfigurationError(f"ttl must be positive, not {ttl!r}")
+        bounds.seconds(ttl, "ttl")
         if not prefix or any(c in prefix for c in "{}"):
             raise ConfigurationError(f"prefix must be non-empty and without braces: {prefix!r}")
         self.ttl = float(ttl)

@@ -33,8 +33,9 @@ from sqlalchemy import Connection, Engine, delete, event, insert, select, update
 from sqlalchemy.engine import URL
 from sqlalchemy.schema import CreateIndex, CreateTable
 
+from .. import bounds
 from ..database import engine_for, mask, translated_errors
-from ..errors import ConfigurationError, DatabaseUnavailable, LivenessUnavailable
+from ..errors import DatabaseUnavailable, LivenessUnavailable
 from ..schema import processes
 from ..store import database_clock
 from .base import Incarnation, ProcessInfo
@@ -96,9 +97,7 @@ class SqlLiveness:
         *,
         leases: Engine | str | None = None,
     ) -> None:
-        if ttl <= 0:
-            raise ConfigurationError(f"ttl must be positive, not {ttl!r}")
-        self.ttl = float(ttl)
+        self.ttl = bounds.seconds(ttl, "ttl")
         if isinstance(ledger_or_engine, (Engine, str)):
             ledger_engine = engine_for(ledger_or_engine)
         else:

@@ -113,7 +113,7 @@ def test_operators_requeue_and_cancel(url: str) -> None:
     [
         (["status", "nope"], "does not exist"),
         (["enqueue", "dup", "dup"], "already exists"),
-        (["jobs", "--state", "running"], "unknown state"),
+        (["jobs", "--state", "running"], "'running' is not one of 'enqueued'"),
         (["enqueue", "j", "--data", "{not json"], "not JSON"),
     ],
 )

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import shutil
+import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from jobledger import Ledger
 from jobledger.database import engine_for, mask
-from jobledger.errors import ConfigurationError, DatabaseUnavailable, SchemaMissing
+from jobledger.errors import (
+    ConfigurationError,
+    DatabaseUnavailable,
+    InvalidPayload,
+    SchemaMissing,
+    UnknownJob,
+)
 from jobledger.identity import new_identity
 from jobledger.testing import free_port, scratch_database
 
@@ -72,3 +81,46 @@ def test_bad_urls(url: str) -> None:
 def test_mask_hides_passwords() -> None:
     assert mask("postgresql://me:secret@db/x") == "postgresql://me:***@db/x"
     assert "secret" not in mask("not a url://me:secret@db")
+
+
+# -- values over the database's limits are refused payloads, not outages ------------------
+
+
+@pytest.fixture
+def small_sqlite(tmp_path: Path, sqlite_template: Path) -> Iterator[Ledger]:
+    """A SQLite ledger whose connections refuse strings over 10,000 bytes (SQLITE_TOOBIG)."""
+    if not hasattr(sqlite3.Connection, "setlimit"):  # Python < 3.11
+        pytest.skip("sqlite3.Connection.setlimit needs Python 3.11")
+    shutil.copy(sqlite_template, tmp_path / "small.db")
+    engine = engine_for(f"sqlite:///{tmp_path / 'small.db'}")
+    event.listen(
+        engine, "connect", lambda conn, _: conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 10_000)
+    )
+    with Ledger(engine, heartbeat_interval=0) as ledger:
+        yield ledger
+    engine.dispose()
+
+
+def test_data_too_large_for_sqlite_is_an_invalid_payload(small_sqlite: Ledger) -> None:
+    big = {"blob": "x" * 20_000}
+    with pytest.raises(InvalidPayload, match="too large for database"):
+        small_sqlite.enqueue("big", data=big)
+    with pytest.raises(InvalidPayload, match="too large for database"):
+        small_sqlite.enqueue_many([("big", big)])
+    with pytest.raises(UnknownJob):
+        small_sqlite.status("big")  # nothing was written
+    claim = small_sqlite.claim(small_sqlite.enqueue("small").job_id, new_identity())
+    with pytest.raises(InvalidPayload, match="too large for database"):
+        small_sqlite.fail(claim, error="E" * 20_000)
+    assert small_sqlite.status("small").state == "claimed"
+
+
+@pytest.mark.slow
+def test_data_too_large_for_jsonb_is_an_invalid_payload(postgres_url: str) -> None:
+    """A JSONB string holds at most 268,435,455 bytes: the smallest payload over a limit."""
+    with Ledger(postgres_url) as ledger:
+        with pytest.raises(InvalidPayload, match="too large for database") as caught:
+            ledger.enqueue("too-big", data={"blob": "x" * 2**28})
+        assert "unavailable" not in str(caught.value)
+        with pytest.raises(UnknownJob):
+            ledger.status("too-big")

@@ -67,7 +67,7 @@ def test_durations_read_naturally(seconds: float, text: str) -> None:
 
 def test_the_table_shows_the_date_once_and_again_when_it_changes() -> None:
     view = table("job", steps(HISTORY))
-    assert view.title == "job (2026-11-26 UTC)"
-    times = list(view.columns[0].cells)
+    assert str(view.title) == "job (2026-11-26 UTC)"
+    times = [str(cell) for cell in view.columns[0].cells]
     assert times[0] == "23:59:59.000"
     assert times[-1].startswith("11-27 ")

@@ -1,0 +1,81 @@
+"""Bad option values are refused at start, by name; each error blames its real culprit."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from .test_cli_operations import run
+
+
+@pytest.fixture
+def url(tmp_path: Path, sqlite_template: Path) -> str:
+    shutil.copy(sqlite_template, tmp_path / "cli.db")
+    return f"sqlite:///{tmp_path / 'cli.db'}"
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["--grace", "nan"], "--grace"),
+        (["--grace", "-1"], "--grace"),
+        (["--grace", "inf"], "--grace"),
+        (["--ttl", "inf"], "--ttl"),
+        (["--ttl", "0"], "--ttl"),
+        (["--interval", "0"], "--interval"),
+        (["--interval", "nan"], "--interval"),
+        (["--heartbeat-timeout", "nan"], "--heartbeat-timeout"),
+        (["--heartbeat-timeout", "-1"], "--heartbeat-timeout"),
+        (["--max-attempts", "0"], "--max-attempts"),
+        (["--queue-max-attempts", "mail=0"], "--queue-max-attempts"),
+        (["--queue-max-attempts", "mail=x"], "--queue-max-attempts"),
+        (["--queue-heartbeat-timeout", "mail=nan"], "--queue-heartbeat-timeout"),
+        (["--queue-heartbeat-timeout", "mail=-5"], "--queue-heartbeat-timeout"),
+    ],
+)
+def test_recover_refuses_bad_values_at_start(url: str, args: list[str], option: str) -> None:
+    # --once: a value accepted by mistake would make a clean sweep and exit 0.
+    done = run("--database-url", url, "recover", "--once", *args)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"Invalid value for '{option}'" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_recover_refuses_a_bad_ttl_from_the_environment(url: str) -> None:
+    done = run("--database-url", url, "recover", "--once", env={"JOBLEDGER_TTL": "nan"})
+    assert done.returncode == 2
+    assert "Invalid value for '--ttl'" in done.stderr
+
+
+def test_recover_takes_good_per_queue_values(url: str) -> None:
+    done = run(
+        "--database-url", url, "recover", "--once", "--grace", "0",
+        "--queue-max-attempts", "mail=2", "--queue-heartbeat-timeout", "mail=0.5",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "0 jobs recovered" in done.stderr
+
+
+def test_a_negative_limit_is_blamed_on_the_limit(url: str) -> None:
+    done = run("--database-url", url, "jobs", "--limit", "-1")
+    assert done.returncode == 2
+    assert "Invalid value for '--limit'" in done.stderr
+    assert "--state" not in done.stderr
+
+
+def test_an_undecodable_queue_is_not_blamed_on_the_state(url: str) -> None:
+    done = run("--database-url", url, "jobs", "--queue", "q\udcff")  # the byte 0xff in argv
+    assert done.returncode != 0
+    assert "--state" not in done.stderr
+
+
+def test_an_unknown_database_option_is_blamed_on_the_url(postgres_url: str) -> None:
+    bad = make_url(postgres_url).update_query_dict({"foo": "bar"})
+    done = run("--database-url", bad.render_as_string(hide_password=False), "jobs")
+    assert done.returncode == 1
+    assert "error: cannot use database URL" in done.stderr
+    assert 'invalid connection option "foo"' in done.stderr
+    assert "--state" not in done.stderr
