@@ -682,6 +682,14 @@ class Store:
         with translated_errors(self.engine), self.engine.connect() as conn:
             return sorted(conn.execute(query).scalars())
 
+    def first_payloads(self, job_ids: Sequence[str]) -> dict[str, Any]:
+        """The data of the first (``enqueued``) event of each of ``job_ids`` that exists."""
+        query = select(events.c.job_id, events.c.data).where(
+            events.c.job_id.in_(job_ids), events.c.version == 1
+        )
+        with translated_errors(self.engine), self.engine.connect() as conn:
+            return {row.job_id: row.data for row in conn.execute(query)}
+
     def status(self, job_id: str) -> JobStatus | None:
         query = select(jobs).where(jobs.c.job_id == job_id)
         with translated_errors(self.engine), self.engine.connect() as conn:
