@@ -616,8 +616,8 @@ class Store:
                     pairs = jobs_and_events(self._now(conn))
                     conn.execute(self._sql.insert_status, [status_values(s) for _, s in pairs])
                     conn.execute(self._sql.insert_events_many, [event_values(e) for e, _ in pairs])
-            except sa_exc.IntegrityError:
-                return self.existing([e.job_id for e, _ in pairs])
+            except sa_exc.IntegrityError as exc:
+                return self._existing_or_raise(pairs, exc)
         return []
 
     def _copy_many(
@@ -656,7 +656,7 @@ class Store:
                             copy.write_row([*sql.events_rows.row(event_row(event)), tx_id])
             except sa_exc.IntegrityError as exc:
                 self._abort(conn, exc)
-                return self.existing([e.job_id for e, _ in pairs])
+                return self._existing_or_raise(pairs, exc)
             except BaseException as exc:
                 self._abort(conn, exc)
                 raise
@@ -676,6 +676,17 @@ class Store:
     def _now(self, conn: Connection) -> datetime:
         moment: datetime = conn.execute(self._sql.clock).scalar_one()
         return moment
+
+    def _existing_or_raise(
+        self, pairs: Sequence[tuple[Event, JobStatus]], error: sa_exc.IntegrityError
+    ) -> list[str]:
+        """After a batch broke a constraint: the ids that exist, or ``error`` if none does
+        (a batch refused by another constraint must not count as written).
+        """
+        existing = self.existing([e.job_id for e, _ in pairs])
+        if not existing:
+            raise error
+        return existing
 
     def existing(self, job_ids: Sequence[str]) -> list[str]:
         query = select(jobs.c.job_id).where(jobs.c.job_id.in_(job_ids))
