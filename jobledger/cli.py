@@ -25,6 +25,7 @@ from . import audit, migrate, timeline
 from .catchup import CatchUp, QueueStats
 from .database import DEFAULT_URL, mask
 from .demo import run_demo
+from .encoding import json_int
 from .errors import LedgerError
 from .identity import new_identity
 from .ledger import Ledger
@@ -184,11 +185,7 @@ def enqueue(
     skip_existing: bool,
 ) -> None:
     """Record new jobs (DuplicateJob if an id was ever used)."""
-    try:
-        data = None if data_json is None else json.loads(data_json)
-    except (ValueError, RecursionError) as exc:  # ValueError: also an integer too long to read
-        reason = "nested too deeply" if isinstance(exc, RecursionError) else exc
-        raise click.BadParameter(f"not JSON: {reason}", param_hint="--data") from None
+    data = None if data_json is None else _payload(data_json)
     with settings.ledger() as ledger:
         try:
             count = ledger.enqueue_many(
@@ -200,6 +197,16 @@ def enqueue(
             raise
     skipped = f" ({len(job_ids) - count} already there)" if skip_existing else ""
     click.echo(f"enqueued {count} job{'s' if count != 1 else ''} on queue {queue!r}{skipped}")
+
+
+def _payload(text: str) -> Any:
+    try:
+        return json.loads(text, parse_int=json_int)
+    except json.JSONDecodeError as exc:
+        reason = f"not JSON: {exc}"
+    except (ValueError, RecursionError) as exc:  # too long an integer, too deep a nesting
+        reason = str(exc)
+    raise click.BadParameter(reason, param_hint="--data")
 
 
 _reason_option = click.option("--reason", default=None, help="Recorded with each event.")

@@ -38,6 +38,13 @@ MAX_INT_DIGITS = 4300
 _INT_BOUND = 10**MAX_INT_DIGITS
 
 
+def json_int(literal: str) -> int:
+    """``parse_int`` for ``json.loads`` of a payload: says which limit a long integer breaks."""
+    if len(literal.lstrip("-")) > MAX_INT_DIGITS:
+        raise ValueError(f"an integer has more than {MAX_INT_DIGITS} digits")
+    return int(literal)
+
+
 def normalize_payload(value: object, where: str = "data") -> JSONValue:
     """Return ``value`` as plain JSON data (tuples become lists) or raise ``InvalidPayload``."""
     return _normalized(value, where, 0)

@@ -156,9 +156,11 @@ class Ledger:
         self, batch: list[tuple[str, Any]], queue: str, process: str | None, skip_existing: bool
     ) -> int:
         """Write one batch in one transaction; how many jobs it created."""
-        while batch:
+        while True:
             if skip_existing:
                 batch = self._not_yet_enqueued(batch, queue)
+                if not batch:
+                    return 0
 
             def rows(now: datetime, batch: list[tuple[str, Any]] = batch) -> list[Any]:
                 return [
@@ -171,7 +173,6 @@ class Ledger:
             if not skip_existing:
                 raise DuplicateJob(existing)
             # Another producer created some of them since we looked: look again.
-        return 0
 
     def _not_yet_enqueued(self, batch: list[tuple[str, Any]], queue: str) -> list[tuple[str, Any]]:
         """``batch`` without the jobs already enqueued exactly so; ``DuplicateJob`` for others."""
