@@ -68,6 +68,25 @@ def test_questionable_ids_and_queues_are_refused_on_every_write_path(
     assert _event_count(ledger) == 0
 
 
+def test_rq_queue_names_follow_the_same_rule(ledger: Ledger, redis_url: str) -> None:
+    """RQ checks its job ids itself, not its queue names: LedgerQueue refuses before RQ writes."""
+    import redis
+
+    from jobledger.integrations.rq import LedgerQueue
+
+    connection = redis.Redis.from_url(redis_url)
+    name = f"jobledger-test-{os.getpid()}\tq"
+    queue = LedgerQueue(name, connection=connection, ledger=ledger)
+    try:
+        with pytest.raises(InvalidJobId, match="queue"):
+            queue.enqueue("tests.faults.rq_jobs.quick", 1)
+        assert queue.count == 0
+        assert _event_count(ledger) == 0
+    finally:
+        queue.delete(delete_jobs=True)
+        connection.close()
+
+
 def test_printable_unicode_with_inner_spaces_is_accepted(ledger: Ledger) -> None:
     ledger.enqueue("rapport été 📦", queue="file d'attente")
     assert ledger.status("rapport été 📦").queue == "file d'attente"
