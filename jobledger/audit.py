@@ -58,6 +58,7 @@ from .chain import GENESIS, chain_hash, encoded_chain_hash
 from .database import translated_errors
 from .encoding import StoredPayloads, canonical_string
 from .errors import CorruptHistory
+from .names import checked_lookup
 from .projection import Draft, advance
 from .records import JobStatus
 from .schema import STATUS_FIELDS, UtcDateTime, events, jobs
@@ -555,12 +556,24 @@ def _replayed(engine: Engine, until: datetime | None, job_id: str | None = None)
         raise ValueError("until must be timezone-aware (the ledger records UTC instants)")
     query = _event_query(engine.dialect.name)
     if until is not None:
-        query = query.where(events.c.recorded_at <= type_coerce(until, UtcDateTime))
+        query = query.where(events.c.recorded_at <= type_coerce(_in_utc(until), UtcDateTime))
     if job_id is not None:
-        query = query.where(events.c.job_id == job_id)
+        query = query.where(events.c.job_id == checked_lookup(job_id))
     with _snapshot(engine) as conn:
         for _, job_events in _by_job(conn, query):
             yield _fold(job_events)
+
+
+def _in_utc(moment: datetime) -> datetime:
+    """``moment`` in UTC, or the end of the calendar it lies past (as seen from UTC).
+
+    ``9999-12-31T23:59:59-01:00`` is later than any UTC datetime, so it means "every event".
+    """
+    try:
+        return moment.astimezone(timezone.utc)
+    except OverflowError:
+        end = datetime.max if moment.year == datetime.max.year else datetime.min
+        return end.replace(tzinfo=timezone.utc)
 
 
 def _fold(job_events: Iterable[StoredEvent]) -> Draft:
@@ -702,8 +715,12 @@ EXPORT_KEYS = frozenset(
 )
 
 
-def verify_export(lines: Iterable[str]) -> VerifyReport:
+def verify_export(lines: Iterable[str | bytes]) -> VerifyReport:
     """Check an exported file without a database: every hash, and every job's chain.
+
+    ``lines`` are text, or bytes of UTF-8 text (a file opened in binary mode: a line
+    that is not UTF-8 is then one problem, not the end of the check). A line that
+    is no event of the expected shape and types is reported and skipped.
 
     Memory grows with the number of jobs (one hash each), not events. A job
     whose first line has a version above 1 is taken to continue an earlier
@@ -723,15 +740,18 @@ def verify_export(lines: Iterable[str]) -> VerifyReport:
         if record["position"] <= last_position:
             report.add(job_id, version, f"line {number}: positions do not increase")
         last_position = record["position"]
-        recomputed = chain_hash(
-            record["prev_hash"],
-            job_id,
-            version,
-            record["type"],
-            record["process"],
-            record["data"],
-            record["recorded_at"],
-        )
+        try:
+            recomputed = chain_hash(
+                record["prev_hash"],
+                job_id,
+                version,
+                record["type"],
+                record["process"],
+                record["data"],
+                record["recorded_at"],
+            )
+        except RecursionError:  # data nested deeper than any ledger stores: not its event
+            recomputed = None
         if recomputed != record["hash"]:
             report.add(job_id, version, BAD_HASH)
         _check_link(heads.get(job_id), record, report)
@@ -740,16 +760,44 @@ def verify_export(lines: Iterable[str]) -> VerifyReport:
     return report
 
 
-def _parse_line(line: str, number: int, report: VerifyReport) -> dict[str, Any] | None:
+def _parse_line(line: str | bytes, number: int, report: VerifyReport) -> dict[str, Any] | None:
+    """The event on ``line``, or ``None`` after reporting why it is none."""
     try:
-        record = json.loads(line)
-    except ValueError as exc:
+        text = line.decode("utf-8") if isinstance(line, bytes) else line
+    except UnicodeDecodeError as exc:
+        report.add("?", None, f"line {number} is not UTF-8 text ({exc.reason} at byte {exc.start})")
+        return None
+    try:
+        record = json.loads(text)
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply to read
         report.add("?", None, f"line {number} is not JSON ({exc})")
         return None
     if not isinstance(record, dict) or set(record) != EXPORT_KEYS:
         report.add("?", None, f"line {number} is not an exported event")
         return None
+    job_id = record["job_id"] if isinstance(record["job_id"], str) else "?"
+    for key, wanted, fits in _FIELD_TYPES:
+        if not fits(record[key]):
+            report.add(job_id, None, f"line {number}: {key} must be {wanted}, not {record[key]!r}")
+            return None
     return record
+
+
+def _is_int(value: Any) -> bool:
+    return type(value) is int  # not bool, not float (1.5, or 1.0 of another exporter)
+
+
+#: What each exported field must hold: (key, what it must be, check).
+_FIELD_TYPES: tuple[tuple[str, str, Callable[[Any], bool]], ...] = (
+    ("job_id", "a string", lambda v: isinstance(v, str)),
+    ("version", "an integer of at least 1", lambda v: _is_int(v) and v >= 1),
+    ("position", "an integer", _is_int),
+    ("type", "a string", lambda v: isinstance(v, str)),
+    ("process", "a string or null", lambda v: v is None or isinstance(v, str)),
+    ("recorded_at", "a string", lambda v: isinstance(v, str)),
+    ("prev_hash", "a string", lambda v: isinstance(v, str)),
+    ("hash", "a string", lambda v: isinstance(v, str)),
+)
 
 
 def _check_link(head: tuple[int, str] | None, record: dict[str, Any], report: VerifyReport) -> None:

@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, is_dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -24,6 +24,7 @@ from . import audit, bounds, migrate, terminal, timeline
 from .catchup import CatchUp, QueueStats
 from .database import DEFAULT_URL, mask
 from .demo import run_demo
+from .encoding import json_int
 from .errors import ConfigurationError, LedgerError
 from .identity import new_identity
 from .ledger import Ledger
@@ -211,18 +212,42 @@ def _log_to_stderr(debug: bool) -> None:
 @click.argument("job_ids", nargs=-1, required=True)
 @click.option("--queue", default="default", show_default=True, help="Queue of the new jobs.")
 @click.option("--data", "data_json", default=None, help="JSON payload recorded with each job.")
+@click.option(
+    "--skip-existing",
+    is_flag=True,
+    help="Skip ids already enqueued on this queue with this data (resumes an interrupted run).",
+)
 @pass_settings
 def enqueue(
-    settings: Settings, job_ids: tuple[str, ...], queue: str, data_json: str | None
+    settings: Settings,
+    job_ids: tuple[str, ...],
+    queue: str,
+    data_json: str | None,
+    skip_existing: bool,
 ) -> None:
     """Record new jobs (DuplicateJob if an id was ever used)."""
-    try:
-        data = None if data_json is None else json.loads(data_json)
-    except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"not JSON: {exc}", param_hint="--data") from None
+    data = None if data_json is None else _payload(data_json)
     with settings.ledger() as ledger:
-        count = ledger.enqueue_many([(job_id, data) for job_id in job_ids], queue=queue)
-    click.echo(f"enqueued {count} job{'s' if count != 1 else ''} on queue {queue!r}")
+        try:
+            count = ledger.enqueue_many(
+                [(job_id, data) for job_id in job_ids], queue=queue, skip_existing=skip_existing
+            )
+        except LedgerError as exc:
+            if exc.committed:
+                click.echo("rerun the same command with --skip-existing to resume", err=True)
+            raise
+    skipped = f" ({len(job_ids) - count} already there)" if skip_existing else ""
+    click.echo(f"enqueued {count} job{'s' if count != 1 else ''} on queue {queue!r}{skipped}")
+
+
+def _payload(text: str) -> Any:
+    try:
+        return json.loads(text, parse_int=json_int)
+    except json.JSONDecodeError as exc:
+        reason = f"not JSON: {exc}"
+    except (ValueError, RecursionError) as exc:  # too long an integer, too deep a nesting
+        reason = str(exc)
+    raise click.BadParameter(reason, param_hint="--data")
 
 
 _reason_option = click.option("--reason", default=None, help="Recorded with each event.")
@@ -438,15 +463,22 @@ def recover(
 
 
 @cli.command()
+@click.option(
+    "--keep",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    metavar="PATH",
+    help="Write the demo's ledger to this new SQLite file and keep it, to try the CLI on.",
+)
 @pass_settings
-def demo(settings: Settings) -> None:
+def demo(settings: Settings, keep: str | None) -> None:
     """Three real workers, one SIGKILLed mid-job, recovered live (no servers needed).
 
-    Uses a fresh SQLite file in a temporary folder and SQL leases, or Redis
-    liveness when --redis-url is given. Exits 0 only if every job completed and
-    the ledger verifies.
+    Uses a fresh SQLite file in a temporary folder, removed at the end (or the
+    file given with --keep), and SQL leases, or Redis liveness when --redis-url
+    is given. Exits 0 only if every job completed and the ledger verifies.
     """
-    sys.exit(run_demo(settings.redis_url))
+    sys.exit(run_demo(settings.redis_url, keep=keep))
 
 
 # -- auditing ----------------------------------------------------------------------------
@@ -625,9 +657,9 @@ def export(settings: Settings, since: int | None) -> None:
 
 
 @cli.command("verify-export")
-@click.argument("path", type=click.File("r", encoding="utf-8"))
+@click.argument("path", type=click.File("rb"))  # bytes: a line that is not UTF-8 is a problem
 @click.option("--json", "as_json", is_flag=True, help="The report as one JSON object.")
-def verify_export(path: TextIO, as_json: bool) -> None:
+def verify_export(path: BinaryIO, as_json: bool) -> None:
     """Check an exported file (hashes and chains) without any database; exit 1 on problems."""
     _report(audit.verify_export(path), as_json, "verify-export")
 

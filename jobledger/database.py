@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import re
 from collections.abc import Iterator
@@ -33,7 +34,7 @@ def parse_url(url: str | URL) -> URL:
     """Parse a database URL; ``postgresql://`` means psycopg 3, which the extra installs."""
     try:
         parsed = make_url(url)
-    except sa_exc.ArgumentError as exc:
+    except (sa_exc.ArgumentError, ValueError) as exc:  # ValueError: a port that is no number
         raise ConfigurationError(f"not a database URL: {mask(str(url))!r} ({exc})") from None
     if parsed.host is not None and "@" in parsed.host:
         # SQLAlchemy ends the password at its first "@"; the rest would be taken for
@@ -108,14 +109,49 @@ def _create_engine(url: str | URL) -> Engine:
         raise ConfigurationError(f"cannot use database URL {mask(parsed)}: {exc}{hint}") from None
 
 
+def missing_file(engine: Engine) -> str | None:
+    """The absolute path of ``engine``'s SQLite database file if that file does not exist."""
+    url = engine.url
+    path = url.database
+    if url.get_backend_name() != "sqlite" or path in (None, "", ":memory:"):
+        return None
+    if url.query.get("uri") in ("true", "1"):
+        return None  # an SQLite URI filename: its own options say what may be created
+    return None if os.path.exists(path) else os.path.abspath(path)
+
+
+@contextlib.contextmanager
+def creating() -> Iterator[None]:
+    """Inside this block (in this thread), connecting may create a SQLite file."""
+    token = _creating.set(True)
+    try:
+        yield
+    finally:
+        _creating.reset(token)
+
+
+_creating: contextvars.ContextVar[bool] = contextvars.ContextVar("creating", default=False)
+
+
 def _configure_sqlite(engine: Engine) -> None:
     """Real transactions (pysqlite's own are broken: no BEGIN before SELECT) and WAL.
 
     WAL lets readers run beside the one writer; the busy timeout makes a writer
-    wait for another process's write instead of failing at once.
+    wait for another process's write instead of failing at once. Connecting
+    never creates a missing database file, except inside :func:`creating`
+    (``Ledger.migrate``): a read or a typo must not leave an empty file behind.
     """
     if getattr(engine, "_jobledger_configured", False):
         return
+
+    @event.listens_for(engine, "do_connect")
+    def _refuse_to_create(dialect: Any, record: Any, cargs: Any, cparams: Any) -> None:
+        path = missing_file(engine)
+        if path is not None and not _creating.get():
+            raise SchemaMissing(
+                f"database {mask(engine.url)} does not exist (no file {path}); "
+                "run `jobledger db upgrade` or Ledger.migrate() to create it"
+            )
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, record: Any) -> None:
@@ -142,6 +178,12 @@ def translated_errors(engine: Engine) -> Iterator[None]:
         yield
     except sa_exc.DBAPIError as exc:
         raise_translated(exc, engine)
+    except engine.dialect.loaded_dbapi.Error as exc:  # the driver used directly (bulk reads)
+        wrapped = sa_exc.DBAPIError.instance(
+            None, None, exc, engine.dialect.loaded_dbapi.Error, dialect=engine.dialect
+        )
+        assert isinstance(wrapped, sa_exc.DBAPIError)  # exc is a DBAPI error
+        raise_translated(wrapped, engine)
 
 
 def raise_translated(exc: sa_exc.DBAPIError, engine: Engine) -> NoReturn:

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import random
+import shlex
 import signal
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from rich.text import Text
 from sqlalchemy import func, select
 
 from . import terminal
-from .errors import LedgerError
+from .errors import ConfigurationError, LedgerError
 from .ledger import Ledger
 from .liveness import RedisLiveness, liveness_for
 from .policy import RecoveryPolicy
@@ -128,11 +129,26 @@ class _Tail(threading.Thread):
             )
 
 
-def run_demo(redis_url: str | None = None, console: Console | None = None) -> int:
-    """Run the demo; 0 if every job completed and the ledger verifies, else 1."""
+def run_demo(
+    redis_url: str | None = None, console: Console | None = None, keep: str | Path | None = None
+) -> int:
+    """Run the demo; 0 if every job completed and the ledger verifies, else 1.
+
+    The ledger is a SQLite file in a temporary folder that is removed at the end,
+    or the new file ``keep``, which stays for the CLI tour.
+    """
     console = console or terminal.console()
-    folder = Path(tempfile.mkdtemp(prefix="jobledger-demo-"))
-    url = f"sqlite:///{folder / 'demo.db'}"
+    if keep is not None:
+        path = Path(keep).resolve()
+        if path.exists():
+            raise ConfigurationError(f"{path} exists; --keep takes the path of a new file")
+        return _run(path, redis_url, console, kept=True)
+    with tempfile.TemporaryDirectory(prefix="jobledger-demo-") as folder:
+        return _run(Path(folder) / "demo.db", redis_url, console, kept=False)
+
+
+def _run(path: Path, redis_url: str | None, console: Console, kept: bool) -> int:
+    url = f"sqlite:///{path}"
     console.rule(terminal.text("jobledger demo", "bold"))
     console.print(
         terminal.text(
@@ -179,7 +195,21 @@ def run_demo(redis_url: str | None = None, console: Console | None = None) -> in
         tail.stopping.set()
         tail.join()
         tail.flush()
-    return _report(ledger, victim, names, console)
+    outcome = _report(ledger, victim, names, console)
+    if kept:
+        console.print(
+            terminal.text(
+                f"the ledger stays in {path}; try: jobledger --database-url {shlex.quote(url)} jobs"
+            ),
+            soft_wrap=True,  # one line that can be copied
+        )
+    else:
+        console.print(
+            "the ledger was in a temporary folder, now removed; "
+            "`jobledger demo --keep demo.db` keeps it",
+            soft_wrap=True,
+        )
+    return outcome
 
 
 def _start_workers(

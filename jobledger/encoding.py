@@ -3,9 +3,11 @@
 Payloads are refused *before* anything is written when they would not come
 back from the database exactly as given: non-string keys (JSON would quietly
 turn ``1`` into ``"1"``), NaN and infinities, NUL characters (PostgreSQL's
-JSONB cannot hold them), lone surrogates, and anything that is not JSON.
-Floats that JSONB would not give back as the same value are stored in the form
-it does give back (:func:`stored_float`), so what is hashed is what comes back.
+JSONB cannot hold them), lone surrogates, anything that is not JSON, and
+nesting or integers too large for every reader to handle (:data:`MAX_DEPTH`,
+:data:`MAX_INT_DIGITS`). Floats that JSONB would not give back as the same value
+are stored in the form it does give back (:func:`stored_float`), so what is
+hashed is what comes back.
 
 The canonical encoding is specified in README.md ("Hash chain") so an auditor
 can re-check it with another tool; keep the two in step.
@@ -32,11 +34,34 @@ _encode_string = json.JSONEncoder(ensure_ascii=False).encode
 canonical_string: Callable[[str], str] = json.encoder.encode_basestring
 
 
+#: Deepest nesting of arrays and objects a payload may have. Every reader of the
+#: ledger (verify, export, JSON decoders in other languages) recurses per level.
+MAX_DEPTH = 100
+#: Largest integer magnitude, in decimal digits. Python refuses to convert longer
+#: ones to and from text by default (``sys.get_int_max_str_digits``), so a longer
+#: one could be neither hashed nor read back by a process with default settings.
+MAX_INT_DIGITS = 4300
+_INT_BOUND = 10**MAX_INT_DIGITS
+
+
+def json_int(literal: str) -> int:
+    """``parse_int`` for ``json.loads`` of a payload: says which limit a long integer breaks."""
+    if len(literal.lstrip("-")) > MAX_INT_DIGITS:
+        raise ValueError(f"an integer has more than {MAX_INT_DIGITS} digits")
+    return int(literal)
+
+
 def normalize_payload(value: object, where: str = "data") -> JSONValue:
     """Return ``value`` as plain JSON data (tuples become lists) or raise ``InvalidPayload``."""
+    return _normalized(value, where, 0)
+
+
+def _normalized(value: object, where: str, depth: int) -> JSONValue:
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, int):
+        if not -_INT_BOUND < value < _INT_BOUND:
+            raise InvalidPayload(f"{where}: integer has more than {MAX_INT_DIGITS} digits")
         return int(value)  # drops int subclasses such as IntEnum
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -45,10 +70,13 @@ def normalize_payload(value: object, where: str = "data") -> JSONValue:
     if isinstance(value, str):
         _check_string(value, where)
         return str(value)
+    if isinstance(value, (Mapping, list, tuple)) and depth == MAX_DEPTH:
+        shown = where if len(where) <= 80 else where[:77] + "..."  # the path is long by now
+        raise InvalidPayload(f"{shown}: nested more than {MAX_DEPTH} levels deep")
     if isinstance(value, Mapping):
-        return {_key(k, where): normalize_payload(v, f"{where}.{k}") for k, v in value.items()}
+        return {_key(k, where): _normalized(v, f"{where}.{k}", depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [normalize_payload(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [_normalized(v, f"{where}[{i}]", depth + 1) for i, v in enumerate(value)]
     raise InvalidPayload(f"{where}: {type(value).__name__} is not JSON-serialisable")
 
 

@@ -14,6 +14,15 @@ from typing import Any
 class LedgerError(Exception):
     """Base class of every jobledger error."""
 
+    #: Jobs that ``enqueue_many`` committed in earlier batches before this error stopped it.
+    committed: int = 0
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if self.committed:
+            return f"{text} ({self.committed} jobs of earlier batches were enqueued)"
+        return text
+
 
 class InvalidTransition(LedgerError):
     """The lifecycle machine does not allow this event from the job's state."""
@@ -41,8 +50,7 @@ class DuplicateJob(LedgerError):
         self.committed = committed
         shown = ", ".join(repr(j) for j in job_ids[:5])
         more = f" and {len(job_ids) - 5} more" if len(job_ids) > 5 else ""
-        tail = f" ({committed} jobs of earlier batches were enqueued)" if committed else ""
-        super().__init__(f"job {shown}{more} already exists{tail}")
+        super().__init__(f"job {shown}{more} already exists")
 
 
 class ConcurrencyConflict(LedgerError):

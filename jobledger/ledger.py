@@ -10,10 +10,10 @@ from typing import Any, TextIO
 from sqlalchemy import Engine
 from sqlalchemy.engine import URL
 
-from . import audit, identity
+from . import audit, identity, names
 from .chain import GENESIS, event_hash
 from .database import DEFAULT_URL, engine_for, mask
-from .encoding import normalize_payload
+from .encoding import canonical_json, normalize_payload
 from .errors import (
     AlreadyClaimed,
     ConcurrencyConflict,
@@ -28,14 +28,11 @@ from .lifecycle import MOVES, EventType, State
 from .policy import RecoveryPolicy
 from .projection import fold
 from .records import Claim, Event, JobStatus
-from .schema import jobs
 from .store import LostRace, Store
 
 _E = EventType
 #: How often one command re-reads and retries after losing a race to another writer.
 MAX_RACE_RETRIES = 25
-#: Job ids and queue names fit the columns that hold them.
-MAX_ID_LENGTH: int = jobs.c.job_id.type.length  # type: ignore[attr-defined]
 _STATES = frozenset(state.value for state in State)
 
 JobSpec = str | tuple[str, Any]
@@ -116,30 +113,56 @@ class Ledger:
         self, job_id: str, queue: str = "default", data: Any = None, process: str | None = None
     ) -> JobStatus:
         """Record a new job. ``DuplicateJob`` if the id was ever used."""
-        payload = {"queue": _checked_name(queue, "queue"), "data": normalize_payload(data)}
+        payload = {"queue": names.checked_new(queue, "queue"), "data": normalize_payload(data)}
 
         def decide(status: JobStatus | None, now: datetime) -> _Plan:
             if status is not None:
                 raise DuplicateJob([job_id])
             return _Plan(_E.ENQUEUED, process, payload)
 
-        return self._execute(_checked_name(job_id), decide).status
+        return self._execute(names.checked_new(job_id), decide).status
 
     def enqueue_many(
-        self, jobs: Iterable[JobSpec], queue: str = "default", process: str | None = None
+        self,
+        jobs: Iterable[JobSpec],
+        queue: str = "default",
+        process: str | None = None,
+        *,
+        skip_existing: bool = False,
     ) -> int:
-        """Record many new jobs, ``batch_size`` per transaction; returns how many.
+        """Record many new jobs, ``batch_size`` per transaction; returns how many were new.
 
         ``jobs`` holds ids or ``(id, data)`` pairs. Everything is validated before
         the first write. If a job already exists, its batch writes nothing and
-        ``DuplicateJob`` says how many jobs of earlier batches were committed.
+        ``DuplicateJob`` says how many jobs of earlier batches were committed; so
+        does any other ``LedgerError`` that stops it (its ``committed``).
+
+        ``skip_existing`` resumes an interrupted call: ids that already exist with
+        this queue and the same data are skipped; one that exists with another
+        queue or other data is still a ``DuplicateJob``.
         """
-        queue = _checked_name(queue, "queue")
+        queue = names.checked_new(queue, "queue")
         items = [_job_item(spec) for spec in jobs]
         _refuse_repeats(items)
         committed = 0
-        for start in range(0, len(items), self.batch_size):
-            batch = items[start : start + self.batch_size]
+        try:
+            for start in range(0, len(items), self.batch_size):
+                batch = items[start : start + self.batch_size]
+                committed += self._enqueue_batch(batch, queue, process, skip_existing)
+        except LedgerError as exc:
+            exc.committed = committed
+            raise
+        return committed
+
+    def _enqueue_batch(
+        self, batch: list[tuple[str, Any]], queue: str, process: str | None, skip_existing: bool
+    ) -> int:
+        """Write one batch in one transaction; how many jobs it created."""
+        while True:
+            if skip_existing:
+                batch = self._not_yet_enqueued(batch, queue)
+                if not batch:
+                    return 0
 
             def rows(now: datetime, batch: list[tuple[str, Any]] = batch) -> list[Any]:
                 return [
@@ -147,10 +170,26 @@ class Ledger:
                 ]
 
             existing = self._store.create_many(rows)
-            if existing:
-                raise DuplicateJob(existing, committed)
-            committed += len(batch)
-        return committed
+            if not existing:
+                return len(batch)
+            if not skip_existing:
+                raise DuplicateJob(existing)
+            # Another producer created some of them since we looked: look again.
+
+    def _not_yet_enqueued(self, batch: list[tuple[str, Any]], queue: str) -> list[tuple[str, Any]]:
+        """``batch`` without the jobs already enqueued exactly so; ``DuplicateJob`` for others."""
+        stored = self._store.first_payloads([job_id for job_id, _ in batch])
+        if not stored:
+            return batch
+        different = sorted(
+            job_id
+            for job_id, data in batch
+            if job_id in stored
+            and canonical_json(stored[job_id]) != canonical_json({"queue": queue, "data": data})
+        )
+        if different:
+            raise DuplicateJob(different)
+        return [(job_id, data) for job_id, data in batch if job_id not in stored]
 
     def _first_event(
         self, job_id: str, queue: str, data: Any, process: str | None, now: datetime
@@ -282,11 +321,11 @@ class Ledger:
 
     def status(self, job_id: str) -> JobStatus:
         """The job's current status. ``UnknownJob`` if it does not exist."""
-        return _known(job_id, self._store.status(job_id))
+        return _known(job_id, self._store.status(names.checked_lookup(job_id)))
 
     def history(self, job_id: str) -> list[Event]:
         """Every event of the job, oldest first. ``UnknownJob`` if it has none."""
-        events = self._store.history(job_id)
+        events = self._store.history(names.checked_lookup(job_id))
         if not events:
             raise UnknownJob(job_id)
         return events
@@ -298,6 +337,8 @@ class Ledger:
         if state is not None and state not in _STATES:
             known = ", ".join(s.value for s in State)
             raise ValueError(f"unknown state {state!r}; states are {known}")
+        if queue is not None:
+            names.checked_lookup(queue, "queue")
         return self._store.statuses(state=state, queue=queue, claimed_by=claimed_by)
 
     # -- auditing (see jobledger.audit) -------------------------------------------------
@@ -332,6 +373,7 @@ class Ledger:
 
     def _execute(self, job_id: str, decide: Decide) -> _Outcome:
         """Load, decide, append; re-run on a lost race, so ``decide`` sees the winner's write."""
+        names.checked_lookup(job_id)
         expected, attempted = 0, "append"
         for _ in range(MAX_RACE_RETRIES):
             try:
@@ -408,15 +450,6 @@ def _check_move(status: JobStatus, event: str) -> None:
         raise InvalidTransition(status.job_id, status.state, str(event))
 
 
-def _checked_name(value: object, what: str = "job id") -> str:
-    if not isinstance(value, str) or not value or len(value) > MAX_ID_LENGTH or "\x00" in value:
-        raise InvalidJobId(
-            f"{what} must be a non-empty string of at most {MAX_ID_LENGTH} characters "
-            f"without NUL, not {value!r}"
-        )
-    return value
-
-
 def _text(value: object, what: str) -> str | None:
     if value is None:
         return None
@@ -430,8 +463,8 @@ def _job_item(spec: JobSpec) -> tuple[str, Any]:
         if len(spec) != 2:
             raise InvalidJobId(f"expected a job id or an (id, data) pair, not {spec!r}")
         job_id, data = spec
-        return _checked_name(job_id), normalize_payload(data, f"data of {job_id!r}")
-    return _checked_name(spec), None
+        return names.checked_new(job_id), normalize_payload(data, f"data of {job_id!r}")
+    return names.checked_new(spec), None
 
 
 def _refuse_repeats(items: list[tuple[str, Any]]) -> None:

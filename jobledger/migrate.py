@@ -14,7 +14,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine
 
-from .database import translated_errors
+from .database import creating, missing_file, translated_errors
 from .errors import ConfigurationError
 from .schema import VERSION_TABLE
 
@@ -40,12 +40,14 @@ def _config(connection: Connection | None = None) -> Config:
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Bring the schema up to ``revision`` in one transaction."""
-    with translated_errors(engine), engine.begin() as conn:
+    with creating(), translated_errors(engine), engine.begin() as conn:
         command.upgrade(_config(conn), revision)
 
 
 def current(engine: Engine) -> str | None:
     """The revision the database is at, or ``None`` if it was never migrated."""
+    if missing_file(engine) is not None:
+        return None  # and no empty file is left behind for asking
     with translated_errors(engine), engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
         return context.get_current_revision()

@@ -641,8 +641,8 @@ class Store:
                     pairs = jobs_and_events(self._now(conn))
                     conn.execute(self._sql.insert_status, [status_values(s) for _, s in pairs])
                     conn.execute(self._sql.insert_events_many, [event_values(e) for e, _ in pairs])
-            except sa_exc.IntegrityError:
-                return self.existing([e.job_id for e, _ in pairs])
+            except sa_exc.IntegrityError as exc:
+                return self._existing_or_raise(pairs, exc)
         return []
 
     def _copy_many(
@@ -681,7 +681,7 @@ class Store:
                             copy.write_row([*sql.events_rows.row(event_row(event)), tx_id])
             except sa_exc.IntegrityError as exc:
                 self._abort(conn, exc)
-                return self.existing([e.job_id for e, _ in pairs])
+                return self._existing_or_raise(pairs, exc)
             except BaseException as exc:
                 self._abort(conn, exc)
                 raise
@@ -702,10 +702,29 @@ class Store:
         moment: datetime = conn.execute(self._sql.clock).scalar_one()
         return moment
 
+    def _existing_or_raise(
+        self, pairs: Sequence[tuple[Event, JobStatus]], error: sa_exc.IntegrityError
+    ) -> list[str]:
+        """After a batch broke a constraint: the ids that exist, or ``error`` if none does
+        (a batch refused by another constraint must not count as written).
+        """
+        existing = self.existing([e.job_id for e, _ in pairs])
+        if not existing:
+            raise error
+        return existing
+
     def existing(self, job_ids: Sequence[str]) -> list[str]:
         query = select(jobs.c.job_id).where(jobs.c.job_id.in_(job_ids))
         with translated_errors(self.engine), self.engine.connect() as conn:
             return sorted(conn.execute(query).scalars())
+
+    def first_payloads(self, job_ids: Sequence[str]) -> dict[str, Any]:
+        """The data of the first (``enqueued``) event of each of ``job_ids`` that exists."""
+        query = select(events.c.job_id, events.c.data).where(
+            events.c.job_id.in_(job_ids), events.c.version == 1
+        )
+        with translated_errors(self.engine), self.engine.connect() as conn:
+            return {row.job_id: row.data for row in conn.execute(query)}
 
     def status(self, job_id: str) -> JobStatus | None:
         query = select(jobs).where(jobs.c.job_id == job_id)

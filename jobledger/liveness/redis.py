@@ -14,6 +14,7 @@ import secrets
 from collections.abc import Collection, Iterator
 from datetime import datetime
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import redis
 
@@ -39,6 +40,25 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _check_url(url: str, where: str) -> None:
+    """``ConfigurationError`` for what redis-py would take without a word or fail on later.
+
+    redis-py reads ``redis://host/notadb`` as database 0: a projector given that
+    typo would watch an empty database and see every worker as dead.
+    """
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (parsing it raises ValueError for a port that is no number)
+    except ValueError as exc:
+        raise ConfigurationError(f"not a Redis URL: {where} ({exc})") from None
+    database = unquote(parts.path).strip("/")
+    if parts.scheme in ("redis", "rediss") and database and not database.isdecimal():
+        raise ConfigurationError(
+            f"not a Redis URL: {where} (the path must be a database number, "
+            f"e.g. redis://localhost:6379/0, not {database!r})"
+        )
+
+
 class RedisLiveness:
     """Process liveness kept in Redis (redis-py with hiredis)."""
 
@@ -57,6 +77,7 @@ class RedisLiveness:
         self._ttl_ms = max(1, round(ttl * 1000))
         if isinstance(url_or_client, str):
             self.where = mask(url_or_client)
+            _check_url(url_or_client, self.where)
             try:
                 self.client = redis.Redis.from_url(
                     url_or_client,

@@ -129,8 +129,9 @@ def test_batched_rows_read_back_exactly(postgres_url: str, copy: bool) -> None:
     with Ledger(postgres_url, batch_size=2) as ledger:
         ledger._store._copies_batches = copy
         data = {"text": 'é\t\\n "q"', "n": [1, 2.5, None, True], "nested": {"k": {}}}
-        ledger.enqueue_many(["plain", ("with-data", data), ("tab\tid", [])], queue="q\\1")
-        for job_id in ("plain", "with-data", "tab\tid"):
+        # (A tab may no longer be in a new id, jobledger.names; the data's tab goes through COPY.)
+        ledger.enqueue_many(["plain", ("with-data", data), ("back\\slash", [])], queue="q\\1")
+        for job_id in ("plain", "with-data", "back\\slash"):
             history = ledger.history(job_id)
             (event,) = history
             assert event.hash == event_hash(
