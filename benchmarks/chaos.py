@@ -419,9 +419,9 @@ class Harness:
                 if refill:
                     self.projectors[slot] = self.spawn("projector")
 
-    def resume_due(self, now: float, everyone: bool = False) -> None:
+    def resume_due(self, now: float) -> None:
         for child in self.workers:
-            if child.stopped_until is not None and (everyone or now >= child.stopped_until):
+            if child.stopped_until is not None and now >= child.stopped_until:
                 os.kill(child.process.pid, signal.SIGCONT)
                 child.stopped_until = None
                 self.record("cont", pid=child.process.pid, identity=self.identity(child))
@@ -558,7 +558,9 @@ class Harness:
             self.replace_exited()
             time.sleep(0.05)
         self.record("drain-start")
-        self.resume_due(time.monotonic(), everyone=True)
+        while any(c.stopped_until is not None for c in self.workers):  # every stop runs its course
+            self.resume_due(time.monotonic())
+            time.sleep(0.05)
         for thread in self.threads:
             thread.join()
         deadline = time.monotonic() + self.plan.drain

@@ -251,7 +251,7 @@ def live_abandons(
                 Violation(
                     "live-abandon",
                     job,
-                    f"abandoned at {moment:.3f} (attempt token {event['data']['token']}) naming "
+                    f"abandoned at {event['recorded_at']} (token {event['data']['token']}) naming "
                     f"live holder {holder}, by {'takeover of ' if by_worker else 'projector '}"
                     f"{event['process']}: {event['data']['reason']}",
                     live_abandon_hint(timeline, moment, by_worker),
