@@ -44,7 +44,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -699,7 +699,9 @@ def backend(plan: Plan, out: Path) -> Iterator[tuple[str, RedisServer | None, Pa
             yield url, redis, None
 
 
-def run(plan: Plan, out: Path) -> dict[str, Any]:
+def run(plan: Plan, out: Path, publish: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """One whole run; ``publish`` gets the summary before the database and Redis go away
+    (dropping a database can wait on other sessions of the server)."""
     began = time.monotonic()
     with backend(plan, out) as (url, redis, sqlite_path):
         ledger = Ledger(url)
@@ -713,9 +715,12 @@ def run(plan: Plan, out: Path) -> dict[str, Any]:
             harness.stderr.close()
             ledger.engine.dispose()  # connections the chaos terminated must not serve the checks
             verdict, timeline, worker_lines = verdict_of(plan, ledger, out)
+            took = time.monotonic() - began
+            result = summary(plan, harness.tally, verdict, timeline, worker_lines, took)
+            publish(result)
         finally:
             ledger.close()
-    return summary(plan, harness.tally, verdict, timeline, worker_lines, time.monotonic() - began)
+    return result
 
 
 def summary(
@@ -869,12 +874,15 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or Path(tempfile.mkdtemp(prefix=f"jobledger-chaos-{plan.backend}-"))
     out.mkdir(parents=True, exist_ok=True)
     command = "python benchmarks/chaos.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    result = run(plan, out)
-    result["command"] = command
-    print_summary(result, out)
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2), encoding="utf-8")
-    return 1 if result["violations"] else 0
+
+    def publish(result: dict[str, Any]) -> None:
+        result["command"] = command
+        print_summary(result, out)
+        sys.stdout.flush()
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=2), encoding="utf-8")
+
+    return 1 if run(plan, out, publish)["violations"] else 0
 
 
 if __name__ == "__main__":
