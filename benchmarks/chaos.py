@@ -72,6 +72,8 @@ POSTGRES_SERVER_URL = os.environ.get("JOBLEDGER_BENCH_POSTGRES_URL", DEFAULT_POS
 PREFIX = "chaos"  # Redis key prefix (the Redis server is private anyway)
 #: Redeliveries each worker makes when the harness signals a redelivery storm (SIGUSR1).
 STORM = 2
+#: Work time factor while draining: what is left is finished quickly, but not at full speed.
+DRAIN_PACE = 0.3
 
 
 @dataclass(frozen=True)
@@ -172,12 +174,14 @@ class ChaosWorker:
         )
         self.say = JsonLog(log_path, identity=self.worker.identity, pid=os.getpid())
         self.stopping = False
+        self.pace = 1.0  # work time factor; the drain hurries (SIGUSR2)
         self.storm = 0  # redeliveries owed: a broker redelivering its unacknowledged jobs
         self.parent = os.getppid()
 
     def run(self) -> None:
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "stopping", True))
         signal.signal(signal.SIGUSR1, lambda *_: setattr(self, "storm", STORM))
+        signal.signal(signal.SIGUSR2, lambda *_: setattr(self, "pace", DRAIN_PACE))
         self.say("started")
         self.worker.start()
         try:
@@ -267,7 +271,7 @@ class ChaosWorker:
         seconds = (
             self.rng.uniform(1.2, 2.0) * self.plan.ttl
             if long
-            else self.rng.uniform(0.2, 1.8) * self.plan.work
+            else self.rng.uniform(0.2, 1.8) * self.plan.work * self.pace
         )
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
@@ -369,6 +373,7 @@ class Harness:
         self.tally = Tally()
         self.record = JsonLog(out / "chaos.jsonl")
         self.threads: list[threading.Thread] = []
+        self.draining = False
         (out / "workers").mkdir(exist_ok=True)
         self.stderr = (out / "children.stderr").open("ab")  # tracebacks, if any child has one
 
@@ -413,6 +418,8 @@ class Harness:
                 if refill:
                     self.workers[slot] = self.spawn("worker")
                     self.tally.replaced += 1
+                    if self.draining:
+                        threading.Thread(target=self.hurry, args=(self.workers[slot],)).start()
         for slot, child in enumerate(self.projectors):
             if child.process.poll() is not None:
                 self.retired.append(child)
@@ -563,11 +570,24 @@ class Harness:
             time.sleep(0.05)
         for thread in self.threads:
             thread.join()
+        self.draining = True
+        for child in self.workers:
+            self.hurry(child)
         deadline = time.monotonic() + self.plan.drain
         while time.monotonic() < deadline and unfinished(ledger, self.plan) > 0:
             self.replace_exited()
             time.sleep(0.5)
         self.record("drain-end", unfinished=unfinished(ledger, self.plan))
+
+    def hurry(self, child: Child, timeout: float = 30) -> None:
+        """SIGUSR2 (work faster) once the worker said "started" (its handler is installed)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and child.process.poll() is None:
+            if self.identity(child):
+                with contextlib.suppress(ProcessLookupError):
+                    child.process.send_signal(signal.SIGUSR2)
+                return
+            time.sleep(0.1)
 
     def wait_until_started(self, timeout: float = 60) -> None:
         """The chaos clock starts once every worker is up (starting a dozen takes seconds)."""
@@ -826,7 +846,7 @@ def plan_from(args: argparse.Namespace) -> Plan:
         lock_seconds=args.lock_seconds if args.lock_seconds is not None else 1.5 * ttl,
         drain=args.drain,
         # Paced so the jobs last about the chaos phase: the chaos has jobs to hit throughout.
-        work=min(5.0, max(0.05, 0.9 * args.workers * seconds / max(1, args.jobs))),
+        work=min(5.0, max(0.05, 0.75 * args.workers * seconds / max(1, args.jobs))),
     )
 
 
