@@ -120,6 +120,16 @@ def missing_file(engine: Engine) -> str | None:
     return None if os.path.exists(path) else os.path.abspath(path)
 
 
+def refuse_missing_file(engine: Engine) -> None:
+    """``SchemaMissing`` if ``engine``'s SQLite database file does not exist."""
+    path = missing_file(engine)
+    if path is not None:
+        raise SchemaMissing(
+            f"database {mask(engine.url)} does not exist (no file {path}); "
+            "run `jobledger db upgrade` or Ledger.migrate() to create it"
+        )
+
+
 @contextlib.contextmanager
 def creating() -> Iterator[None]:
     """Inside this block (in this thread), connecting may create a SQLite file."""
@@ -146,12 +156,8 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "do_connect")
     def _refuse_to_create(dialect: Any, record: Any, cargs: Any, cparams: Any) -> None:
-        path = missing_file(engine)
-        if path is not None and not _creating.get():
-            raise SchemaMissing(
-                f"database {mask(engine.url)} does not exist (no file {path}); "
-                "run `jobledger db upgrade` or Ledger.migrate() to create it"
-            )
+        if not _creating.get():
+            refuse_missing_file(engine)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, record: Any) -> None:

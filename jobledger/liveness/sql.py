@@ -34,7 +34,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from .. import bounds
-from ..database import engine_for, mask, translated_errors
+from ..database import creating, engine_for, mask, refuse_missing_file, translated_errors
 from ..errors import DatabaseUnavailable, LivenessUnavailable
 from ..schema import processes
 from ..store import database_clock
@@ -109,6 +109,7 @@ class SqlLiveness:
             event.listen(self.engine, "connect", _no_fsync_per_commit)
         # Migrations create the table in the ledger's database; elsewhere it is ours to make.
         self._table_ready = self.engine is ledger_engine
+        self._ledger_engine = ledger_engine
         self._writer = self.engine.execution_options(jobledger_write=True)
         self._clock = database_clock(self.engine.dialect.name)
         self._one_write_lock = self.engine.dialect.name == "sqlite"
@@ -138,8 +139,11 @@ class SqlLiveness:
     def _create_table(self) -> None:
         if self._table_ready:
             return
+        # The lease store is the ledger's companion: made beside an existing ledger, never
+        # in place of a missing one.
+        refuse_missing_file(self._ledger_engine)
         try:
-            with translated_errors(self.engine), self._writer.begin() as conn:
+            with creating(), translated_errors(self.engine), self._writer.begin() as conn:
                 conn.execute(CreateTable(processes, if_not_exists=True))
                 for index in processes.indexes:
                     conn.execute(CreateIndex(index, if_not_exists=True))

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from jobledger import Ledger, SqlLiveness
-from jobledger.errors import LivenessUnavailable
+from jobledger.errors import LivenessUnavailable, SchemaMissing
 from jobledger.liveness.sql import lease_url
 from jobledger.schema import processes
 from tests.integration.test_liveness import info
@@ -152,3 +152,26 @@ def test_postgres_lease_writes_pass_a_rebuilds_table_lock(postgres_url: str) -> 
         writer.start()
         assert done.wait(5), "lease writes waited for the rebuild's lock"
         rebuild.rollback()
+
+
+def test_lease_file_is_made_beside_an_existing_ledger_only(
+    sqlite_ledger: Ledger, tmp_path: Path
+) -> None:
+    """Connections never create a missing SQLite file, but the lease file is the ledger's
+    companion: made on first use beside a ledger that exists, never beside a missing one."""
+    leases_file = Path(f"{sqlite_ledger.engine.url.database}-leases")
+    assert not leases_file.exists()
+    liveness = SqlLiveness(sqlite_ledger, ttl=1.0)
+    process = info()
+    liveness.register(process)
+    assert leases_file.exists()
+    assert liveness.alive([process.identity]) == {process.identity: True}
+    liveness.close()
+
+    missing = tmp_path / "nowhere.db"
+    nowhere = SqlLiveness(f"sqlite:///{missing}", ttl=1.0)
+    with pytest.raises(SchemaMissing):
+        nowhere.register(info())
+    nowhere.close()
+    assert not missing.exists()
+    assert not Path(f"{missing}-leases").exists()
