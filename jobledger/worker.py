@@ -221,10 +221,24 @@ class Worker:
         try:
             claim = self.ledger.claim(job_id, self.identity)
         except AlreadyClaimed as taken:
-            claim = self._take_over(job_id, taken)
+            claim = self._own_lost_claim(job_id, taken) or self._take_over(job_id, taken)
         with self._lock:
             self._held[job_id] = claim
         return claim
+
+    def _own_lost_claim(self, job_id: str, taken: AlreadyClaimed) -> Claim | None:
+        """Our own claim whose reply was lost (the connection broke after the commit), or
+        ``None``. Without this the job would stay claimed by us, unworked, until we exit."""
+        if taken.holder != self.identity or taken.token is None:
+            return None
+        with self._lock:
+            if job_id in self._held:
+                return None  # claimed twice by the caller: AlreadyClaimed says so
+        status = self.ledger.status(job_id)
+        if status.claimed_by != self.identity or status.claim_token != taken.token:
+            return None
+        log.warning("job %r: adopting this worker's own claim %d", job_id, taken.token)
+        return Claim(job_id, taken.token, status.attempt, self.identity)
 
     def _take_over(self, job_id: str, taken: AlreadyClaimed) -> Claim:
         holder = taken.holder

@@ -149,3 +149,18 @@ def test_stop_waits_for_jobs_finished_by_other_threads(backend: Backend) -> None
     assert ledger.status("slow").state == "completed"
     assert ledger.status("stuck").state == "enqueued"
     assert stuck.job_id not in {c.job_id for c in worker.held}
+
+
+def test_a_claim_whose_reply_was_lost_is_adopted(backend: Backend) -> None:
+    """The claim committed but its reply never came (the connection broke): claiming again
+    hands the worker its own claim instead of AlreadyClaimed naming itself."""
+    ledger = backend.ledger
+    ledger.enqueue("j")
+    with Worker(ledger, backend.liveness()) as worker:
+        lost = ledger.claim("j", worker.identity)  # as if the reply to worker.claim was lost
+        assert worker.claim("j") == lost
+        assert worker.held == [lost]
+        with pytest.raises(AlreadyClaimed):
+            worker.claim("j")  # a second claim of a job it holds is still the caller's mistake
+        worker.complete(lost)
+    assert [e.type for e in ledger.history("j")] == ["enqueued", "claimed", "completed"]
