@@ -1,10 +1,12 @@
 """Kill ``jobledger rebuild|verify --workers 2`` mid-run: nothing may be left behind.
 
-The coordinator is killed while its forked workers are reading (SIGKILL, or
-SIGTERM). Within two seconds its workers must be gone, the database must have
-no session of theirs or the coordinator's (the server saw every connection
-close, so the rebuild's lock on ``jobledger_jobs`` is released and the
-transactions are rolled back), and an append must go through at once.
+The workers must hold none of the coordinator's sockets (its connections, the
+other workers' pipe ends). The coordinator is killed while its workers are
+reading (SIGKILL, or SIGTERM). Within two seconds its workers must be gone,
+the database must have no session of theirs or the coordinator's (the server
+saw every connection close, so the rebuild's lock on ``jobledger_jobs`` is
+released and the transactions are rolled back), and an append must go
+through at once.
 
 The ledger is filled in bulk (``benchmarks/audit_data.py``) with enough events
 that the workers run for a few seconds, in a database of this module's own, so
@@ -13,7 +15,9 @@ that every other session on it is one the command left behind.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -32,6 +36,8 @@ from jobledger.testing import scratch_database
 ROOT = Path(__file__).resolve().parents[2]
 #: Well above audit.MIN_PARALLEL_EVENTS: two workers take a few seconds over these.
 EVENTS = 300_000
+#: SQLite is filled more slowly, and read more slowly: a few seconds' work as well.
+SQLITE_EVENTS = 100_000
 WORKERS = ("--workers", "2")
 #: From the signal to no worker and no session left.
 CLEANUP_SECONDS = 2.0
@@ -50,6 +56,18 @@ def big_ledger(postgres_server_url: str) -> Iterator[str]:
         populate([engine], EVENTS)
         engine.dispose()
         yield text
+
+
+@pytest.fixture(scope="module")
+def big_sqlite_ledger(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A SQLite file holding SQLITE_EVENTS events."""
+    path = tmp_path_factory.mktemp("kill") / "ledger.db"
+    shutil.copy(sqlite_template, path)
+    url = f"sqlite:///{path}"
+    engine = engine_for(url)
+    populate([engine], SQLITE_EVENTS)
+    engine.dispose()
+    return url
 
 
 def _libpq(url: str) -> str:
@@ -85,6 +103,22 @@ def _parent(pid: int) -> int | None:
     return None if found is None else found[0]
 
 
+def _shared_sockets(coordinator: int, workers: list[int]) -> set[str]:
+    """Sockets the coordinator holds that a worker holds too (its connections, pipe ends)."""
+    theirs = set().union(*(_sockets(pid) for pid in workers))
+    return _sockets(coordinator) & theirs
+
+
+def _sockets(pid: int) -> set[str]:
+    found = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):  # closed since the listing
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target.startswith("socket:"):
+                found.add(target)
+    return found
+
+
 def _alive(pid: int) -> bool:
     """Whether ``pid`` runs still (a zombie waiting for its reaper is dead)."""
     found = _parent_and_state(pid)
@@ -105,19 +139,20 @@ def _reading(sessions: list[tuple[int, str, str]]) -> int:
     return sum(1 for _, state, query in sessions if state == "active" and "TO STDOUT" in query)
 
 
-@pytest.mark.parametrize("command", ["rebuild", "verify"])
-@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
-def test_killed_audit_leaves_nothing_behind(big_ledger: str, command: str, signum: int) -> None:
+COMMANDS = pytest.mark.parametrize("command", ["rebuild", "verify"])
+SIGNALS = pytest.mark.parametrize(
+    "signum", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"]
+)
+
+
+@COMMANDS
+@SIGNALS
+def test_killed_audit_leaves_nothing_behind(
+    big_ledger: str, command: str, signum: int, tmp_path: Path
+) -> None:
     observer = psycopg.connect(_libpq(big_ledger), autocommit=True)
-    coordinator = subprocess.Popen(
-        [sys.executable, "-m", "jobledger.cli", "--database-url", big_ledger, command, *WORKERS],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,  # says little, and only as it ends
-        text=True,
-    )
-    stderr = coordinator.stderr
-    assert stderr is not None
+    stderr = tmp_path / "stderr"
+    coordinator = _start(big_ledger, command, stderr)
     workers: list[int] = []
     try:
         assert _until(time.monotonic() + 60, lambda: _reading(_sessions(observer)) == 2), (
@@ -125,35 +160,89 @@ def test_killed_audit_leaves_nothing_behind(big_ledger: str, command: str, signu
         )
         workers = _children(coordinator.pid)
         assert len(workers) == 2, workers
+        assert _shared_sockets(coordinator.pid, workers) == set()
         time.sleep(0.3)  # well into their ranges
-        coordinator.send_signal(signum)
-        deadline = time.monotonic() + CLEANUP_SECONDS
-        code = coordinator.wait(timeout=10)
-        # SIGTERM: the CLI exits through its cleanup (143, no traceback); SIGKILL allows none.
-        expected = -signum if signum == signal.SIGKILL else 128 + signum
-        assert code == expected, f"exit status {code}: {stderr.read()!r}"
-
-        assert _until(deadline, lambda: not any(_alive(pid) for pid in workers)), (
-            f"workers survived their coordinator: {[p for p in workers if _alive(p)]}"
-        )
+        deadline = _stop(coordinator, signum, workers, stderr)
         assert _until(deadline, lambda: not _sessions(observer)), (
             f"sessions left behind: {_sessions(observer)}"
         )
         # The rebuild's lock is gone: an append does not wait (lock_timeout makes a wait fail).
-        with Ledger(big_ledger + "?options=-c%20lock_timeout%3D1000") as ledger:
-            started = time.monotonic()
-            ledger.enqueue(f"after-{command}-{signum}")
-            assert time.monotonic() - started < 1.0
+        _append_at_once(big_ledger + "?options=-c%20lock_timeout%3D1000", f"{command}-{signum}")
     finally:
-        if coordinator.poll() is None:
-            coordinator.kill()
-            coordinator.wait()
-        for pid in workers:  # leftovers of a failed run, so that the next test starts clean
-            if _alive(pid):
-                os.kill(pid, signal.SIGKILL)
+        _clean_up(coordinator, workers)
         observer.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
             " WHERE datname = current_database() AND pid <> pg_backend_pid()"
         )
         observer.close()
-        stderr.close()
+
+
+@COMMANDS
+@SIGNALS
+def test_killed_audit_on_sqlite_leaves_no_worker(
+    big_sqlite_ledger: str, command: str, signum: int, tmp_path: Path
+) -> None:
+    """No server sessions here, and no locks: workers must still not outlive the coordinator.
+
+    (A surviving worker keeps its read transaction open, so the WAL file can never
+    be checkpointed back to the start, and waits on its pipe forever.)
+    """
+    stderr = tmp_path / "stderr"
+    coordinator = _start(big_sqlite_ledger, command, stderr)
+    workers: list[int] = []
+    try:
+        assert _until(time.monotonic() + 60, lambda: len(_children(coordinator.pid)) == 2), (
+            "workers never ran"
+        )
+        workers = _children(coordinator.pid)
+        assert _shared_sockets(coordinator.pid, workers) == set()
+        time.sleep(0.3)  # well into their ranges
+        _stop(coordinator, signum, workers, stderr)
+        _append_at_once(big_sqlite_ledger, f"{command}-{signum}")
+    finally:
+        _clean_up(coordinator, workers)
+
+
+def _start(url: str, command: str, stderr: Path) -> subprocess.Popen[bytes]:
+    # stderr goes to a file: a pipe would stay open as long as any worker survived.
+    with stderr.open("wb") as errors:
+        return subprocess.Popen(
+            [sys.executable, "-m", "jobledger.cli", "--database-url", url, command, *WORKERS],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=errors,
+        )
+
+
+def _stop(
+    coordinator: subprocess.Popen[bytes], signum: int, workers: list[int], stderr: Path
+) -> float:
+    """Send ``signum``; check the exit and that the workers are gone; the cleanup deadline."""
+    coordinator.send_signal(signum)
+    deadline = time.monotonic() + CLEANUP_SECONDS
+    code = coordinator.wait(timeout=10)
+    assert code != 0, "the command ended before it was killed"
+    assert _until(deadline, lambda: not any(_alive(pid) for pid in workers)), (
+        f"workers survived their coordinator: {[pid for pid in workers if _alive(pid)]}"
+    )
+    # SIGTERM: the CLI exits through its cleanup (143, no traceback); SIGKILL allows none.
+    expected = -signum if signum == signal.SIGKILL else 128 + signum
+    assert code == expected, f"exit status {code}: {stderr.read_text(errors='replace')!r}"
+    return deadline
+
+
+def _append_at_once(url: str, job_id: str) -> None:
+    with Ledger(url) as ledger:
+        started = time.monotonic()
+        ledger.enqueue(f"after-{job_id}")
+        assert time.monotonic() - started < 1.0
+
+
+def _clean_up(coordinator: subprocess.Popen[bytes], workers: list[int]) -> None:
+    """Leftovers of a failed run, so that the next test starts clean."""
+    if coordinator.poll() is None:
+        coordinator.kill()
+        coordinator.wait()
+    for pid in workers:
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
