@@ -203,11 +203,44 @@ def test_killed_audit_on_sqlite_leaves_no_worker(
         _clean_up(coordinator, workers)
 
 
-def _start(url: str, command: str, stderr: Path) -> subprocess.Popen[bytes]:
+@COMMANDS
+def test_without_a_parent_death_signal_workers_end_at_their_next_message(
+    big_sqlite_ledger: str, command: str, tmp_path: Path
+) -> None:
+    """Where Linux's parent-death signal is missing, a worker finds its pipe closed.
+
+    Its next message (progress, every 10,000 events) fails, and it ends. This
+    holds only because no worker keeps a copy of the coordinator's pipe ends.
+    """
+    stderr = tmp_path / "stderr"
+    coordinator = _start(big_sqlite_ledger, command, stderr, python=ELSEWHERE)
+    workers: list[int] = []
+    try:
+        assert _until(time.monotonic() + 60, lambda: len(_children(coordinator.pid)) == 2), (
+            "workers never ran"
+        )
+        workers = _children(coordinator.pid)
+        time.sleep(0.3)  # well into their ranges
+        _stop(coordinator, signal.SIGKILL, workers, stderr)
+    finally:
+        _clean_up(coordinator, workers)
+
+
+#: Runs the CLI as ``-m jobledger.cli`` does, on a platform that is not Linux
+#: (so far as the workers can tell: sys.platform is changed after every import).
+ELSEWHERE = (
+    "-c",
+    "import sys; from jobledger.cli import main; sys.platform = 'elsewhere'; main(sys.argv[1:])",
+)
+
+
+def _start(
+    url: str, command: str, stderr: Path, python: tuple[str, ...] = ("-m", "jobledger.cli")
+) -> subprocess.Popen[bytes]:
     # stderr goes to a file: a pipe would stay open as long as any worker survived.
     with stderr.open("wb") as errors:
         return subprocess.Popen(
-            [sys.executable, "-m", "jobledger.cli", "--database-url", url, command, *WORKERS],
+            [sys.executable, *python, "--database-url", url, command, *WORKERS],
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
             stderr=errors,
