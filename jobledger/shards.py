@@ -18,23 +18,24 @@ together and are read by one worker).
 Workers are forked, which is cheap (no import, no pickling) and safe as long
 as the coordinator runs no other thread: a child forked beside other threads
 may inherit a lock one of them held (in libpq, SQLite, OpenSSL) and hang on it.
-A forked child never uses the connections it inherits, and opens its own.
-
-A worker must not outlive its coordinator (:func:`_bind_to`). Killed with
-SIGKILL, the coordinator runs no cleanup: the kernel closes its sockets, and
-the server ends its session (rolling back, releasing a rebuild's lock) only if
-no other process holds the same socket. So a worker first lets go of every
-socket it inherited: the coordinator's database connections, and the other
-workers' pipe ends, whose copies would keep a pipe open after the
-coordinator died. It dies with the coordinator (Linux's parent-death signal),
-and elsewhere finds it gone at its next message: its pipe's far end is closed.
-Its SQLite library may take the
+A forked child never uses the connections it inherits (nor closes them: it
+ends with ``os._exit``), and opens its own. Its SQLite library may take the
 coordinator's file locks for its own; they are real, and held until every
 worker has finished, since the coordinator keeps its transaction open until
 then. Spawned workers are no option: they would import the caller's main
 module again, as every spawned process does. So with other threads running,
 or where fork is missing or unsafe (Windows, macOS), the work stays in one
 process.
+
+A worker must not outlive its coordinator, nor keep its sessions alive
+(:func:`_bind_to`). A coordinator killed with SIGKILL runs no cleanup: the
+kernel closes its sockets, and the server ends its session (rolling back,
+releasing a rebuild's lock) only if no other process holds the same socket.
+So a worker first lets go of every socket it inherited: the coordinator's
+database connections, and the pipe ends of the other workers and its own far
+end, whose copies would keep a pipe open after the coordinator died. It dies
+with the coordinator (Linux's parent-death signal), and elsewhere finds it
+gone at its next message, on a pipe whose far end is closed.
 """
 
 from __future__ import annotations

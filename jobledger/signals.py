@@ -32,7 +32,7 @@ def restore(previous: Mapping[int, Handler]) -> None:
 
 @contextlib.contextmanager
 def sigterm_exits() -> Iterator[None]:
-    """Within the block, SIGTERM raises ``SystemExit(143)`` (main thread only).
+    """Within the block, SIGTERM raises ``SystemExit(143)`` (in the main thread only).
 
     Its default action ends the process at once; raised instead, the exit runs
     every ``finally`` and ``with`` on the way out, which stop worker processes
@@ -42,6 +42,9 @@ def sigterm_exits() -> Iterator[None]:
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
         raise SystemExit(128 + signum)
 
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     previous = install({signal.SIGTERM: on_sigterm})
     try:
         yield

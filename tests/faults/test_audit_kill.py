@@ -103,6 +103,14 @@ def _parent(pid: int) -> int | None:
     return None if found is None else found[0]
 
 
+def _assert_share_no_socket(coordinator: int, workers: list[int]) -> None:
+    """Workers let go of the sockets they inherited, as soon as they have started."""
+    started = time.monotonic() + 2  # a worker seen just after the fork holds them all still
+    assert _until(started, lambda: not _shared_sockets(coordinator, workers)), (
+        f"workers hold the coordinator's {_shared_sockets(coordinator, workers)}"
+    )
+
+
 def _shared_sockets(coordinator: int, workers: list[int]) -> set[str]:
     """Sockets the coordinator holds that a worker holds too (its connections, pipe ends)."""
     theirs = set().union(*(_sockets(pid) for pid in workers))
@@ -111,11 +119,12 @@ def _shared_sockets(coordinator: int, workers: list[int]) -> set[str]:
 
 def _sockets(pid: int) -> set[str]:
     found = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        with contextlib.suppress(OSError):  # closed since the listing
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-            if target.startswith("socket:"):
-                found.add(target)
+    with contextlib.suppress(OSError):  # the process ended
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):  # closed since the listing
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:"):
+                    found.add(target)
     return found
 
 
@@ -160,7 +169,7 @@ def test_killed_audit_leaves_nothing_behind(
         )
         workers = _children(coordinator.pid)
         assert len(workers) == 2, workers
-        assert _shared_sockets(coordinator.pid, workers) == set()
+        _assert_share_no_socket(coordinator.pid, workers)
         time.sleep(0.3)  # well into their ranges
         deadline = _stop(coordinator, signum, workers, stderr)
         assert _until(deadline, lambda: not _sessions(observer)), (
@@ -195,7 +204,7 @@ def test_killed_audit_on_sqlite_leaves_no_worker(
             "workers never ran"
         )
         workers = _children(coordinator.pid)
-        assert _shared_sockets(coordinator.pid, workers) == set()
+        _assert_share_no_socket(coordinator.pid, workers)
         time.sleep(0.3)  # well into their ranges
         _stop(coordinator, signum, workers, stderr)
         _append_at_once(big_sqlite_ledger, f"{command}-{signum}")
