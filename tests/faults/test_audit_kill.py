@@ -104,9 +104,9 @@ def _parent(pid: int) -> int | None:
 
 
 def _assert_share_no_socket(coordinator: int, workers: list[int]) -> None:
-    """Workers let go of the sockets they inherited, as soon as they have started."""
-    started = time.monotonic() + 2  # a worker seen just after the fork holds them all still
-    assert _until(started, lambda: not _shared_sockets(coordinator, workers)), (
+    """Running workers hold none of the sockets the coordinator holds."""
+    assert all(_alive(pid) for pid in workers), "the workers ended too soon to be tested"
+    assert not _shared_sockets(coordinator, workers), (
         f"workers hold the coordinator's {_shared_sockets(coordinator, workers)}"
     )
 
@@ -169,8 +169,8 @@ def test_killed_audit_leaves_nothing_behind(
         )
         workers = _children(coordinator.pid)
         assert len(workers) == 2, workers
+        time.sleep(0.5)  # well into their ranges
         _assert_share_no_socket(coordinator.pid, workers)
-        time.sleep(0.3)  # well into their ranges
         deadline = _stop(coordinator, signum, workers, stderr)
         assert _until(deadline, lambda: not _sessions(observer)), (
             f"sessions left behind: {_sessions(observer)}"
@@ -200,12 +200,8 @@ def test_killed_audit_on_sqlite_leaves_no_worker(
     coordinator = _start(big_sqlite_ledger, command, stderr)
     workers: list[int] = []
     try:
-        assert _until(time.monotonic() + 60, lambda: len(_children(coordinator.pid)) == 2), (
-            "workers never ran"
-        )
-        workers = _children(coordinator.pid)
+        workers = _frozen_mid_run(coordinator)
         _assert_share_no_socket(coordinator.pid, workers)
-        time.sleep(0.3)  # well into their ranges
         _stop(coordinator, signum, workers, stderr)
         _append_at_once(big_sqlite_ledger, f"{command}-{signum}")
     finally:
@@ -225,14 +221,27 @@ def test_without_a_parent_death_signal_workers_end_at_their_next_message(
     coordinator = _start(big_sqlite_ledger, command, stderr, python=ELSEWHERE)
     workers: list[int] = []
     try:
-        assert _until(time.monotonic() + 60, lambda: len(_children(coordinator.pid)) == 2), (
-            "workers never ran"
-        )
-        workers = _children(coordinator.pid)
-        time.sleep(0.3)  # well into their ranges
+        workers = _frozen_mid_run(coordinator)
         _stop(coordinator, signal.SIGKILL, workers, stderr)
     finally:
         _clean_up(coordinator, workers)
+
+
+def _frozen_mid_run(coordinator: subprocess.Popen[bytes]) -> list[int]:
+    """The coordinator's workers, once they run, with the coordinator stopped (SIGSTOP).
+
+    The SQLite ledger, which this module can fill only slowly, takes two workers
+    half a second: stopped, the coordinator hands out no more work, so its
+    workers (waiting for it) are still there when it is killed.
+    """
+    assert _until(time.monotonic() + 60, lambda: len(_children(coordinator.pid)) == 2), (
+        "workers never ran"
+    )
+    coordinator.send_signal(signal.SIGSTOP)
+    workers = _children(coordinator.pid)
+    # Seen just after the fork, they may not have let go of what they inherited yet.
+    _until(time.monotonic() + 2, lambda: not _shared_sockets(coordinator.pid, workers))
+    return workers
 
 
 #: Runs the CLI as ``-m jobledger.cli`` does, on a platform that is not Linux
@@ -260,7 +269,9 @@ def _stop(
     coordinator: subprocess.Popen[bytes], signum: int, workers: list[int], stderr: Path
 ) -> float:
     """Send ``signum``; check the exit and that the workers are gone; the cleanup deadline."""
+    assert all(_alive(pid) for pid in workers), "the workers ended before they were killed"
     coordinator.send_signal(signum)
+    coordinator.send_signal(signal.SIGCONT)  # if frozen: SIGTERM acts only on a running process
     deadline = time.monotonic() + CLEANUP_SECONDS
     code = coordinator.wait(timeout=10)
     assert code != 0, "the command ended before it was killed"
@@ -282,6 +293,7 @@ def _append_at_once(url: str, job_id: str) -> None:
 
 def _clean_up(coordinator: subprocess.Popen[bytes], workers: list[int]) -> None:
     """Leftovers of a failed run, so that the next test starts clean."""
+    workers = [*workers, *_children(coordinator.pid)]
     if coordinator.poll() is None:
         coordinator.kill()
         coordinator.wait()
