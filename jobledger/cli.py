@@ -20,7 +20,7 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from . import audit, bounds, migrate, terminal, timeline
+from . import audit, bounds, migrate, signals, terminal, timeline
 from .catchup import CatchUp, QueueStats
 from .database import DEFAULT_URL, mask
 from .demo import run_demo
@@ -620,7 +620,7 @@ _workers_option = click.option(
 @pass_settings
 def verify(settings: Settings, as_json: bool, workers: int | None) -> None:
     """Check every hash chain, every lifecycle path and the projection; exit 1 on problems."""
-    with settings.ledger() as ledger, _progress_bar() as bar:
+    with signals.sigterm_exits(), settings.ledger() as ledger, _progress_bar() as bar:
         report = ledger.verify(progress=_tracked(bar, "verifying"), workers=workers)
     _report(report, as_json, "verify")
 
@@ -630,7 +630,7 @@ def verify(settings: Settings, as_json: bool, workers: int | None) -> None:
 @pass_settings
 def rebuild(settings: Settings, workers: int | None) -> None:
     """Re-fold the status projection from the events, in one transaction."""
-    with settings.ledger() as ledger, _progress_bar() as bar:
+    with signals.sigterm_exits(), settings.ledger() as ledger, _progress_bar() as bar:
         count = ledger.rebuild(progress=_tracked(bar, "rebuilding"), workers=workers)
     click.echo(f"rebuilt the projection: {count} jobs", err=True)
 

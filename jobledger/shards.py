@@ -18,7 +18,7 @@ together and are read by one worker).
 Workers are forked, which is cheap (no import, no pickling) and safe as long
 as the coordinator runs no other thread: a child forked beside other threads
 may inherit a lock one of them held (in libpq, SQLite, OpenSSL) and hang on it.
-A forked child never touches the connections it inherits (nor closes them: it
+A forked child never uses the connections it inherits (nor closes them: it
 ends with ``os._exit``), and opens its own. Its SQLite library may take the
 coordinator's file locks for its own; they are real, and held until every
 worker has finished, since the coordinator keeps its transaction open until
@@ -26,6 +26,16 @@ then. Spawned workers are no option: they would import the caller's main
 module again, as every spawned process does. So with other threads running,
 or where fork is missing or unsafe (Windows, macOS), the work stays in one
 process.
+
+A worker must not outlive its coordinator, nor keep its sessions alive
+(:func:`_bind_to`). A coordinator killed with SIGKILL runs no cleanup: the
+kernel closes its sockets, and the server ends its session (rolling back,
+releasing a rebuild's lock) only if no other process holds the same socket.
+So a worker first lets go of every socket it inherited: the coordinator's
+database connections, and the pipe ends of the other workers and its own far
+end, whose copies would keep a pipe open after the coordinator died. It dies
+with the coordinator (Linux's parent-death signal), and elsewhere finds it
+gone at its next message, on a pipe whose far end is closed.
 """
 
 from __future__ import annotations
@@ -34,7 +44,9 @@ import contextlib
 import multiprocessing
 import os
 import pickle
+import signal
 import sqlite3
+import stat
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -165,7 +177,7 @@ def run(
         for _ in range(min(workers, len(ranges))):
             mine, theirs = context.Pipe()
             process = context.Process(
-                target=_work, args=(task, source, ranges, theirs), daemon=True
+                target=_work, args=(task, source, ranges, theirs, os.getpid()), daemon=True
             )
             process.start()
             theirs.close()
@@ -226,8 +238,9 @@ def _receive(pipe: Pipe) -> tuple[str, Any]:
     return message
 
 
-def _work(task: Task, source: Source, ranges: list[Range], pipe: Pipe) -> None:
+def _work(task: Task, source: Source, ranges: list[Range], pipe: Pipe, coordinator: int) -> None:
     """A worker process: connect, then run ``task`` on each range it is given."""
+    _bind_to(coordinator, pipe)
 
     def emit(kind: str, payload: Any) -> None:
         pipe.send((kind, payload))
@@ -244,9 +257,69 @@ def _work(task: Task, source: Source, ranges: list[Range], pipe: Pipe) -> None:
                 lower, upper = ranges[number]
                 emit("done", task(bulk, lower, upper, emit))
     except BaseException as exc:  # every failure goes to the coordinator
-        emit("error", _picklable(exc))
+        # An OSError here (EPIPE) means the coordinator is gone: nobody to tell.
+        with contextlib.suppress(OSError):
+            emit("error", _picklable(exc))
     finally:
         pipe.close()
+
+
+#: Linux's prctl option: a signal this process gets when its parent ends.
+PR_SET_PDEATHSIG = 1
+
+
+def _bind_to(coordinator: int, pipe: Pipe) -> None:
+    """Make a freshly forked worker end with its coordinator and hold none of its sockets.
+
+    SIGTERM gets its default action back (the coordinator may have set a handler
+    of its own), so that :meth:`~multiprocessing.Process.terminate` ends the
+    worker; SIGINT is ignored, since a Ctrl-C reaches every process of the
+    terminal's group and the coordinator then stops its workers itself.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        import ctypes  # noqa: PLC0415 (used on Linux only)
+
+        # Fires when the thread that forked ends: the coordinator runs only one (can_fork).
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != coordinator:  # it died before the line above could take effect
+        os._exit(1)
+    _drop_inherited_sockets(keep=pipe.fileno())
+
+
+def _drop_inherited_sockets(keep: int) -> None:
+    """Point every inherited socket but ``keep`` (and stdio) at /dev/null.
+
+    Nothing is sent on them: a connection's proper close would end the
+    coordinator's session on its behalf. The descriptors are replaced rather
+    than closed, so that their numbers stay taken: the coordinator's objects
+    that still name them (this process never uses them) cannot reach a
+    connection of the worker's own by a reused number. Files stay open: they
+    hold no session, SQLite's state refers to its own, and closing any
+    descriptor of a file drops the process's POSIX locks on that file.
+    """
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        for fd in _descriptors():
+            if fd > 2 and fd not in (keep, null) and _is_socket(fd):
+                os.dup2(null, fd)
+    finally:
+        os.close(null)
+
+
+def _descriptors() -> list[int]:
+    """This process's open file descriptors, and perhaps some that are not open."""
+    with contextlib.suppress(OSError):  # Linux lists them; elsewhere every number is tried
+        return [int(name) for name in os.listdir("/proc/self/fd")]
+    return list(range(min(os.sysconf("SC_OPEN_MAX"), 65536)))
+
+
+def _is_socket(fd: int) -> bool:
+    try:
+        return stat.S_ISSOCK(os.fstat(fd).st_mode)
+    except OSError:  # not open (the listing's own descriptor, say)
+        return False
 
 
 def _picklable(exc: BaseException) -> BaseException:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from types import FrameType
 from typing import Any
 
 Handler = Any  # what signal.signal takes and returns: a callable, SIG_DFL/SIG_IGN, or None
@@ -27,3 +28,25 @@ def restore(previous: Mapping[int, Handler]) -> None:
     for signum, handler in previous.items():
         with contextlib.suppress(TypeError, ValueError):
             signal.signal(signum, handler)
+
+
+@contextlib.contextmanager
+def sigterm_exits() -> Iterator[None]:
+    """Within the block, SIGTERM raises ``SystemExit(143)`` (in the main thread only).
+
+    Its default action ends the process at once; raised instead, the exit runs
+    every ``finally`` and ``with`` on the way out, which stop worker processes
+    and roll transactions back as an error would.
+    """
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = install({signal.SIGTERM: on_sigterm})
+    try:
+        yield
+    finally:
+        restore(previous)
