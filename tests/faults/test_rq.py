@@ -19,8 +19,10 @@ from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 
 from jobledger import RecoveryPolicy
+from jobledger.errors import RedeliveryFailed
 from jobledger.identity import new_identity, parse
-from jobledger.integrations.rq import LedgerQueue
+from jobledger.integrations.rq import LedgerQueue, RQTarget
+from jobledger.redelivery import Redeliverer
 from jobledger.testing import RedisServer
 from tests.faults.conftest import ROOT, TTL, FaultEnv
 
@@ -177,6 +179,14 @@ def test_killed_rq_job_is_redelivered_and_runs_again_on_another_worker(
     assert env.ledger.verify().ok
 
 
+def _requeue_after_death(env: FaultEnv, jobs: list[Job]) -> None:
+    """What the projector does for a dead holder: abandoned, then requeued by policy."""
+    dead = new_identity()
+    for job in jobs:
+        claim = env.ledger.claim(job.id, dead)
+        env.ledger.abandon(job.id, claim.token, "holder died", policy=RecoveryPolicy())
+
+
 class _Redeliverer:
     """``tests.faults.redeliverer_process``: a slow redeliverer, its stdout lines readable."""
 
@@ -220,10 +230,7 @@ def test_redeliverer_survives_its_own_sigkill(
     counted = "tests.faults.rq_jobs.counted"
     jobs = [queue.enqueue(counted, str(tmp_path / str(n)), 0) for n in range(6)]
     connection.delete(queue.key)  # RQ lost them all: only redelivery brings them back
-    dead = new_identity()
-    for job in jobs:
-        claim = env.ledger.claim(job.id, dead)
-        env.ledger.abandon(job.id, claim.token, "holder died", policy=RecoveryPolicy())
+    _requeue_after_death(env, jobs)
     ids = {job.id for job in jobs}
 
     # Killed mid-batch (batches of 2): its first delivery happened, its checkpoint did not.
@@ -250,3 +257,35 @@ def test_redeliverer_survives_its_own_sigkill(
         assert _runs(tmp_path / f"{n}") == ["start", "done"]  # ran once
         assert env.types(job.id)[-2:] == ["claimed", "completed"]
         assert Job.fetch(job.id, connection=connection).get_status() == JobStatus.FINISHED
+
+
+def test_redelivery_waits_out_an_rq_broker_outage(
+    rq_env: tuple[FaultEnv, redis.Redis, LedgerQueue], caplog: pytest.LogCaptureFixture
+) -> None:
+    env, connection, queue = rq_env
+    assert isinstance(env.redis, RedisServer)
+    job = queue.enqueue("tests.faults.rq_jobs.quick", 1)
+    connection.delete(queue.key)
+    _requeue_after_death(env, [job])
+    requeued = env.ledger.history(job.id)[-1]
+    saved = connection.dump(job.key)
+    env.redis.stop()  # RQ's Redis is down
+
+    target = RQTarget(env.redis.url)
+    redeliverer = Redeliverer(env.ledger, target)
+    with pytest.raises(RedeliveryFailed, match="redelivery to rq failed: ConnectionError"):
+        redeliverer.run_once()
+    assert redeliverer.catchup.checkpoint().position < requeued.position
+    thread = threading.Thread(target=redeliverer.run_forever)
+    thread.start()
+    try:
+        env.wait_for(lambda: "retrying in" in caplog.text, timeout=20)
+        env.redis.start()  # back, with its data (a persistent Redis)
+        connection.restore(job.key, 0, saved)
+        env.wait_for(lambda: job.id in queue.get_job_ids(), timeout=40)
+    finally:
+        redeliverer.stop()
+        thread.join(timeout=60)
+        target.close()
+    assert redeliverer.catchup.checkpoint().position >= requeued.position
+    assert queue.get_job_ids() == [job.id]
