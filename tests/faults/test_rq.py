@@ -201,6 +201,7 @@ class _Redeliverer:
             stderr=subprocess.PIPE,
         )
         self.lines: queues.Queue[dict[str, str]] = queues.Queue()
+        self.skipped: list[dict[str, str]] = []
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
@@ -209,9 +210,11 @@ class _Redeliverer:
             self.lines.put(json.loads(line))
 
     def expect(self, event: str, timeout: float = 30.0) -> dict[str, str]:
+        """The first line saying ``event``; the lines before it go to ``self.skipped``."""
+        self.skipped = []
         try:
             while (line := self.lines.get(timeout=timeout))["event"] != event:
-                pass
+                self.skipped.append(line)
         except queues.Empty:
             self.process.kill()
             stderr = self.process.communicate()[1]
@@ -233,8 +236,9 @@ def test_redeliverer_survives_its_own_sigkill(
     _requeue_after_death(env, jobs)
     ids = {job.id for job in jobs}
 
-    # Killed mid-batch (batches of 2): its first delivery happened, its checkpoint did not.
-    first = _Redeliverer(env, batch_size=2, delay=0.5)
+    # Killed mid-batch (2 events a batch; the pause after a delivery holds the batch open):
+    # its first delivery happened, its checkpoint did not.
+    first = _Redeliverer(env, batch_size=2, delay=30.0)
     killed_after = first.expect("delivered")["job"]
     first.sigkill()
     # Killed again after a few more deliveries, wherever that lands.
@@ -247,6 +251,7 @@ def test_redeliverer_survives_its_own_sigkill(
     last = _Redeliverer(env, batch_size=2, delay=0.0)
     last.expect("caught up")
     assert last.process.wait(timeout=30) == 0
+    assert 0 < len(last.skipped) < len(jobs)  # resumed from its checkpoint, not from the start
 
     # Every job waits in RQ's queue exactly once: repeated deliveries did not push it twice.
     waiting = queue.get_job_ids()
