@@ -70,6 +70,8 @@ BENCHMARKS: list[tuple[str, list[Row]]] = [
     ("rq_detection", []),
     # Issue 3's other figure: live, busy workers under CPU load are never abandoned.
     ("false_abandon", []),
+    # Issue 10: a requeued job back in RQ's queue.
+    ("redelivery_latency", []),
 ]
 
 

@@ -33,7 +33,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     BigInteger,
@@ -76,7 +76,7 @@ HOLDUP_REPORT_INTERVAL = 60.0
 class Projection(abc.ABC):
     """A read model kept up to date from the events. ``name`` keys its checkpoint."""
 
-    name: ClassVar[str]
+    name: str
 
     @abc.abstractmethod
     def handle(self, event: Event, connection: Connection) -> None:

@@ -9,9 +9,10 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, is_dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -33,6 +34,7 @@ from .liveness import DEFAULT_TTL, Liveness, liveness_for
 from .policy import RecoveryPolicy
 from .records import JobStatus
 from .recovery import RecoveryProjector
+from .redelivery import Redeliverer, RedeliveryTarget
 
 
 @dataclass
@@ -415,6 +417,18 @@ def processes(settings: Settings, as_json: bool) -> None:
     metavar="QUEUE=SECONDS",
     help="Per-queue heartbeat timeout.",
 )
+@click.option(
+    "--redeliver",
+    type=click.Choice(["rq"]),
+    default=None,
+    help="Hand requeued jobs back to this job system (at-least-once, from a checkpoint).",
+)
+@click.option(
+    "--rq-url",
+    envvar="JOBLEDGER_RQ_URL",
+    default=None,
+    help="RQ's Redis for --redeliver rq [default: --redis-url] (env JOBLEDGER_RQ_URL).",
+)
 @click.option("--json", "as_json", is_flag=True, help="With --once: the decisions as JSON lines.")
 @pass_settings
 def recover(
@@ -427,13 +441,17 @@ def recover(
     queue_max_attempts: tuple[tuple[str, int], ...],
     heartbeat_timeout: float | None,
     queue_heartbeat_timeout: tuple[tuple[str, float], ...],
+    redeliver: str | None,
+    rq_url: str | None,
     as_json: bool,
 ) -> None:
     """Abandon (and requeue by policy) the jobs of processes that are no longer alive.
 
-    Runs until SIGTERM or SIGINT; every decision is logged to stderr.
+    Runs until SIGTERM or SIGINT; every decision is logged to stderr. With
+    --redeliver, requeued jobs are also handed back to their job system.
     """
     _log_to_stderr(settings.debug)
+    target = _redelivery_target(redeliver, rq_url or settings.redis_url)
     policy = RecoveryPolicy(
         max_attempts=max_attempts,
         max_attempts_by_queue=dict(queue_max_attempts),
@@ -443,13 +461,19 @@ def recover(
     with settings.ledger() as ledger:
         liveness = settings.liveness(ledger, ttl)
         projector = RecoveryProjector(ledger, liveness, policy, interval=interval, grace=grace)
+        redeliverer = Redeliverer(ledger, target) if target is not None else None
         try:
             if not once:
-                projector.run_forever()
+                with _running_beside(redeliverer):
+                    projector.run_forever()
                 return
             recovered = projector.run_once()
+            if redeliverer is not None:
+                redeliverer.run_once()
         finally:
             liveness.close()
+            if redeliverer is not None:
+                redeliverer.close()
     for recovery in recovered:
         if as_json:
             click.echo(_as_json(recovery))
@@ -460,6 +484,31 @@ def recover(
             )
     if not as_json:
         click.echo(f"{len(recovered)} jobs recovered", err=True)
+
+
+def _redelivery_target(name: str | None, url: str | None) -> RedeliveryTarget | None:
+    if name is None:
+        return None
+    if url is None:
+        raise click.UsageError("--redeliver rq needs --rq-url or --redis-url (RQ's Redis)")
+    from .integrations.rq import RQTarget  # noqa: PLC0415 (rq is optional, imported when asked for)
+
+    return RQTarget(url)
+
+
+@contextlib.contextmanager
+def _running_beside(redeliverer: Redeliverer | None) -> Iterator[None]:
+    """Run ``redeliverer`` in a thread for the duration of the block."""
+    if redeliverer is None:
+        yield
+        return
+    thread = threading.Thread(target=redeliverer.run_forever, name="redeliverer", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        redeliverer.stop()
+        thread.join()
 
 
 @cli.command()

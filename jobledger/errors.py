@@ -169,3 +169,13 @@ class AttemptsExhausted(LedgerError):
             f"job {job_id!r}: holder {holder} died on attempt {attempt} of {max_attempts}; "
             "abandoned and left for an operator (requeue it to run it again)"
         )
+
+
+class RedeliveryFailed(LedgerError):
+    """A redelivery target could not hand a requeued job back; retried from this job."""
+
+    def __init__(self, job_id: str, target: str, cause: BaseException) -> None:
+        self.job_id, self.target = job_id, target
+        super().__init__(
+            f"job {job_id!r}: redelivery to {target} failed: {type(cause).__name__}: {cause}"
+        )

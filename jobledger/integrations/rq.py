@@ -16,23 +16,34 @@ Worker side (settings from the environment, as for the jobledger CLI)::
 
     JOBLEDGER_DATABASE_URL=... JOBLEDGER_REDIS_URL=... JOBLEDGER_TTL=15 \\
         rq worker --worker-class jobledger.integrations.rq.LedgerWorker default
+
+Redelivery (``jobledger recover --redeliver rq``): :class:`RQTarget` puts each
+job the ledger requeued back on its RQ queue, as RQ's own requeue would.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from typing import Any
 
+import redis
 from rq import Queue
 from rq import Worker as RQWorker
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
+from rq.job import JobStatus as RQJobStatus
+from rq.registry import FailedJobRegistry, StartedJobRegistry
 
 from ..database import DEFAULT_URL
 from ..errors import AttemptsExhausted, InvalidTransition, UnknownJob
 from ..ledger import Ledger
 from ..liveness import DEFAULT_TTL, liveness_for
-from ..records import Claim
+from ..records import Claim, JobStatus
 from ..worker import Worker
+
+log = logging.getLogger("jobledger.integrations.rq")
 
 #: Seconds between job heartbeats while RQ runs the job (the ledger throttles further).
 HEARTBEAT_EVERY = 5.0
@@ -88,6 +99,45 @@ class LedgerWorker(RQWorker):
         finally:
             liveness.close()
             ledger.close()
+
+
+class RQTarget:
+    """Redelivery target: hands requeued jobs back to RQ through the Redis at ``url``.
+
+    The job goes back on its RQ queue (``origin``) with RQ's own data, and leaves
+    RQ's started and failed registries, so RQ and the ledger agree again. A job
+    already waiting in its queue is left alone (a repeated delivery). A job RQ
+    does not know (never enqueued through RQ, or expired) cannot be redelivered:
+    it is logged and skipped, since retrying would not bring it back.
+    """
+
+    name = "rq"
+
+    def __init__(self, url: str) -> None:
+        self.connection = redis.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0)
+
+    def deliver(self, job: JobStatus) -> None:
+        try:
+            rq_job = Job.fetch(job.job_id, connection=self.connection)
+        except NoSuchJobError:
+            log.warning("job %r is not known to RQ: not redelivered", job.job_id)
+            return
+        queue = Queue(rq_job.origin, connection=self.connection, serializer=rq_job.serializer)
+        waiting = self.connection.lpos(queue.key, job.job_id) is not None
+        if rq_job.get_status() == RQJobStatus.QUEUED and waiting:
+            return  # delivered before (a retried batch, or a crash before the checkpoint)
+        started = StartedJobRegistry(queue.name, connection=self.connection)
+        failed = FailedJobRegistry(queue.name, connection=self.connection)
+        rq_job.started_at = rq_job.ended_at = None
+        # Out of the registries first: a crash in between leaves the job to deliver again.
+        with self.connection.pipeline() as pipeline:
+            started.remove_executions(rq_job, pipeline=pipeline)
+            failed.remove(rq_job, pipeline=pipeline)
+            pipeline.execute()
+        queue.enqueue_job(rq_job)  # watches the job's dependencies: not in our pipeline
+
+    def close(self) -> None:
+        self.connection.close()
 
 
 def _claim(ledger: Ledger, recorder: Worker, job_id: str, queue: str) -> Claim:

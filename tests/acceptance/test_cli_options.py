@@ -8,6 +8,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
+from jobledger import Ledger, RecoveryPolicy
+from jobledger.identity import new_identity
+from jobledger.testing import free_port
+
 from .test_cli_operations import run
 
 
@@ -79,3 +83,25 @@ def test_an_unknown_database_option_is_blamed_on_the_url(postgres_url: str) -> N
     assert "error: cannot use database URL" in done.stderr
     assert 'invalid connection option "foo"' in done.stderr
     assert "--state" not in done.stderr
+
+
+def test_redeliver_rq_needs_a_redis_url(url: str) -> None:
+    done = run("--database-url", url, "recover", "--once", "--redeliver", "rq")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "--redeliver rq needs --rq-url or --redis-url" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_redeliver_to_an_rq_that_is_down_fails_without_showing_its_password(url: str) -> None:
+    with Ledger(url) as ledger:
+        ledger.enqueue("orphan")
+        claim = ledger.claim("orphan", new_identity())
+        ledger.abandon("orphan", claim.token, "holder died", policy=RecoveryPolicy())
+    rq_url = f"redis://:s3cret@127.0.0.1:{free_port()}/0"  # nothing listens there
+    done = run(
+        "--database-url", url, "recover", "--once", "--redeliver", "rq",
+        env={"JOBLEDGER_RQ_URL": rq_url},
+    )  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "error: job 'orphan': redelivery to rq failed: ConnectionError" in done.stderr
+    assert "s3cret" not in done.stdout + done.stderr

@@ -16,3 +16,16 @@ def quick(value: int) -> int:
 
 def broken() -> None:
     raise RuntimeError("this job always fails")
+
+
+def counted(marker: str, first_run_seconds: float) -> str:
+    """Write ``start`` and ``done`` lines to ``marker``; only the first run is slow."""
+    with open(marker, "a+") as file:
+        file.seek(0)
+        first = "start" not in file.read()
+        file.write("start\n")
+    if first:
+        time.sleep(first_run_seconds)
+    with open(marker, "a") as file:
+        file.write("done\n")
+    return "counted"

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
+import queue as queues
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,10 +16,13 @@ from pathlib import Path
 import pytest
 import redis
 from rq.job import Job, JobStatus
-from rq.registry import StartedJobRegistry
+from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 
-from jobledger.identity import parse
-from jobledger.integrations.rq import LedgerQueue
+from jobledger import RecoveryPolicy
+from jobledger.errors import RedeliveryFailed
+from jobledger.identity import new_identity, parse
+from jobledger.integrations.rq import LedgerQueue, RQTarget
+from jobledger.redelivery import Redeliverer
 from jobledger.testing import RedisServer
 from tests.faults.conftest import ROOT, TTL, FaultEnv
 
@@ -94,3 +100,197 @@ def test_killed_rq_worker_and_horse_are_recovered_while_rq_says_started(
     # RQ itself still believes the job is running.
     assert Job.fetch(job.id, connection=connection).get_status() == JobStatus.STARTED
     assert job.id in StartedJobRegistry("jl", connection=connection).get_job_ids()
+
+
+def _recover_cli(env: FaultEnv, *extra: str) -> subprocess.Popen[str]:
+    """The real ``jobledger recover`` command, sweeping every 0.2 s."""
+    assert env.redis is not None
+    settings = {"JOBLEDGER_DATABASE_URL": env.database_url, "JOBLEDGER_REDIS_URL": env.redis.url}
+    args = [sys.executable, "-m", "jobledger.cli", "recover", "--ttl", str(TTL)]
+    return subprocess.Popen(
+        [*args, "--interval", "0.2", *extra],
+        cwd=ROOT,
+        env={**os.environ, **settings},
+        text=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def _stop(process: subprocess.Popen[str]) -> str:
+    """SIGTERM, wait, and its stderr; fails unless it exited cleanly."""
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stderr
+    return stderr
+
+
+def _runs(marker: Path) -> list[str]:
+    return marker.read_text().split() if marker.exists() else []
+
+
+def test_killed_rq_job_is_redelivered_and_runs_again_on_another_worker(
+    rq_env: tuple[FaultEnv, redis.Redis, LedgerQueue], tmp_path: Path
+) -> None:
+    env, connection, queue = rq_env
+    marker = tmp_path / "runs"
+    recover = _recover_cli(env, "--redeliver", "rq")  # RQ's Redis: --redis-url by default
+    job = queue.enqueue("tests.faults.rq_jobs.counted", str(marker), 120)
+    first = _rq_worker(env)
+    env.wait_for(lambda: env.ledger.status(job.id).state == "claimed", timeout=30)
+    horse_a = parse(env.ledger.status(job.id).claimed_by or "")
+    time.sleep(TTL)  # let the claim age past the grace period
+    os.kill(first.pid, signal.SIGKILL)
+    os.kill(horse_a.pid, signal.SIGKILL)
+    first.wait()
+
+    # The recover command abandons and requeues it, then hands it back to RQ's queue.
+    try:
+        env.wait_for(lambda: job.id in queue.get_job_ids(), timeout=TTL + 20)
+    except AssertionError:
+        recover.kill()
+        said = recover.communicate()[1]
+        raise AssertionError(f"never redelivered; recover said:\n{said}") from None
+    assert env.types(job.id) == ["enqueued", "claimed", "abandoned", "requeued"]
+    assert Job.fetch(job.id, connection=connection).get_status() == JobStatus.QUEUED
+
+    second = _rq_worker(env, "--burst")
+    assert second.wait(timeout=60) == 0, second.stderr.read() if second.stderr else ""
+    stderr = _stop(recover)
+    assert "redelivered to rq" in stderr
+
+    history = env.ledger.history(job.id)
+    assert [e.type for e in history] == [
+        "enqueued",
+        "claimed",
+        "abandoned",
+        "requeued",
+        "claimed",
+        "completed",
+    ]
+    horse_b = parse(history[4].process or "")
+    assert horse_b.pid not in (horse_a.pid, first.pid)
+    assert _runs(marker) == ["start", "start", "done"]  # killed once, completed once
+    # RQ's own registries agree: finished, neither started nor failed.
+    assert Job.fetch(job.id, connection=connection).get_status() == JobStatus.FINISHED
+    assert job.id in FinishedJobRegistry("jl", connection=connection).get_job_ids()
+    assert job.id not in StartedJobRegistry("jl", connection=connection).get_job_ids()
+    assert job.id not in FailedJobRegistry("jl", connection=connection).get_job_ids()
+    assert env.ledger.verify().ok
+
+
+def _requeue_after_death(env: FaultEnv, jobs: list[Job]) -> None:
+    """What the projector does for a dead holder: abandoned, then requeued by policy."""
+    dead = new_identity()
+    for job in jobs:
+        claim = env.ledger.claim(job.id, dead)
+        env.ledger.abandon(job.id, claim.token, "holder died", policy=RecoveryPolicy())
+
+
+class _Redeliverer:
+    """``tests.faults.redeliverer_process``: a slow redeliverer, its stdout lines readable."""
+
+    def __init__(self, env: FaultEnv, batch_size: int, delay: float) -> None:
+        assert env.redis is not None
+        args = [env.database_url, env.redis.url, str(batch_size), str(delay)]
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.faults.redeliverer_process", *args],
+            cwd=ROOT,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        self.lines: queues.Queue[dict[str, str]] = queues.Queue()
+        self.skipped: list[dict[str, str]] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.put(json.loads(line))
+
+    def expect(self, event: str, timeout: float = 30.0) -> dict[str, str]:
+        """The first line saying ``event``; the lines before it go to ``self.skipped``."""
+        self.skipped = []
+        try:
+            while (line := self.lines.get(timeout=timeout))["event"] != event:
+                self.skipped.append(line)
+        except queues.Empty:
+            self.process.kill()
+            stderr = self.process.communicate()[1]
+            raise AssertionError(f"redeliverer never said {event!r}:\n{stderr}") from None
+        return line
+
+    def sigkill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.communicate(timeout=10)
+
+
+def test_redeliverer_survives_its_own_sigkill(
+    rq_env: tuple[FaultEnv, redis.Redis, LedgerQueue], tmp_path: Path
+) -> None:
+    env, connection, queue = rq_env
+    counted = "tests.faults.rq_jobs.counted"
+    jobs = [queue.enqueue(counted, str(tmp_path / str(n)), 0) for n in range(6)]
+    connection.delete(queue.key)  # RQ lost them all: only redelivery brings them back
+    _requeue_after_death(env, jobs)
+    ids = {job.id for job in jobs}
+
+    # Killed mid-batch (2 events a batch; the pause after a delivery holds the batch open):
+    # its first delivery happened, its checkpoint did not.
+    first = _Redeliverer(env, batch_size=2, delay=30.0)
+    killed_after = first.expect("delivered")["job"]
+    first.sigkill()
+    # Killed again after a few more deliveries, wherever that lands.
+    second = _Redeliverer(env, batch_size=2, delay=0.5)
+    delivered_again = second.expect("delivered")["job"]
+    assert delivered_again == killed_after  # resumed from the checkpoint before it
+    second.expect("delivered")
+    second.expect("delivered")
+    second.sigkill()
+    last = _Redeliverer(env, batch_size=2, delay=0.0)
+    last.expect("caught up")
+    assert last.process.wait(timeout=30) == 0
+    assert 0 < len(last.skipped) < len(jobs)  # resumed from its checkpoint, not from the start
+
+    # Every job waits in RQ's queue exactly once: repeated deliveries did not push it twice.
+    waiting = queue.get_job_ids()
+    assert sorted(waiting) == sorted(ids)
+    worker = _rq_worker(env, "--burst")
+    assert worker.wait(timeout=120) == 0, worker.stderr.read() if worker.stderr else ""
+    for n, job in enumerate(jobs):
+        assert _runs(tmp_path / f"{n}") == ["start", "done"]  # ran once
+        assert env.types(job.id)[-2:] == ["claimed", "completed"]
+        assert Job.fetch(job.id, connection=connection).get_status() == JobStatus.FINISHED
+
+
+def test_redelivery_waits_out_an_rq_broker_outage(
+    rq_env: tuple[FaultEnv, redis.Redis, LedgerQueue], caplog: pytest.LogCaptureFixture
+) -> None:
+    env, connection, queue = rq_env
+    assert isinstance(env.redis, RedisServer)
+    job = queue.enqueue("tests.faults.rq_jobs.quick", 1)
+    connection.delete(queue.key)
+    _requeue_after_death(env, [job])
+    requeued = env.ledger.history(job.id)[-1]
+    saved = connection.dump(job.key)
+    env.redis.stop()  # RQ's Redis is down
+
+    target = RQTarget(env.redis.url)
+    redeliverer = Redeliverer(env.ledger, target)
+    with pytest.raises(RedeliveryFailed, match="redelivery to rq failed: ConnectionError"):
+        redeliverer.run_once()
+    assert redeliverer.catchup.checkpoint().position < requeued.position
+    thread = threading.Thread(target=redeliverer.run_forever)
+    thread.start()
+    try:
+        env.wait_for(lambda: "retrying in" in caplog.text, timeout=20)
+        env.redis.start()  # back, with its data (a persistent Redis)
+        connection.restore(job.key, 0, saved)
+        env.wait_for(lambda: job.id in queue.get_job_ids(), timeout=40)
+    finally:
+        redeliverer.stop()
+        thread.join(timeout=60)
+        target.close()
+    assert redeliverer.catchup.checkpoint().position >= requeued.position
+    assert queue.get_job_ids() == [job.id]
