@@ -24,7 +24,7 @@ from .errors import (
     StaleClaim,
     UnknownJob,
 )
-from .lifecycle import MOVES, EventType, State
+from .lifecycle import MOVES, TERMINAL_STATES, EventType, State
 from .policy import RecoveryPolicy
 from .projection import fold
 from .records import Claim, Event, JobStatus
@@ -216,6 +216,44 @@ class Ledger:
         status = self._execute(job_id, decide).status
         assert status.claim_token is not None  # set by every claimed event
         return Claim(job_id, status.claim_token, status.attempt, process)
+
+    def skip_delivery(
+        self, job_id: str, process: str, *, holder_token: int | None = None, why: str = ""
+    ) -> JobStatus | None:
+        """Record that ``process`` did not run a duplicate delivery of ``job_id``.
+
+        A delivery is a duplicate when the job is completed or cancelled, or while
+        it is still held under claim ``holder_token`` (a holder the caller found not
+        dead; ``why`` says so, e.g. ``"claimed by live process X"``). The skip is a
+        ``rejected`` event (a refused claim: it moves nothing) by ``process``, with
+        ``{"attempted": "claimed", "reason": "duplicate delivery: ...", "holder",
+        "current_token", "state"}``; the job's status is returned. If the job is no
+        longer so (released, taken over, requeued) nothing is written and ``None``
+        says the delivery should try to claim again. Use :meth:`Worker.claim_delivery
+        <jobledger.worker.Worker.claim_delivery>`, which decides liveness for you.
+        """
+        identity.validate(process)
+        why = _text(why, "why") or ""
+
+        def decide(status: JobStatus | None, now: datetime) -> _Plan:
+            status = _known(job_id, status)
+            if status.state in TERMINAL_STATES:
+                reason = f"job is {status.state}"
+            elif holder_token is not None and status.claim_token == holder_token:
+                reason = why or f"job is claimed by {status.claimed_by}"
+            else:
+                return _NOTHING
+            data = {
+                "attempted": str(_E.CLAIMED),
+                "reason": f"duplicate delivery: {reason}",
+                "holder": status.claimed_by,
+                "current_token": status.claim_token,
+                "state": status.state,
+            }
+            return _Plan(_E.REJECTED, process, data)
+
+        outcome = self._execute(job_id, decide)
+        return outcome.status if outcome.wrote else None
 
     def heartbeat(self, claim: Claim, progress: Any = None) -> bool:
         """Show the job is still being worked on; ``True`` if an event was written.

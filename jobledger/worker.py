@@ -11,6 +11,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from types import FrameType
 from typing import Any, TypeVar
@@ -19,6 +20,8 @@ from . import bounds, signals
 from .errors import (
     AlreadyClaimed,
     AttemptsExhausted,
+    ConcurrencyConflict,
+    InvalidTransition,
     LedgerError,
     LivenessUnavailable,
     NotClaiming,
@@ -26,7 +29,7 @@ from .errors import (
 )
 from .identity import new_identity, parse
 from .ledger import Ledger
-from .lifecycle import State
+from .lifecycle import TERMINAL_STATES, State
 from .liveness.base import Incarnation, Liveness, ProcessInfo
 from .liveness.trust import LifeWatch
 from .policy import RecoveryPolicy
@@ -36,6 +39,16 @@ log = logging.getLogger("jobledger.worker")
 
 _T = TypeVar("_T")
 _SignalHandler = Callable[[int, FrameType | None], Any] | int | None
+#: How often :meth:`Worker.claim_delivery` looks again at a job that moved on under it.
+_DELIVERY_LOOKS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class _LiveHolder:
+    """A claim refused because its holder is not dead, and why we think so."""
+
+    taken: AlreadyClaimed
+    why: str
 
 
 class Worker:
@@ -215,13 +228,58 @@ class Worker:
 
     def claim(self, job_id: str) -> Claim:
         """Claim ``job_id``; take it over if its holder is dead, ``AlreadyClaimed`` if alive."""
+        outcome = self._claim_or_holder(job_id)
+        if isinstance(outcome, _LiveHolder):
+            raise outcome.taken
+        return outcome
+
+    def claim_delivery(self, job_id: str) -> Claim | None:
+        """Claim ``job_id`` for a delivery from a job system; ``None``: do not run it.
+
+        What every integration calls when its job system hands it a job. The
+        delivery is a duplicate, and ``None`` is returned, when the job is
+        completed or cancelled, or claimed by a holder that is not dead (alive,
+        or not yet presumed dead: see the takeover rules above). The skip is
+        recorded in the job's history as a ``rejected`` event by this worker, with
+        the reason (:meth:`Ledger.skip_delivery`); the caller acknowledges the
+        message without running the task. Otherwise this is :meth:`claim`: an
+        enqueued job is claimed, a dead holder's job taken over
+        (``AttemptsExhausted`` as there). A failed or abandoned job raises
+        ``InvalidTransition``, since whether a new delivery of it is a retry is
+        the job system's call (requeue it first, then claim); so does a job
+        ``UnknownJob`` if it was never enqueued.
+        """
+        for _ in range(_DELIVERY_LOOKS):
+            try:
+                outcome = self._claim_or_holder(job_id)
+            except InvalidTransition as refused:
+                if refused.state not in TERMINAL_STATES:
+                    raise
+                outcome = None
+            except AlreadyClaimed as taken:  # another process claimed it during our takeover
+                outcome = _LiveHolder(taken, f"job was just claimed by {taken.holder}")
+            if isinstance(outcome, Claim):
+                return outcome
+            token, why = (outcome.taken.token, outcome.why) if outcome else (None, "")
+            skipped = self.ledger.skip_delivery(job_id, self.identity, holder_token=token, why=why)
+            if skipped is not None:
+                log.info("job %r: duplicate delivery skipped by %s", job_id, self.identity)
+                return None
+            # The job moved on between our look and the skip (released, requeued): look again.
+        raise ConcurrencyConflict(job_id, self.ledger.status(job_id).version, "claimed")
+
+    def _claim_or_holder(self, job_id: str) -> Claim | _LiveHolder:
+        """Our claim on ``job_id``, or its holder who is not dead (and why we think so)."""
         if not self.claiming:
             why = "presumed dead" if self._presumed_dead else "quiet or stopping"
             raise NotClaiming(f"worker {self.identity} is {why}; not claiming {job_id!r}")
         try:
             claim = self.ledger.claim(job_id, self.identity)
         except AlreadyClaimed as taken:
-            claim = self._own_lost_claim(job_id, taken) or self._take_over(job_id, taken)
+            found = self._own_lost_claim(job_id, taken) or self._take_over(job_id, taken)
+            if isinstance(found, _LiveHolder):
+                return found
+            claim = found
         with self._lock:
             self._held[job_id] = claim
         return claim
@@ -240,10 +298,13 @@ class Worker:
         log.warning("job %r: adopting this worker's own claim %d", job_id, taken.token)
         return Claim(job_id, taken.token, status.attempt, self.identity)
 
-    def _take_over(self, job_id: str, taken: AlreadyClaimed) -> Claim:
+    def _take_over(self, job_id: str, taken: AlreadyClaimed) -> Claim | _LiveHolder:
         holder = taken.holder
-        if holder is None or taken.token is None or not self._holder_is_dead(holder, taken):
+        if holder is None or taken.token is None:
             raise taken
+        alive = self._why_not_dead(holder, taken)
+        if alive is not None:
+            return _LiveHolder(taken, alive)
         log.warning(
             "job %r: holder %s is not alive; %s takes it over", job_id, holder, self.identity
         )
@@ -261,21 +322,26 @@ class Worker:
                 raise AttemptsExhausted(job_id, holder, after.attempt, cap)
         return self.ledger.claim(job_id, self.identity)
 
-    def _holder_is_dead(self, holder: str, taken: AlreadyClaimed) -> bool:
-        """The projector's test: an old enough claim, no record at two looks, a trusted backend.
+    def _why_not_dead(self, holder: str, taken: AlreadyClaimed) -> str | None:
+        """``None`` if the holder is dead, else why not (for a skipped delivery's history).
 
-        The backend's incarnation is read after the first look, so a restart that
-        emptied it just before that look is seen. Unknown liveness
+        The projector's test: an old enough claim, no record at two looks, a trusted
+        backend. The backend's incarnation is read after the first look, so a restart
+        that emptied it just before that look is seen. Unknown liveness
         (``LivenessUnavailable``) propagates: a job is never taken on a guess.
         """
-        if holder == self.identity or taken.held_for is None or taken.held_for < self.grace:
-            return False
+        if holder == self.identity:
+            return f"job is claimed by this process ({holder})"
+        if taken.held_for is None or taken.held_for < self.grace:
+            return f"job is claimed by {holder}, too recently to presume it dead"
         if self.liveness.alive([holder])[holder]:
-            return False
+            return f"job is claimed by live process {holder}"
         if not self._watch.trusts(self.liveness.incarnation()):
             log.info("job %r: liveness cannot be trusted yet; not taking it over", taken.job_id)
-            return False
-        return not self.liveness.alive([holder])[holder]
+            return f"job is claimed by {holder}; liveness cannot be trusted yet"
+        if self.liveness.alive([holder])[holder]:
+            return f"job is claimed by live process {holder}"
+        return None
 
     def heartbeat(self, claim: Claim, progress: Any = None) -> bool:
         """Record that the job is progressing (throttled by the ledger)."""
