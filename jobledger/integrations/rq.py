@@ -89,6 +89,9 @@ class LedgerWorker(RQWorker):
         try:
             with Worker(ledger, liveness) as recorder:
                 claim = _claim(ledger, recorder, job.id, queue.name)
+                if claim is None:  # a duplicate delivery: recorded, not run
+                    self._skip_duplicate(job, queue, ledger.status(job.id).state, *args, **kwargs)
+                    return True
                 with _Heartbeats(recorder, claim):
                     succeeded: bool = super().perform_job(job, queue, *args, **kwargs)
                 if succeeded:
@@ -99,6 +102,48 @@ class LedgerWorker(RQWorker):
         finally:
             liveness.close()
             ledger.close()
+
+    def _skip_duplicate(self, job: Any, queue: Any, state: str, *args: Any, **kwargs: Any) -> None:
+        """End RQ's bookkeeping of a delivery the ledger refused, as a run would, minus the run.
+
+        RQ's parent made an execution (in the StartedJobRegistry) and left the job in
+        the queue's intermediate list; both go, or RQ's cleanup would later fail the
+        job as stuck. A duplicate enqueue set RQ's status to queued: it is put back
+        to what the ledger says (finished, canceled, or started while the holder
+        runs), only if still queued, so a real outcome is never overwritten. RQ
+        counts no failed (and no successful) job for the skip.
+        """
+        execution = args[0] if args else kwargs.get("execution")
+        log.info("job %r: duplicate RQ delivery not run (job %s in the ledger)", job.id, state)
+        with self.connection.pipeline() as pipeline:
+            if len(self.queues) == 1:  # as RQ's own prepare_job_execution decides
+                pipeline.lrem(queue.intermediate_queue_key, 1, job.id)
+            self.cleanup_execution(job, pipeline=pipeline, execution=execution)
+            pipeline.execute()
+        if state in _RQ_STATUS_OF:
+            _restore_status(self.connection, job, _RQ_STATUS_OF[state])
+
+
+#: The RQ status a skipped duplicate leaves, by the job's state in the ledger.
+_RQ_STATUS_OF = {
+    "completed": RQJobStatus.FINISHED,
+    "cancelled": RQJobStatus.CANCELED,
+    "claimed": RQJobStatus.STARTED,
+}
+
+
+def _restore_status(connection: Any, job: Any, status: RQJobStatus) -> None:
+    """Set ``job``'s RQ status to ``status`` if it is still ``queued`` (a duplicate's doing)."""
+    with connection.pipeline() as pipeline:
+        try:
+            pipeline.watch(job.key)
+            if pipeline.hget(job.key, "status") != RQJobStatus.QUEUED.value.encode():
+                return
+            pipeline.multi()
+            pipeline.hset(job.key, "status", status.value)
+            pipeline.execute()
+        except redis.WatchError:
+            pass  # the job moved on (its run ended): that outcome stands
 
 
 class RQTarget:
@@ -140,10 +185,11 @@ class RQTarget:
         self.connection.close()
 
 
-def _claim(ledger: Ledger, recorder: Worker, job_id: str, queue: str) -> Claim:
-    """Claim the RQ job; record it first if it was enqueued without LedgerQueue."""
+def _claim(ledger: Ledger, recorder: Worker, job_id: str, queue: str) -> Claim | None:
+    """Claim the RQ job, ``None`` for a duplicate delivery (see ``Worker.claim_delivery``);
+    record it first if it was enqueued without LedgerQueue."""
     try:
-        return recorder.claim(job_id)
+        return recorder.claim_delivery(job_id)
     except UnknownJob:
         ledger.enqueue(job_id, queue=queue, data={"recorded": "at first claim"})
     except InvalidTransition as exc:
@@ -153,7 +199,7 @@ def _claim(ledger: Ledger, recorder: Worker, job_id: str, queue: str) -> Claim:
     except AttemptsExhausted:
         # RQ decided to run it again (a retry, or an operator's requeue); record that.
         ledger.requeue(job_id, reason="RQ runs the job again", process=recorder.identity)
-    return recorder.claim(job_id)
+    return recorder.claim_delivery(job_id)
 
 
 class _Heartbeats:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 
@@ -29,3 +30,15 @@ def counted(marker: str, first_run_seconds: float) -> str:
     with open(marker, "a") as file:
         file.write("done\n")
     return "counted"
+
+
+def gated(marker: str, gate: str) -> str:
+    """Write ``start``, wait (up to a minute) for the file ``gate``, then write ``done``."""
+    with open(marker, "a") as file:
+        file.write("start\n")
+    deadline = time.monotonic() + 60
+    while not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with open(marker, "a") as file:
+        file.write("done\n")
+    return "gated"

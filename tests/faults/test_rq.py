@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from rq import Queue
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 
@@ -176,6 +177,44 @@ def test_killed_rq_job_is_redelivered_and_runs_again_on_another_worker(
     assert job.id in FinishedJobRegistry("jl", connection=connection).get_job_ids()
     assert job.id not in StartedJobRegistry("jl", connection=connection).get_job_ids()
     assert job.id not in FailedJobRegistry("jl", connection=connection).get_job_ids()
+    assert env.ledger.verify().ok
+
+
+def test_duplicate_rq_delivery_while_the_first_run_is_alive_is_skipped(
+    rq_env: tuple[FaultEnv, redis.Redis, LedgerQueue], tmp_path: Path
+) -> None:
+    env, connection, queue = rq_env
+    marker, gate = tmp_path / "runs", tmp_path / "gate"
+    job = queue.enqueue("tests.faults.rq_jobs.gated", str(marker), str(gate))
+    first = _rq_worker(env)
+    env.wait_for(lambda: _runs(marker) == ["start"], timeout=30)
+    holder = env.ledger.status(job.id).claimed_by
+    time.sleep(TTL)  # past the grace period: only liveness keeps the holder's claim
+
+    # The same RQ job enqueued again (plain RQ: the ledger already knows it), a second worker.
+    Queue("jl", connection=connection).enqueue_job(Job.fetch(job.id, connection=connection))
+    second = _rq_worker(env, "--burst")
+    assert second.wait(timeout=60) == 0, second.stderr.read() if second.stderr else ""
+    assert _runs(marker) == ["start"]  # the duplicate did not run
+    history = env.ledger.history(job.id)
+    assert [e.type for e in history] == ["enqueued", "claimed", "rejected"]
+    skip = history[2]
+    assert parse(skip.process or "").pid != parse(holder or "").pid
+    assert skip.data["reason"] == f"duplicate delivery: job is claimed by live process {holder}"
+    assert Job.fetch(job.id, connection=connection).get_status() == JobStatus.STARTED
+
+    gate.touch()  # let the first run finish
+    env.wait_for(lambda: env.ledger.status(job.id).state == "completed", timeout=30)
+    _stop(first)
+    assert _runs(marker) == ["start", "done"]  # ran once
+    assert [e.type for e in env.ledger.history(job.id)][-2:] == ["rejected", "completed"]
+    # RQ's own registries: finished, neither started nor failed, nothing left in between.
+    assert Job.fetch(job.id, connection=connection).get_status() == JobStatus.FINISHED
+    assert job.id in FinishedJobRegistry("jl", connection=connection).get_job_ids()
+    assert job.id not in StartedJobRegistry("jl", connection=connection).get_job_ids()
+    assert job.id not in FailedJobRegistry("jl", connection=connection).get_job_ids()
+    assert connection.llen(queue.intermediate_queue_key) == 0
+    assert queue.get_job_ids() == []
     assert env.ledger.verify().ok
 
 
