@@ -218,6 +218,33 @@ def test_duplicate_rq_delivery_while_the_first_run_is_alive_is_skipped(
     assert env.ledger.verify().ok
 
 
+def test_duplicate_rq_delivery_of_a_completed_job_is_skipped(
+    rq_env: tuple[FaultEnv, redis.Redis, LedgerQueue], tmp_path: Path
+) -> None:
+    env, connection, queue = rq_env
+    marker = tmp_path / "runs"
+    job = queue.enqueue("tests.faults.rq_jobs.counted", str(marker), 0)
+    _run_burst(env)
+    # The same RQ job enqueued again: RQ says queued, and a worker gets it.
+    Queue("jl", connection=connection).enqueue_job(Job.fetch(job.id, connection=connection))
+    _run_burst(env)
+    assert _runs(marker) == ["start", "done"]
+    history = env.ledger.history(job.id)
+    assert [e.type for e in history] == ["enqueued", "claimed", "completed", "rejected"]
+    assert history[3].data["reason"] == "duplicate delivery: job is completed"
+    # RQ agrees the job finished: no failure counted for the skip.
+    assert Job.fetch(job.id, connection=connection).get_status() == JobStatus.FINISHED
+    assert job.id not in FailedJobRegistry("jl", connection=connection).get_job_ids()
+    assert job.id not in StartedJobRegistry("jl", connection=connection).get_job_ids()
+    assert connection.llen(queue.intermediate_queue_key) == 0
+    assert env.ledger.verify().ok
+
+
+def _run_burst(env: FaultEnv) -> None:
+    worker = _rq_worker(env, "--burst")
+    assert worker.wait(timeout=60) == 0, worker.stderr.read() if worker.stderr else ""
+
+
 def _requeue_after_death(env: FaultEnv, jobs: list[Job]) -> None:
     """What the projector does for a dead holder: abandoned, then requeued by policy."""
     dead = new_identity()
