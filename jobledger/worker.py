@@ -246,8 +246,8 @@ class Worker:
         enqueued job is claimed, a dead holder's job taken over
         (``AttemptsExhausted`` as there). A failed or abandoned job raises
         ``InvalidTransition``, since whether a new delivery of it is a retry is
-        the job system's call (requeue it first, then claim); so does a job
-        ``UnknownJob`` if it was never enqueued.
+        the job system's call (requeue it first, then claim); a job never
+        enqueued raises ``UnknownJob``.
         """
         for _ in range(_DELIVERY_LOOKS):
             try:
