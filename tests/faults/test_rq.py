@@ -26,6 +26,7 @@ from jobledger.integrations.rq import LedgerQueue, RQTarget
 from jobledger.redelivery import Redeliverer
 from jobledger.testing import RedisServer
 from tests.faults.conftest import ROOT, TTL, FaultEnv
+from tests.integration.test_redelivery import run_settled
 
 RQ = Path(sys.executable).parent / "rq"
 
@@ -345,7 +346,7 @@ def test_redelivery_waits_out_an_rq_broker_outage(
     target = RQTarget(env.redis.url)
     redeliverer = Redeliverer(env.ledger, target)
     with pytest.raises(RedeliveryFailed, match="redelivery to rq failed: ConnectionError"):
-        redeliverer.run_once()
+        run_settled(redeliverer)
     assert redeliverer.catchup.checkpoint().position < requeued.position
     thread = threading.Thread(target=redeliverer.run_forever)
     thread.start()

@@ -35,7 +35,7 @@ def _requeue_after_death(ledger: Ledger, job_id: str) -> None:
     ledger.abandon(job_id, claim.token, "holder died", policy=RecoveryPolicy())
 
 
-def _run_settled(redeliverer: Redeliverer, timeout: float = 15.0) -> None:
+def run_settled(redeliverer: Redeliverer, timeout: float = 15.0) -> None:
     """Deliver until no committed event is held back. On PostgreSQL a transaction left open
     anywhere on the (shared) server holds the catch-up horizon back for a while."""
     deadline = time.monotonic() + timeout
@@ -58,9 +58,9 @@ def test_each_requeued_job_is_delivered_once_and_others_never(ledger: Ledger) ->
     ledger.requeue("operator", reason="try again")  # an operator's requeue is delivered too
     inbox = Inbox()
     redeliverer = Redeliverer(ledger, inbox)
-    _run_settled(redeliverer)
+    run_settled(redeliverer)
     assert inbox.received == ["orphan", "operator"]
-    _run_settled(redeliverer)
+    run_settled(redeliverer)
     assert inbox.received == ["orphan", "operator"]  # past the checkpoint: not again
 
 
@@ -70,7 +70,7 @@ def test_a_requeue_already_acted_on_is_not_delivered(ledger: Ledger) -> None:
     _requeue_after_death(ledger, "cancelled-since")
     ledger.cancel("cancelled-since")
     inbox = Inbox()
-    _run_settled(Redeliverer(ledger, inbox))
+    run_settled(Redeliverer(ledger, inbox))
     assert inbox.received == []
 
 
@@ -81,11 +81,11 @@ def test_a_failed_delivery_never_moves_past_the_event(ledger: Ledger) -> None:
     redeliverer = Redeliverer(ledger, inbox)
     before = redeliverer.catchup.checkpoint()
     with pytest.raises(RedeliveryFailed, match="'first': redelivery to inbox failed"):
-        _run_settled(redeliverer)
+        run_settled(redeliverer)
     assert redeliverer.catchup.checkpoint() == before
     _requeue_after_death(ledger, "second")
     inbox.down = False
-    _run_settled(redeliverer)
+    run_settled(redeliverer)
     assert inbox.received == ["first", "second"]
 
 
@@ -94,6 +94,6 @@ def test_each_target_keeps_its_own_checkpoint(ledger: Ledger) -> None:
     inbox = Inbox()
     other = Inbox()
     other.name = "other"
-    _run_settled(Redeliverer(ledger, inbox))
-    _run_settled(Redeliverer(ledger, other))
+    run_settled(Redeliverer(ledger, inbox))
+    run_settled(Redeliverer(ledger, other))
     assert inbox.received == other.received == ["orphan"]
