@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import itertools
 import json
@@ -419,9 +420,10 @@ def processes(settings: Settings, as_json: bool) -> None:
 )
 @click.option(
     "--redeliver",
-    type=click.Choice(["rq"]),
     default=None,
-    help="Hand requeued jobs back to this job system (at-least-once, from a checkpoint).",
+    metavar="rq|celery:MODULE:ATTR",
+    help="Hand requeued jobs back to this job system (at-least-once, from a checkpoint): "
+    "RQ, or the Celery app ATTR of MODULE.",
 )
 @click.option(
     "--rq-url",
@@ -451,7 +453,7 @@ def recover(
     --redeliver, requeued jobs are also handed back to their job system.
     """
     _log_to_stderr(settings.debug)
-    target = _redelivery_target(redeliver, rq_url or settings.redis_url)
+    make_target = _redelivery_target(redeliver, rq_url or settings.redis_url)
     policy = RecoveryPolicy(
         max_attempts=max_attempts,
         max_attempts_by_queue=dict(queue_max_attempts),
@@ -461,6 +463,7 @@ def recover(
     with settings.ledger() as ledger:
         liveness = settings.liveness(ledger, ttl)
         projector = RecoveryProjector(ledger, liveness, policy, interval=interval, grace=grace)
+        target = make_target(ledger) if make_target is not None else None
         redeliverer = Redeliverer(ledger, target) if target is not None else None
         try:
             if not once:
@@ -486,14 +489,47 @@ def recover(
         click.echo(f"{len(recovered)} jobs recovered", err=True)
 
 
-def _redelivery_target(name: str | None, url: str | None) -> RedeliveryTarget | None:
-    if name is None:
+def _redelivery_target(
+    spec: str | None, url: str | None
+) -> Callable[[Ledger], RedeliveryTarget] | None:
+    """What makes the ``--redeliver`` target once the ledger is open; checked up front."""
+    if spec is None:
         return None
-    if url is None:
-        raise click.UsageError("--redeliver rq needs --rq-url or --redis-url (RQ's Redis)")
-    from .integrations.rq import RQTarget  # noqa: PLC0415 (rq is optional, imported when asked for)
+    if spec == "rq":
+        if url is None:
+            raise click.UsageError("--redeliver rq needs --rq-url or --redis-url (RQ's Redis)")
+        from .integrations.rq import RQTarget  # noqa: PLC0415 (rq is optional)
 
-    return RQTarget(url)
+        rq_url = url
+        return lambda _ledger: RQTarget(rq_url)
+    if spec.startswith("celery:"):
+        app = _celery_app(spec.removeprefix("celery:"))
+        from .integrations.celery import CeleryTarget  # noqa: PLC0415 (celery is optional)
+
+        return lambda ledger: CeleryTarget(app, ledger)
+    raise click.BadParameter(
+        f"{terminal.visible(spec)} (expected rq or celery:MODULE:ATTR)", param_hint="--redeliver"
+    )
+
+
+def _celery_app(where: str) -> Any:
+    """The Celery app named ``MODULE:ATTR``, imported the way ``celery -A`` would."""
+    module_name, _, attr = where.partition(":")
+    shown = terminal.visible(where)
+    if not module_name or not attr:
+        raise click.BadParameter(
+            f"celery:{shown} (expected celery:MODULE:ATTR)", param_hint="--redeliver"
+        )
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as `celery -A` does: the app lives beside you
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise click.BadParameter(f"cannot import {shown}: {exc}", param_hint="--redeliver") from exc
+    app = getattr(module, attr, None)
+    if not callable(getattr(app, "send_task", None)):
+        raise click.BadParameter(f"{shown} is not a Celery app", param_hint="--redeliver")
+    return app
 
 
 @contextlib.contextmanager

@@ -1,0 +1,57 @@
+"""The Celery app of the Celery integration tests, recorded through jobledger.
+
+Configured from the environment the tests give the worker (and ``jobledger
+recover``): ``JL_TEST_CELERY_BROKER``, ``JL_TEST_CELERY_QUEUE`` and the usual
+``JOBLEDGER_*`` settings. ``python -m tests.faults.celery_app TASK ARGS_JSON
+[TASK_ID]`` publishes one task through the recorded app and prints its id.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from celery import Celery
+
+from jobledger.integrations.celery import record
+from tests.faults import rq_jobs
+
+QUEUE = os.environ.get("JL_TEST_CELERY_QUEUE", "jl-celery")
+
+app = Celery("jl_test", broker=os.environ.get("JL_TEST_CELERY_BROKER", "memory://"))
+app.conf.update(
+    task_default_queue=QUEUE,
+    task_ignore_result=True,
+    worker_prefetch_multiplier=1,
+    worker_enable_remote_control=False,  # no pidbox queues left behind on the broker
+    broker_connection_retry_on_startup=True,
+)
+record(app)
+
+
+@app.task(name="jl.counted")
+def counted(marker: str, first_run_seconds: float) -> str:
+    return rq_jobs.counted(marker, first_run_seconds)
+
+
+@app.task(name="jl.held")
+def held(marker: str, release: str) -> str:
+    """Write ``start``, wait until the file ``release`` exists, write ``done``."""
+    with open(marker, "a") as file:
+        file.write("start\n")
+    deadline = time.monotonic() + 120
+    while not Path(release).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with open(marker, "a") as file:
+        file.write("done\n")
+    return "released"
+
+
+if __name__ == "__main__":
+    name, args = sys.argv[1], json.loads(sys.argv[2])
+    task_id = sys.argv[3] if len(sys.argv) > 3 else None
+    sent = app.send_task(name, args=args, task_id=task_id, queue=QUEUE)
+    print(sent.id, flush=True)

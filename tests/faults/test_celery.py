@@ -1,0 +1,275 @@
+"""A real ``celery worker`` (prefork, two children) recorded through jobledger; killed mid-task.
+
+On the real RabbitMQ at 127.0.0.1:5672 (guest/guest, a queue of the test's own,
+deleted afterwards) and on a private Redis.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue as queues
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kombu import Connection
+
+from jobledger.identity import parse
+from tests.conftest import service_missing
+from tests.faults.conftest import ROOT, TTL, FaultEnv
+
+CELERY = Path(sys.executable).parent / "celery"
+RABBITMQ_URL = os.environ.get("JOBLEDGER_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
+APP = "tests.faults.celery_app"
+
+
+class CeleryEnv:
+    """A fault environment plus a broker and a queue of the test's own."""
+
+    def __init__(self, env: FaultEnv, broker: str) -> None:
+        self.env, self.broker = env, broker
+        self.queue = f"jl-celery-{secrets.token_hex(4)}"
+        self.processes: list[subprocess.Popen[str]] = []
+
+    @property
+    def settings(self) -> dict[str, str]:
+        assert self.env.redis is not None
+        return {
+            **os.environ,
+            "JOBLEDGER_DATABASE_URL": self.env.database_url,
+            "JOBLEDGER_REDIS_URL": self.env.redis.url,
+            "JOBLEDGER_TTL": str(TTL),
+            "JL_TEST_CELERY_BROKER": self.broker,
+            "JL_TEST_CELERY_QUEUE": self.queue,
+            "PYTHONPATH": str(ROOT),
+        }
+
+    def worker(self) -> CeleryWorker:
+        args = [str(CELERY), "-A", APP, "worker", "--pool", "prefork", "--concurrency", "2"]
+        args += ["-Q", self.queue, "--without-gossip", "--without-mingle", "--without-heartbeat"]
+        started = CeleryWorker([*args, "--loglevel", "WARNING"], self.settings)
+        self.processes.append(started.process)
+        return started
+
+    def publish(self, task: str, args: list[object], task_id: str | None = None) -> str:
+        """Publish through the recorded app, in a process of its own; the task id."""
+        command = [
+            sys.executable,
+            "-m",
+            APP,
+            task,
+            json.dumps(args),
+            *([task_id] if task_id else []),
+        ]
+        done = subprocess.run(
+            command,
+            cwd=ROOT,
+            env=self.settings,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    def recover(self) -> subprocess.Popen[str]:
+        """``jobledger recover --redeliver celery:...``, sweeping every 0.2 s."""
+        args = [sys.executable, "-m", "jobledger.cli", "recover", "--ttl", str(TTL)]
+        args += ["--interval", "0.2", "--redeliver", f"celery:{APP}:app"]
+        process = subprocess.Popen(
+            args,
+            cwd=ROOT,
+            env=self.settings,
+            text=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,  # so close() kills its group only
+        )
+        self.processes.append(process)
+        return process
+
+    def close(self) -> None:
+        for process in self.processes:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)  # the worker and its pool children
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            process.wait(timeout=10)
+        if self.broker.startswith("amqp"):
+            with Connection(self.broker) as connection:
+                channel = connection.default_channel
+                channel.queue_delete(self.queue)
+                channel.exchange_delete(self.queue)
+
+
+class CeleryWorker:
+    """A ``celery worker`` in a process group of its own; its log lines readable."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        self.process = subprocess.Popen(
+            args,
+            cwd=ROOT,
+            env=env,
+            text=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        self.lines: queues.Queue[str] = queues.Queue()
+        self.said: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.put(line)
+
+    def expect(self, text: str, timeout: float = 30.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(queues.Empty):
+                line = self.lines.get(timeout=0.1)
+                self.said.append(line)
+                if text in line:
+                    return line
+        raise AssertionError(f"the worker never said {text!r}:\n{''.join(self.said)}")
+
+
+def _rabbitmq_missing() -> str | None:
+    try:
+        socket.create_connection(("127.0.0.1", 5672), timeout=1).close()
+    except OSError as exc:
+        return str(exc)
+    return None
+
+
+@pytest.fixture(params=["rabbitmq", "redis"])
+def celery_env(request: pytest.FixtureRequest, redis_env: FaultEnv) -> Iterator[CeleryEnv]:
+    assert redis_env.redis is not None
+    redis_env.prefix = "jobledger"  # the integration's liveness prefix; the projector's too
+    if request.param == "rabbitmq":
+        why = _rabbitmq_missing()
+        if why is not None:
+            service_missing(f"RabbitMQ at {RABBITMQ_URL}", why)
+        broker = RABBITMQ_URL
+    else:
+        broker = f"redis://127.0.0.1:{redis_env.redis.port}/1"
+    made = CeleryEnv(redis_env, broker)
+    yield made
+    made.close()
+
+
+def _runs(marker: Path) -> list[str]:
+    return marker.read_text().split() if marker.exists() else []
+
+
+def _moves(env: FaultEnv, job_id: str) -> list[str]:
+    return [t for t in env.types(job_id) if t != "heartbeat"]
+
+
+def _stop(process: subprocess.Popen[str]) -> str:
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stderr
+    return stderr
+
+
+def _claimed_by(env: FaultEnv, job_id: str) -> int:
+    env.wait_for(lambda: env.ledger.status(job_id).state == "claimed", timeout=60)
+    return parse(env.ledger.status(job_id).claimed_by or "").pid
+
+
+@pytest.mark.slow
+def test_killed_pool_child_task_is_redelivered_and_runs_once_more(
+    celery_env: CeleryEnv, tmp_path: Path
+) -> None:
+    env, marker = celery_env.env, tmp_path / "runs"
+    worker = celery_env.worker()
+    recover = celery_env.recover()
+    task_id = celery_env.publish("jl.counted", [str(marker), 120])
+    child = _claimed_by(env, task_id)
+    assert child != worker.process.pid  # a pool child holds the claim, not the main worker
+    time.sleep(TTL)  # let the claim age past the grace period
+    os.kill(child, signal.SIGKILL)  # Celery acks it with WorkerLostError: lost to Celery
+
+    try:
+        env.wait_for(lambda: env.ledger.status(task_id).state == "completed", timeout=60)
+    except AssertionError:
+        recover.kill()
+        said = recover.communicate()[1]
+        raise AssertionError(f"never ran again; recover said:\n{said}") from None
+    assert "redelivered to celery" in _stop(recover)
+    history = [e for e in env.ledger.history(task_id) if e.type != "heartbeat"]
+    assert [e.type for e in history] == [
+        "enqueued",
+        "claimed",
+        "abandoned",
+        "requeued",
+        "claimed",
+        "completed",
+    ]
+    assert history[0].data["data"]["celery_task"] == "jl.counted"
+    assert history[0].data["queue"] == celery_env.queue
+    assert parse(history[1].process or "").pid == child
+    assert parse(history[4].process or "").pid not in (child, worker.process.pid)
+    assert _runs(marker) == ["start", "start", "done"]  # killed once, completed once
+    assert env.ledger.verify().ok
+
+
+@pytest.mark.slow
+def test_duplicate_delivery_while_the_first_run_is_alive_never_runs(
+    celery_env: CeleryEnv, tmp_path: Path
+) -> None:
+    env, marker, release = celery_env.env, tmp_path / "runs", tmp_path / "release"
+    worker = celery_env.worker()
+    task_id = celery_env.publish("jl.held", [str(marker), str(release)])
+    _claimed_by(env, task_id)
+    time.sleep(TTL)  # old enough to be taken over, were its holder dead
+
+    assert celery_env.publish("jl.held", [str(marker), str(release)], task_id) == task_id
+    worker.expect(f"duplicate delivery of task {task_id!r} skipped")
+    assert env.ledger.status(task_id).state == "claimed"
+    assert _runs(marker) == ["start"]
+    release.touch()
+
+    env.wait_for(lambda: env.ledger.status(task_id).state == "completed", timeout=30)
+    assert _moves(env, task_id) == ["enqueued", "claimed", "completed"]
+    assert _runs(marker) == ["start", "done"]  # the duplicate never ran
+    assert env.ledger.verify().ok
+
+
+@pytest.mark.slow
+def test_killed_worker_and_children_task_runs_again_on_a_new_worker(
+    celery_env: CeleryEnv, tmp_path: Path
+) -> None:
+    env, marker = celery_env.env, tmp_path / "runs"
+    first = celery_env.worker()
+    recover = celery_env.recover()
+    task_id = celery_env.publish("jl.counted", [str(marker), 120])
+    child = _claimed_by(env, task_id)
+    time.sleep(TTL)
+    os.killpg(first.process.pid, signal.SIGKILL)  # the main worker and both children
+    first.process.wait(timeout=10)
+
+    env.wait_for(lambda: env.ledger.status(task_id).state != "claimed", timeout=TTL + 10)
+    second = celery_env.worker()
+    env.wait_for(lambda: env.ledger.status(task_id).state == "completed", timeout=60)
+    assert "redelivered to celery" in _stop(recover)
+    history = [e for e in env.ledger.history(task_id) if e.type != "heartbeat"]
+    assert [e.type for e in history][:4] == ["enqueued", "claimed", "abandoned", "requeued"]
+    assert [e.type for e in history][-2:] == ["claimed", "completed"]
+    assert parse(history[1].process or "").pid == child
+    assert parse(history[-2].process or "").pid not in (child, first.process.pid)
+    assert second.process.poll() is None
+    assert _runs(marker) == ["start", "start", "done"]
+    assert env.ledger.verify().ok
