@@ -105,3 +105,24 @@ def test_redeliver_to_an_rq_that_is_down_fails_without_showing_its_password(url:
     assert done.returncode == 1, done.stdout + done.stderr
     assert "error: job 'orphan': redelivery to rq failed: ConnectionError" in done.stderr
     assert "s3cret" not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(
+    ("target", "said"),
+    [
+        ("sidekiq", "--redeliver: sidekiq (expected rq or celery:MODULE:ATTR)"),
+        ("celery:json", "celery:json (expected celery:MODULE:ATTR)"),
+        ("celery:no_such_module_here:app", "cannot import no_such_module_here:app"),
+        ("celery:json:dumps", "json:dumps is not a Celery app"),
+        ("celery:json:\x1b[31mred", "json:\\x1b[31mred is not a Celery app"),
+    ],
+)
+def test_redeliver_target_that_is_not_one_is_refused_by_name(
+    url: str, target: str, said: str
+) -> None:
+    done = run("--database-url", url, "recover", "--once", "--redeliver", target)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "--redeliver" in done.stderr
+    assert said in done.stderr
+    assert "\x1b" not in done.stderr
+    assert "Traceback" not in done.stderr
