@@ -200,7 +200,8 @@ def test_killed_pool_child_task_is_redelivered_and_runs_once_more(
     child = _claimed_by(env, task_id)
     assert child != worker.process.pid  # a pool child holds the claim, not the main worker
     time.sleep(TTL)  # let the claim age past the grace period
-    os.kill(child, signal.SIGKILL)  # Celery acks it with WorkerLostError: lost to Celery
+    os.kill(child, signal.SIGKILL)
+    worker.expect("WorkerLostError")  # Celery acknowledged the message: lost to Celery
 
     try:
         env.wait_for(lambda: env.ledger.status(task_id).state == "completed", timeout=60)
