@@ -3,7 +3,7 @@
 Configured from the environment the tests give the worker (and ``jobledger
 recover``): ``JL_TEST_CELERY_BROKER``, ``JL_TEST_CELERY_QUEUE`` and the usual
 ``JOBLEDGER_*`` settings. ``python -m tests.faults.celery_app TASK ARGS_JSON
-[TASK_ID]`` publishes one task through the recorded app and prints its id.
+[TASK_ID [OPTIONS_JSON]]`` publishes one task through the recorded app and prints its id.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from celery import Celery
 
@@ -50,8 +51,26 @@ def held(marker: str, release: str) -> str:
     return "released"
 
 
+@app.task(name="jl.flaky", bind=True)
+def flaky(self: Any, marker: str) -> str:
+    """Retry at once on the first run; succeed on the second."""
+    with open(marker, "a+") as file:
+        file.seek(0)
+        first = "start" not in file.read()
+        file.write("start\n")
+    if first:
+        raise self.retry(countdown=0)
+    return "second time lucky"
+
+
+@app.task(name="jl.broken")
+def broken() -> None:
+    raise RuntimeError("this task always fails")
+
+
 if __name__ == "__main__":
     name, args = sys.argv[1], json.loads(sys.argv[2])
-    task_id = sys.argv[3] if len(sys.argv) > 3 else None
-    sent = app.send_task(name, args=args, task_id=task_id, queue=QUEUE)
+    task_id = sys.argv[3] or None if len(sys.argv) > 3 else None
+    options = json.loads(sys.argv[4]) if len(sys.argv) > 4 else {}
+    sent = app.send_task(name, args=args, task_id=task_id, queue=QUEUE, **options)
     print(sent.id, flush=True)

@@ -60,16 +60,12 @@ class CeleryEnv:
         self.processes.append(started.process)
         return started
 
-    def publish(self, task: str, args: list[object], task_id: str | None = None) -> str:
+    def publish(
+        self, task: str, args: list[object], task_id: str | None = None, **options: object
+    ) -> str:
         """Publish through the recorded app, in a process of its own; the task id."""
-        command = [
-            sys.executable,
-            "-m",
-            APP,
-            task,
-            json.dumps(args),
-            *([task_id] if task_id else []),
-        ]
+        command = [sys.executable, "-m", APP, task, json.dumps(args)]
+        command += [task_id or "", json.dumps(options)]
         done = subprocess.run(
             command,
             cwd=ROOT,
@@ -273,4 +269,36 @@ def test_killed_worker_and_children_task_runs_again_on_a_new_worker(
     assert parse(history[-2].process or "").pid not in (child, first.process.pid)
     assert second.process.poll() is None
     assert _runs(marker) == ["start", "start", "done"]
+    assert env.ledger.verify().ok
+
+
+@pytest.mark.slow
+def test_retry_failure_expiry_and_unknown_task_map_to_lifecycle_moves(
+    celery_env: CeleryEnv, tmp_path: Path
+) -> None:
+    env, marker = celery_env.env, tmp_path / "runs"
+    expired = celery_env.publish("jl.broken", [], expires=0.5)  # seconds from now
+    unknown = celery_env.publish("jl.no_such_task", [])
+    time.sleep(1)  # expired before any worker sees it
+    celery_env.worker()
+    retried = celery_env.publish("jl.flaky", [str(marker)])
+    broken = celery_env.publish("jl.broken", [])
+
+    ended = ("completed", "failed", "cancelled")
+    for job_id in (unknown, retried, broken):
+        env.wait_for(lambda job_id=job_id: env.ledger.status(job_id).state in ended, timeout=60)
+    if celery_env.broker.startswith("amqp"):
+        # Celery sends the expiry as the message's TTL: RabbitMQ drops it unseen by any
+        # worker, so nothing tells the ledger; it stays enqueued (see the README).
+        assert _moves(env, expired) == ["enqueued"]
+    else:
+        env.wait_for(lambda: env.ledger.status(expired).state == "cancelled", timeout=30)
+        assert _moves(env, expired) == ["enqueued", "cancelled"]
+    assert _moves(env, unknown) == ["enqueued", "cancelled"]
+    assert "unknown to the Celery worker" in env.ledger.history(unknown)[-1].data["reason"]
+    # The claim is released before the retry is published, so the retry can be claimed.
+    assert _moves(env, retried) == ["enqueued", "claimed", "released", "claimed", "completed"]
+    assert _runs(marker) == ["start", "start"]
+    assert _moves(env, broken) == ["enqueued", "claimed", "failed"]
+    assert "RuntimeError: this task always fails" in (env.ledger.status(broken).last_error or "")
     assert env.ledger.verify().ok
