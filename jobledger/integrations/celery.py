@@ -33,10 +33,12 @@ arguments and queue.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -59,9 +61,11 @@ from ..lifecycle import State
 from ..liveness import DEFAULT_TTL, liveness_for
 from ..records import Claim, JobStatus
 from ..worker import Worker
-from .heartbeats import Heartbeats
 
 log = logging.getLogger("jobledger.integrations.celery")
+
+#: Seconds between heartbeats of the tasks a process runs (the ledger throttles further).
+HEARTBEAT_EVERY = 5.0
 
 #: What a duplicate delivery finds when it must not run the task body.
 _DONE = (State.COMPLETED.value, State.CANCELLED.value, State.ABANDONED.value)
@@ -161,6 +165,12 @@ class _Recorder:
             if self._worker is None:
                 self._worker = Worker(ledger, liveness_for(ledger, self.redis_url, self.ttl))
                 self._worker.start()
+                # One thread per process beats every running task (the threads pool runs
+                # many): cheaper than a thread started and joined around each task.
+                beats = threading.Thread(
+                    target=_beat_forever, args=(self._worker,), name="jobledger-beats", daemon=True
+                )
+                beats.start()
             return self._worker
 
     def on_process_init(self, **_: Any) -> None:
@@ -234,12 +244,11 @@ class _Recorder:
                 return run(*args, **kwargs)  # called as a function, not delivered
             worker = self.worker()
             claim = self._claim_or_skip(worker, request.id, _queue_of(request))
-            with Heartbeats(worker, claim):
-                try:
-                    result = run(*args, **kwargs)
-                except BaseException as exc:
-                    self._ended_by(worker, claim, exc)
-                    raise
+            try:
+                result = run(*args, **kwargs)
+            except BaseException as exc:
+                self._ended_by(worker, claim, exc)
+                raise
             self._end(worker.complete, claim, {"celery_state": "SUCCESS"})
             return result
 
@@ -353,6 +362,16 @@ class _Message:
         if with_arguments:
             data.update(args=list(self.args), kwargs=dict(self.kwargs))
         return data
+
+
+def _beat_forever(worker: Worker) -> None:
+    """Heartbeat every claim ``worker`` holds, every ``HEARTBEAT_EVERY`` s, until it stops."""
+    while not worker.stopping:
+        time.sleep(HEARTBEAT_EVERY)
+        for claim in worker.held:
+            # Ended or taken away meanwhile: the task's own end says the rest.
+            with contextlib.suppress(LedgerError):
+                worker.heartbeat(claim)
 
 
 def _skip(task_id: str, why: str) -> None:
