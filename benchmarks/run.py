@@ -72,6 +72,8 @@ BENCHMARKS: list[tuple[str, list[Row]]] = [
     ("false_abandon", []),
     # Issue 10: a requeued job back in RQ's queue.
     ("redelivery_latency", []),
+    # Issue 10: Celery with record(app) against the same worker without it.
+    ("celery_overhead", []),
 ]
 
 
