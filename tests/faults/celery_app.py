@@ -30,6 +30,14 @@ app.conf.update(
     worker_enable_remote_control=False,  # no pidbox queues left behind on the broker
     broker_connection_retry_on_startup=True,
 )
+if os.environ.get("JL_TEST_CELERY_VISIBILITY"):
+    # acks_late on Redis: a task running longer than this is delivered again meanwhile.
+    app.conf.task_acks_late = True
+    app.conf.broker_transport_options = {
+        "visibility_timeout": float(os.environ["JL_TEST_CELERY_VISIBILITY"]),
+        "unacked_restore_interval": 0.5,
+        "unacked_restore_throttle": 1,
+    }
 record(app)
 
 

@@ -39,6 +39,7 @@ class CeleryEnv:
         self.env, self.broker = env, broker
         self.queue = f"jl-celery-{secrets.token_hex(4)}"
         self.processes: list[subprocess.Popen[str]] = []
+        self.extra: dict[str, str] = {}  # more settings for the app in every process
 
     @property
     def settings(self) -> dict[str, str]:
@@ -51,6 +52,7 @@ class CeleryEnv:
             "JL_TEST_CELERY_BROKER": self.broker,
             "JL_TEST_CELERY_QUEUE": self.queue,
             "PYTHONPATH": str(ROOT),
+            **self.extra,
         }
 
     def worker(self) -> CeleryWorker:
@@ -151,9 +153,18 @@ def _rabbitmq_missing() -> str | None:
 
 @pytest.fixture(params=["rabbitmq", "redis"])
 def celery_env(request: pytest.FixtureRequest, redis_env: FaultEnv) -> Iterator[CeleryEnv]:
+    yield from _celery_env(request.param, redis_env)
+
+
+@pytest.fixture
+def redis_celery_env(redis_env: FaultEnv) -> Iterator[CeleryEnv]:
+    yield from _celery_env("redis", redis_env)
+
+
+def _celery_env(broker_kind: str, redis_env: FaultEnv) -> Iterator[CeleryEnv]:
     assert redis_env.redis is not None
     redis_env.prefix = "jobledger"  # the integration's liveness prefix; the projector's too
-    if request.param == "rabbitmq":
+    if broker_kind == "rabbitmq":
         why = _rabbitmq_missing()
         if why is not None:
             service_missing(f"RabbitMQ at {RABBITMQ_URL}", why)
@@ -301,4 +312,26 @@ def test_retry_failure_expiry_and_unknown_task_map_to_lifecycle_moves(
     assert _runs(marker) == ["start", "start"]
     assert _moves(env, broken) == ["enqueued", "claimed", "failed"]
     assert "RuntimeError: this task always fails" in (env.ledger.status(broken).last_error or "")
+    assert env.ledger.verify().ok
+
+
+@pytest.mark.slow
+def test_redis_visibility_timeout_redelivery_while_the_first_run_is_alive_never_runs(
+    redis_celery_env: CeleryEnv, tmp_path: Path
+) -> None:
+    celery_env = redis_celery_env
+    env, marker, release = celery_env.env, tmp_path / "runs", tmp_path / "release"
+    celery_env.extra = {"JL_TEST_CELERY_VISIBILITY": "2"}  # acks_late, 2 s visibility
+    worker = celery_env.worker()
+    task_id = celery_env.publish("jl.held", [str(marker), str(release)])
+    _claimed_by(env, task_id)
+
+    # Redis hands the unacknowledged message out again while the first run holds it.
+    worker.expect(f"duplicate delivery of task {task_id!r} skipped", timeout=45)
+    assert _runs(marker) == ["start"]
+    release.touch()
+
+    env.wait_for(lambda: env.ledger.status(task_id).state == "completed", timeout=30)
+    assert _moves(env, task_id) == ["enqueued", "claimed", "completed"]
+    assert _runs(marker) == ["start", "done"]  # the redelivered copy never ran
     assert env.ledger.verify().ok
