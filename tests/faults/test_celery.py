@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from kombu import Connection
 
 from jobledger.identity import parse
@@ -55,8 +56,8 @@ class CeleryEnv:
             **self.extra,
         }
 
-    def worker(self) -> CeleryWorker:
-        args = [str(CELERY), "-A", APP, "worker", "--pool", "prefork", "--concurrency", "2"]
+    def worker(self, pool: str = "prefork") -> CeleryWorker:
+        args = [str(CELERY), "-A", APP, "worker", "--pool", pool, "--concurrency", "2"]
         args += ["-Q", self.queue, "--without-gossip", "--without-mingle", "--without-heartbeat"]
         started = CeleryWorker([*args, "--loglevel", "WARNING"], self.settings)
         self.processes.append(started.process)
@@ -334,4 +335,28 @@ def test_redis_visibility_timeout_redelivery_while_the_first_run_is_alive_never_
     env.wait_for(lambda: env.ledger.status(task_id).state == "completed", timeout=30)
     assert _moves(env, task_id) == ["enqueued", "claimed", "completed"]
     assert _runs(marker) == ["start", "done"]  # the redelivered copy never ran
+    assert env.ledger.verify().ok
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pool", ["solo", "threads"])
+def test_solo_and_threads_pools_record_under_the_worker_process_identity(
+    redis_celery_env: CeleryEnv, tmp_path: Path, pool: str
+) -> None:
+    env = redis_celery_env.env
+    worker = redis_celery_env.worker(pool)
+    ran = [redis_celery_env.publish("jl.counted", [str(tmp_path / str(n)), 0]) for n in range(3)]
+    broken = redis_celery_env.publish("jl.broken", [])
+    for job_id in ran:
+        env.wait_for(lambda job_id=job_id: env.ledger.status(job_id).state == "completed", 60)
+    env.wait_for(lambda: env.ledger.status(broken).state == "failed", timeout=60)
+    holders = {parse(env.ledger.history(job_id)[1].process or "").pid for job_id in ran}
+    assert holders == {worker.process.pid}  # no pool children: the worker itself registers
+    assert _moves(env, broken) == ["enqueued", "claimed", "failed"]
+
+    worker.process.send_signal(signal.SIGTERM)  # warm shutdown: the identity unregisters
+    assert worker.process.wait(timeout=30) == 0
+    assert env.redis is not None
+    with redis.Redis.from_url(env.redis.url) as liveness:
+        assert not liveness.keys("jobledger:process:*")
     assert env.ledger.verify().ok
