@@ -15,6 +15,8 @@ The lifecycle, as recorded:
   with the solo and threads pools): the process registers one identity, the run
   ``claimed`` (taking over from a dead holder as :meth:`Worker.claim` does),
   heartbeats while it runs, and ends ``completed`` or ``failed``.
+- a task called as a function, or applied eagerly (``apply``, ``task_always_eager``),
+  was never published: it runs unrecorded.
 - a duplicate delivery (the task is completed or cancelled, or held by a live
   process) does not run the task body: it raises ``celery.exceptions.Ignore``, so
   Celery acknowledges the message and records nothing.
@@ -240,8 +242,8 @@ class _Recorder:
         @functools.wraps(run)
         def run_recorded(*args: Any, **kwargs: Any) -> Any:
             request = task.request
-            if request.id is None or request.called_directly:
-                return run(*args, **kwargs)  # called as a function, not delivered
+            if request.id is None or request.called_directly or request.is_eager:
+                return run(*args, **kwargs)  # called as a function or eagerly: not delivered
             worker = self.worker()
             claim = self._claim_or_skip(worker, request.id, _queue_of(request))
             try:
