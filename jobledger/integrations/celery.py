@@ -42,14 +42,13 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from celery import Celery, signals
 from celery.exceptions import Ignore, Reject, Retry
 
 from ..database import DEFAULT_URL
 from ..errors import (
-    AlreadyClaimed,
     AttemptsExhausted,
     DuplicateJob,
     InvalidPayload,
@@ -68,9 +67,6 @@ log = logging.getLogger("jobledger.integrations.celery")
 
 #: Seconds between heartbeats of the tasks a process runs (the ledger throttles further).
 HEARTBEAT_EVERY = 5.0
-
-#: What a duplicate delivery finds when it must not run the task body.
-_DONE = (State.COMPLETED.value, State.CANCELLED.value, State.ABANDONED.value)
 
 
 def record(
@@ -257,22 +253,28 @@ class _Recorder:
         return run_recorded
 
     def _claim_or_skip(self, worker: Worker, task_id: str, queue: str) -> Claim:
-        """Claim the delivered task, or raise ``Ignore`` so its body does not run."""
+        """Claim the delivered task, or raise ``Ignore`` so its body does not run.
+
+        A duplicate (the task completed or cancelled, or held by a process that is
+        not dead) is recorded in the task's history by ``Worker.claim_delivery``.
+        """
         ledger = worker.ledger
         try:
-            return worker.claim(task_id)
+            claim = worker.claim_delivery(task_id)
         except UnknownJob:
             ledger.enqueue(task_id, queue=queue, data={"recorded": "at first claim"})
-        except AlreadyClaimed as exc:
-            _skip(task_id, f"claimed by {exc.holder}, which is alive")
+            claim = worker.claim_delivery(task_id)
         except AttemptsExhausted as exc:
             _skip(task_id, f"abandoned after {exc.attempt} attempts")
         except InvalidTransition as exc:
-            if exc.state in _DONE:
-                _skip(task_id, f"already {exc.state}")
+            if exc.state == State.ABANDONED:
+                _skip(task_id, "left abandoned after its last allowed attempt")
             # failed: a task published again to run again; say so, then run it.
             ledger.requeue(task_id, reason="Celery runs the task again", process=worker.identity)
-        return worker.claim(task_id)
+            claim = worker.claim_delivery(task_id)
+        if claim is None:
+            _skip(task_id, "a duplicate delivery (recorded in its history)")
+        return claim
 
     def _ended_by(self, worker: Worker, claim: Claim, exc: BaseException) -> None:
         if isinstance(exc, Retry):
@@ -376,7 +378,7 @@ def _beat_forever(worker: Worker) -> None:
                 worker.heartbeat(claim)
 
 
-def _skip(task_id: str, why: str) -> None:
+def _skip(task_id: str, why: str) -> NoReturn:
     log.warning("duplicate delivery of task %r skipped: %s", task_id, why)
     raise Ignore(f"jobledger: {why}")
 

@@ -185,6 +185,15 @@ def _moves(env: FaultEnv, job_id: str) -> list[str]:
     return [t for t in env.types(job_id) if t != "heartbeat"]
 
 
+def _skip_reasons(env: FaultEnv, job_id: str) -> list[str]:
+    """The recorded duplicate-delivery skips, without the holder's identity."""
+    return [
+        e.data["reason"].removesuffix(f" {e.data['holder']}")
+        for e in env.ledger.history(job_id)
+        if e.type == "rejected"
+    ]
+
+
 def _stop(process: subprocess.Popen[str]) -> str:
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=30)
@@ -252,7 +261,8 @@ def test_duplicate_delivery_while_the_first_run_is_alive_never_runs(
     release.touch()
 
     env.wait_for(lambda: env.ledger.status(task_id).state == "completed", timeout=30)
-    assert _moves(env, task_id) == ["enqueued", "claimed", "completed"]
+    assert _moves(env, task_id) == ["enqueued", "claimed", "rejected", "completed"]
+    assert _skip_reasons(env, task_id) == ["duplicate delivery: job is claimed by live process"]
     assert _runs(marker) == ["start", "done"]  # the duplicate never ran
     assert env.ledger.verify().ok
 
@@ -333,7 +343,10 @@ def test_redis_visibility_timeout_redelivery_while_the_first_run_is_alive_never_
     release.touch()
 
     env.wait_for(lambda: env.ledger.status(task_id).state == "completed", timeout=30)
-    assert _moves(env, task_id) == ["enqueued", "claimed", "completed"]
+    moves = _moves(env, task_id)
+    assert moves[:2] == ["enqueued", "claimed"]
+    assert moves[-1] == "completed"
+    assert set(moves[2:-1]) == {"rejected"}  # each redelivered copy, recorded as skipped
     assert _runs(marker) == ["start", "done"]  # the redelivered copy never ran
     assert env.ledger.verify().ok
 
