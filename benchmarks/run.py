@@ -72,6 +72,18 @@ BENCHMARKS: list[tuple[str, list[Row]]] = [
     ("false_abandon", []),
     # Issue 10: a requeued job back in RQ's queue.
     ("redelivery_latency", []),
+    # Issue 10: what recording every RQ job costs an RQ worker.
+    (
+        "rq_overhead",
+        [
+            placeholder(
+                "RQ burst worker, trivial jobs, every job recorded",
+                "plain RQ worker",
+                "≥ 0.8x",
+                "rq",
+            )
+        ],
+    ),
 ]
 
 
