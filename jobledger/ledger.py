@@ -92,6 +92,19 @@ class Ledger:
 
         migrate.upgrade(self.engine)
 
+    def prepare(self) -> None:
+        """Do now what the first command would: connect (the dialect learns the server) and
+        compile the command statements; then hang up, leaving no connection in the pool
+        (of an engine it created).
+
+        For a process that forks workers: call it before forking, and each child's first
+        command only opens its own connection. ``DatabaseUnavailable`` if it cannot connect.
+        """
+        self._store.prepare()
+        self._store.close()
+        if self._owns_engine:
+            self.engine.dispose()
+
     def close(self) -> None:
         """Release pooled connections (only of an engine this Ledger created)."""
         self._store.close()

@@ -552,10 +552,15 @@ class Store:
                 return
             self._held.give_back(conn)
 
-    def command_statements(self) -> dict[str, DriverStatement]:
-        """The statements a command sends, by name (benchmarks run the same SQL raw)."""
+    def prepare(self) -> None:
+        """Connect once and compile the command statements now instead of at the first command."""
         with translated_errors(self.engine), self.engine.connect():
             pass  # the dialect learns the server's version (RETURNING support) on connect
+        self._driver()
+
+    def command_statements(self) -> dict[str, DriverStatement]:
+        """The statements a command sends, by name (benchmarks run the same SQL raw)."""
+        self.prepare()
         sql = self._driver()
         return {
             field.name: getattr(sql, field.name)

@@ -36,7 +36,6 @@ from rq.job import Job
 from rq.job import JobStatus as RQJobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 from sqlalchemy import Engine
-from sqlalchemy import exc as sa_exc
 
 from ..database import DEFAULT_URL
 from ..errors import AttemptsExhausted, InvalidTransition, LedgerError, UnknownJob
@@ -104,11 +103,9 @@ class LedgerWorker(RQWorker):
             return self._ledger, self._liveness
         ledger = Ledger(self.database_url)
         try:
-            with ledger.engine.connect():
-                pass  # the dialect's first-connect queries, run once instead of per horse
-        except (sa_exc.DBAPIError, LedgerError) as exc:  # e.g. a SQLite file not made yet
-            log.warning("ledger database not reachable yet (each job will retry): %s", exc)
-        ledger.engine.dispose()
+            ledger.prepare()
+        except LedgerError as exc:  # each horse connects (and reports it) as before
+            log.warning("ledger database not ready yet: %s", exc)
         self._ledger = ledger
         self._liveness = liveness_for(ledger, self.liveness_url, self.ttl)
         return self._ledger, self._liveness
