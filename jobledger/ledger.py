@@ -105,6 +105,14 @@ class Ledger:
         if self._owns_engine:
             self.engine.dispose()
 
+    def warm_up(self) -> None:
+        """Open this process's connection for commands ahead of its first command.
+
+        Safe from another thread while this one does other work; ``DatabaseUnavailable``
+        if it cannot connect (the next command will try again).
+        """
+        self._store.warm_up()
+
     def close(self) -> None:
         """Release pooled connections (only of an engine this Ledger created)."""
         self._store.close()

@@ -114,8 +114,13 @@ class LedgerWorker(RQWorker):
         # Runs in the forked horse, on the parent's prepared objects with fresh connections.
         ledger, liveness = self._prepared()  # built already, unless RQ did not fork
         _forget_inherited_connections(ledger, liveness)
+        # A new database session costs milliseconds to open and warm: open it while
+        # the Worker registers in liveness, not after.
+        connecting = threading.Thread(target=_warm_up, args=(ledger,), daemon=True)
+        connecting.start()
         try:
             with Worker(ledger, liveness) as recorder:
+                connecting.join()
                 claim = _claim(ledger, recorder, job.id, queue.name)
                 with _Heartbeats(recorder, claim):
                     succeeded: bool = super().perform_job(job, queue, *args, **kwargs)
@@ -202,6 +207,13 @@ class _Heartbeats:
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
         self.thread.join()
+
+
+def _warm_up(ledger: Ledger) -> None:
+    try:
+        ledger.warm_up()
+    except LedgerError as exc:  # the claim connects again, and says why it cannot
+        log.debug("could not open the ledger connection ahead of the claim: %s", exc)
 
 
 def _forget_inherited_connections(ledger: Ledger, liveness: Liveness) -> None:
