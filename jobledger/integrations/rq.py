@@ -212,7 +212,7 @@ class _Heartbeats:
 def _warm_up(ledger: Ledger) -> None:
     try:
         ledger.warm_up()
-    except LedgerError as exc:  # the claim connects again, and says why it cannot
+    except Exception as exc:  # the claim connects again, and raises what stops it there
         log.debug("could not open the ledger connection ahead of the claim: %s", exc)
 
 
