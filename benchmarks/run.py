@@ -74,6 +74,18 @@ BENCHMARKS: list[tuple[str, list[Row]]] = [
     ("redelivery_latency", []),
     # Issue 10: Celery with record(app) against the same worker without it.
     ("celery_overhead", []),
+    # Issue 10: what recording every RQ job costs an RQ worker.
+    (
+        "rq_overhead",
+        [
+            placeholder(
+                "RQ burst worker, trivial jobs, every job recorded",
+                "plain RQ worker",
+                "≥ 0.8x",
+                "rq",
+            )
+        ],
+    ),
 ]
 
 

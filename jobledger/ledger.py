@@ -92,6 +92,27 @@ class Ledger:
 
         migrate.upgrade(self.engine)
 
+    def prepare(self) -> None:
+        """Do now what the first command would: connect (the dialect learns the server) and
+        compile the command statements; then hang up, leaving no connection in the pool
+        (of an engine it created).
+
+        For a process that forks workers: call it before forking, and each child's first
+        command only opens its own connection. ``DatabaseUnavailable`` if it cannot connect.
+        """
+        self._store.prepare()
+        self._store.close()
+        if self._owns_engine:
+            self.engine.dispose()
+
+    def warm_up(self) -> None:
+        """Open this process's connection for commands ahead of its first command.
+
+        Safe from another thread while this one does other work; ``DatabaseUnavailable``
+        if it cannot connect (the next command will try again).
+        """
+        self._store.warm_up()
+
     def close(self) -> None:
         """Release pooled connections (only of an engine this Ledger created)."""
         self._store.close()

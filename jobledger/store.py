@@ -552,10 +552,33 @@ class Store:
                 return
             self._held.give_back(conn)
 
-    def command_statements(self) -> dict[str, DriverStatement]:
-        """The statements a command sends, by name (benchmarks run the same SQL raw)."""
+    def prepare(self) -> None:
+        """Connect once and compile the command statements now instead of at the first command."""
         with translated_errors(self.engine), self.engine.connect():
             pass  # the dialect learns the server's version (RETURNING support) on connect
+        self._driver()
+
+    def warm_up(self) -> None:
+        """Open a connection for commands now (and, on PostgreSQL, read through it once).
+
+        A new PostgreSQL session's first read of the tables costs milliseconds
+        on the server; a process that knows it is about to command can pay that
+        while it does something else. Off PostgreSQL nothing is read: a read
+        there would begin a transaction.
+        """
+        with translated_errors(self.engine):
+            conn, _ = self._held.take()
+            try:
+                if self.is_postgres:
+                    self._run(conn, self._driver().load, ("",)).fetchall()
+            except BaseException as exc:
+                self._abort(conn, exc)
+                raise
+            self._held.give_back(conn)
+
+    def command_statements(self) -> dict[str, DriverStatement]:
+        """The statements a command sends, by name (benchmarks run the same SQL raw)."""
+        self.prepare()
         sql = self._driver()
         return {
             field.name: getattr(sql, field.name)

@@ -35,11 +35,12 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.job import JobStatus as RQJobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
+from sqlalchemy import Engine
 
 from ..database import DEFAULT_URL
-from ..errors import AttemptsExhausted, InvalidTransition, UnknownJob
+from ..errors import AttemptsExhausted, InvalidTransition, LedgerError, UnknownJob
 from ..ledger import Ledger
-from ..liveness import DEFAULT_TTL, liveness_for
+from ..liveness import DEFAULT_TTL, Liveness, liveness_for
 from ..records import Claim, JobStatus
 from ..worker import Worker
 
@@ -82,12 +83,44 @@ class LedgerWorker(RQWorker):
         self.liveness_url = liveness_url or os.environ.get("JOBLEDGER_REDIS_URL")
         self.ttl = ttl if ttl is not None else float(os.environ.get("JOBLEDGER_TTL", DEFAULT_TTL))
 
-    def perform_job(self, job: Any, queue: Any, *args: Any, **kwargs: Any) -> bool:
-        # Runs in the forked horse: build fresh connections, never the parent's pooled ones.
+        # Built once in this (parent) process, before the first fork, and reused by every
+        # horse: building them in each horse (imports of the driver, compiled statements,
+        # the dialect's first-connect queries) cost a trivial job ~100 ms.
+        self._ledger: Ledger | None = None
+        self._liveness: Liveness | None = None
+
+    def fork_work_horse(self, job: Any, queue: Any) -> None:
+        self._prepared()
+        super().fork_work_horse(job, queue)
+
+    def _prepared(self) -> tuple[Ledger, Liveness]:
+        """Build the ledger and liveness once; connect once to learn the server, then hang up.
+
+        The parent keeps no connection open: each horse opens its own, since a
+        connection inherited across fork() is shared with the parent's session.
+        """
+        if self._ledger is not None and self._liveness is not None:
+            return self._ledger, self._liveness
         ledger = Ledger(self.database_url)
-        liveness = liveness_for(ledger, self.liveness_url, self.ttl)
+        try:
+            ledger.prepare()
+        except LedgerError as exc:  # each horse connects (and reports it) as before
+            log.warning("ledger database not ready yet: %s", exc)
+        self._ledger = ledger
+        self._liveness = liveness_for(ledger, self.liveness_url, self.ttl)
+        return self._ledger, self._liveness
+
+    def perform_job(self, job: Any, queue: Any, *args: Any, **kwargs: Any) -> bool:
+        # Runs in the forked horse, on the parent's prepared objects with fresh connections.
+        ledger, liveness = self._prepared()  # built already, unless RQ did not fork
+        _forget_inherited_connections(ledger, liveness)
+        # A new database session costs milliseconds to open and warm: open it while
+        # the Worker registers in liveness, not after.
+        connecting = threading.Thread(target=_warm_up, args=(ledger,), daemon=True)
+        connecting.start()
         try:
             with Worker(ledger, liveness) as recorder:
+                connecting.join()
                 claim = _claim(ledger, recorder, job.id, queue.name)
                 if claim is None:  # a duplicate delivery: recorded, not run
                     self._skip_duplicate(job, queue, ledger.status(job.id).state, *args, **kwargs)
@@ -220,6 +253,25 @@ class _Heartbeats:
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
         self.thread.join()
+
+
+def _warm_up(ledger: Ledger) -> None:
+    try:
+        ledger.warm_up()
+    except Exception as exc:  # the claim connects again, and raises what stops it there
+        log.debug("could not open the ledger connection ahead of the claim: %s", exc)
+
+
+def _forget_inherited_connections(ledger: Ledger, liveness: Liveness) -> None:
+    """Drop, without closing, pooled SQL connections this process may have inherited.
+
+    Closing one would end the parent's session; using one would share it. (Redis
+    clients notice the fork themselves and reconnect.)
+    """
+    ledger.engine.dispose(close=False)
+    lease_engine = getattr(liveness, "engine", None)
+    if isinstance(lease_engine, Engine) and lease_engine is not ledger.engine:
+        lease_engine.dispose(close=False)
 
 
 def _error_of(job: Any) -> str:

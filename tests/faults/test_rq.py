@@ -18,8 +18,11 @@ import redis
 from rq import Queue
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
 
 from jobledger import RecoveryPolicy
+from jobledger.database import parse_url
 from jobledger.errors import RedeliveryFailed
 from jobledger.identity import new_identity, parse
 from jobledger.integrations.rq import LedgerQueue, RQTarget
@@ -75,6 +78,40 @@ def test_rq_jobs_are_recorded_by_the_work_horse(
     assert "this job always fails" in (env.ledger.status(bad.id).last_error or "")
     horse = parse(env.ledger.history(ok.id)[1].process or "")
     assert horse.pid != worker.pid  # the horse, a forked child, holds the claim
+
+
+def test_rq_worker_keeps_no_database_session_of_its_own_between_jobs(
+    rq_env: tuple[FaultEnv, redis.Redis, LedgerQueue],
+) -> None:
+    """The RQ worker prepares the ledger before forking but hangs up: a session left in
+    its pool would be inherited by every horse, and shared with it."""
+    env, _, queue = rq_env
+    jobs = [queue.enqueue("tests.faults.rq_jobs.quick", n) for n in range(3)]
+    worker = _rq_worker(env)
+    try:
+        for job in jobs:
+            env.wait_for(lambda job=job: env.ledger.status(job.id).state == "completed", 30)
+        env.ledger.close()  # this test's own sessions
+        # The horses have exited; their backends end a moment later. The worker lives on.
+        env.wait_for(lambda: _other_sessions(env.database_url) == 0, timeout=10)
+        assert worker.poll() is None
+    finally:
+        _stop(worker)
+    assert [env.types(job.id) for job in jobs] == [["enqueued", "claimed", "completed"]] * 3
+
+
+def _other_sessions(database_url: str) -> int:
+    """Sessions on the test's database other than the one asking."""
+    engine = create_engine(parse_url(database_url), poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            sql = (
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            return int(conn.execute(text(sql)).scalar_one())
+    finally:
+        engine.dispose()
 
 
 def test_killed_rq_worker_and_horse_are_recovered_while_rq_says_started(
