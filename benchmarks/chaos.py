@@ -802,7 +802,8 @@ def print_summary(result: dict[str, Any], out: Path) -> None:
         f"{r['stops']}, presumed dead {r['presumed_dead']}; projectors SIGKILLed "
         f"{r['projector_kills']}",
         f"  Redis restarts {r['redis_restarts']}, PostgreSQL backends terminated "
-        f"{r['backends_terminated']}, SQLite write lock held {r['lock_holds']} times",
+        f"{r['backends_terminated']}, SQLite write lock held {r['lock_holds']} times "
+        f"(and {r['frozen_stops']} times by a worker SIGSTOPped inside a command)",
         f"  redeliveries {r['redeliveries']} ({r['redelivery_storms']} storms), taken over "
         f"{r['takeovers']}; abandons {r['abandons']} ({r['abandons_by_takeover']} by takeover), "
         f"requeues {r['requeues']}; stale writes refused {r['rejected_writes']}",

@@ -25,11 +25,15 @@ What counts as what:
   the kill. When liveness could not be trusted meanwhile (a Redis restart pauses
   abandonment for a TTL; a SQLite writer holding the lock delays every append),
   the deadline moves by that much and the claim counts as *excused*, not silent.
+  On SQLite the lock's holder may also be a worker SIGSTOPped inside a command:
+  a stop during which the ledger appended nothing at all (every writer, the
+  projectors' abandons included, waited for its SIGCONT) counts as a lock hold.
 - **verify**: ``Ledger.verify()`` found problems.
 """
 
 from __future__ import annotations
 
+import bisect
 import statistics
 from collections import Counter, defaultdict
 from collections.abc import Iterable
@@ -44,6 +48,9 @@ CLAIM_ENDS = frozenset({"completed", "failed", "released", "abandoned"})
 CONT_SLACK = 1.0
 #: The allowance past the TTL for a dead holder's jobs (issue 16).
 DETECTION_SLACK = 2.0
+#: SQLite: this long with no append at all during a SIGSTOP means the stopped worker held
+#: the write lock (busy workers append every few milliseconds).
+QUIET = 1.0
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,8 @@ class Timeline:
     presumed_dead: dict[str, float] = field(default_factory=dict)
     redis_restarts: list[float] = field(default_factory=list)
     lock_holds: list[tuple[float, float]] = field(default_factory=list)
+    #: SQLite: SIGSTOPs of a worker that held the write lock (see frozen_stops).
+    frozen_stops: list[tuple[float, float]] = field(default_factory=list)
     workers: set[str] = field(default_factory=set)
 
     def dead_at(self, identity: str, moment: float) -> bool:
@@ -96,7 +105,7 @@ class Timeline:
         for restart in self.redis_restarts:
             if start - self.ttl <= restart <= end:
                 delay = max(delay, restart + 2 * self.ttl - start)
-        for hold_start, hold_end in self.lock_holds:
+        for hold_start, hold_end in self.lock_holds + self.frozen_stops:
             if hold_start <= end and hold_end >= start - self.ttl:
                 delay += hold_end - max(hold_start, start - self.ttl)
         return delay
@@ -126,6 +135,7 @@ def judge(
     verify_problems: list[str],
 ) -> Verdict:
     """Every check, over one run."""
+    timeline.frozen_stops = frozen_stops(histories, timeline)
     violations = lost_jobs(histories, timeline)
     violations += completed_twice(histories, worker_lines)
     violations += zombie_writes(histories, worker_lines)
@@ -134,6 +144,54 @@ def judge(
     violations += slow
     violations += [Violation("verify", None, problem) for problem in verify_problems]
     return Verdict(violations, latencies, excused, figures(histories, latencies, timeline))
+
+
+def frozen_stops(
+    histories: dict[str, list[dict[str, Any]]], timeline: Timeline
+) -> list[tuple[float, float]]:
+    """SQLite: the stretches of SIGSTOPs during which the ledger appended nothing.
+
+    A worker stopped inside a command keeps SQLite's one write lock until SIGCONT,
+    and every writer waits: the others' heartbeats and completions, and the
+    projectors' abandons. A dozen busy workers append every few milliseconds, so a
+    stretch of a stop (stops are longer than the TTL) at least ``QUIET`` long
+    without a single append is one whose worker held the lock. The parts of a stop
+    inside the harness's own lock holds prove nothing and are left out.
+    """
+    if timeline.backend != "sqlite":
+        return []
+    moments = sorted(event["t"] for history in histories.values() for event in history)
+    frozen = []
+    for stops in timeline.stops.values():
+        for start, end in stops:
+            if end == float("inf"):
+                continue
+            stretches = outside(start, end, timeline.lock_holds)
+            long_ones = [(a, b) for a, b in stretches if b - a >= QUIET]
+            if long_ones and not any(appended(moments, a, b) for a, b in long_ones):
+                frozen += long_ones
+    return sorted(frozen)
+
+
+def outside(
+    start: float, end: float, holds: list[tuple[float, float]]
+) -> list[tuple[float, float]]:
+    """The parts of [start, end] outside every interval of ``holds``."""
+    parts = [(start, end)]
+    for hold_start, hold_end in holds:
+        parts = [
+            piece
+            for a, b in parts
+            for piece in ((a, min(b, hold_start)), (max(a, hold_end), b))
+            if piece[1] > piece[0]
+        ]
+    return parts
+
+
+def appended(moments: list[float], start: float, end: float) -> bool:
+    """Whether any event's time (``moments``, sorted) falls inside (start, end)."""
+    first_after = bisect.bisect_right(moments, start)
+    return first_after < len(moments) and moments[first_after] < end
 
 
 def lost_jobs(histories: dict[str, list[dict[str, Any]]], timeline: Timeline) -> list[Violation]:
@@ -266,7 +324,8 @@ def live_abandon_hint(timeline: Timeline, moment: float, by_worker: bool) -> str
         return "item 4 (takeover right after a Redis restart)"
     if timeline.backend == "sqlite":
         near_hold = any(
-            start - 1 <= moment <= end + 2 * timeline.ttl for start, end in timeline.lock_holds
+            start - 1 <= moment <= end + 2 * timeline.ttl
+            for start, end in timeline.lock_holds + timeline.frozen_stops
         )
         why = "a writer held the lock" if near_hold else "lease refreshes queued behind writers"
         return f"item 6 (SQLite: {why})"
@@ -356,6 +415,7 @@ def figures(
         "abandons_by_projector": len(by_projector),
         "requeues": types["requeued"],
         "rejected_writes": types["rejected"],
+        "frozen_stops": len(timeline.frozen_stops),
         "latency_p50": statistics.median(latencies) if latencies else None,
         "latency_p99": percentile(latencies, 0.99),
         "latency_max": max(latencies) if latencies else None,
