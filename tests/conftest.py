@@ -28,6 +28,9 @@ from jobledger.testing import (
     scratch_database,
 )
 
+#: A job whose holder died, recovered and run again to the end.
+RECOVERED_STORY = ["enqueued", "claimed", "abandoned", "requeued", "claimed", "completed"]
+
 REQUIRE_SERVICES = os.environ.get("JOBLEDGER_REQUIRE_SERVICES") == "1"
 POSTGRES_URL = os.environ.get("JOBLEDGER_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
 REDIS_URL = os.environ.get("JOBLEDGER_TEST_REDIS_URL", DEFAULT_REDIS_URL)

@@ -25,7 +25,7 @@ import redis
 from kombu import Connection
 
 from jobledger.identity import parse
-from tests.conftest import service_missing
+from tests.conftest import RECOVERED_STORY, service_missing
 from tests.faults.conftest import ROOT, TTL, FaultEnv
 
 CELERY = Path(sys.executable).parent / "celery"
@@ -228,14 +228,7 @@ def test_killed_pool_child_task_is_redelivered_and_runs_once_more(
         raise AssertionError(f"never ran again; recover said:\n{said}") from None
     assert "redelivered to celery" in _stop(recover)
     history = [e for e in env.ledger.history(task_id) if e.type != "heartbeat"]
-    assert [e.type for e in history] == [
-        "enqueued",
-        "claimed",
-        "abandoned",
-        "requeued",
-        "claimed",
-        "completed",
-    ]
+    assert [e.type for e in history] == RECOVERED_STORY
     assert history[0].data["data"]["celery_task"] == "jl.counted"
     assert history[0].data["queue"] == celery_env.queue
     assert parse(history[1].process or "").pid == child

@@ -9,6 +9,7 @@ import pytest
 from jobledger import Worker
 from jobledger.errors import AlreadyClaimed
 from jobledger.records import Claim
+from tests.conftest import RECOVERED_STORY
 from tests.faults.conftest import TTL, FaultEnv
 
 
@@ -29,14 +30,7 @@ def test_takeover_after_sigkill(fault_env: FaultEnv) -> None:
         assert claim.attempt == 2
         second.complete(claim)
     history = env.ledger.history("redelivered")
-    assert [e.type for e in history] == [
-        "enqueued",
-        "claimed",
-        "abandoned",
-        "requeued",
-        "claimed",
-        "completed",
-    ]
+    assert [e.type for e in history] == RECOVERED_STORY
     assert history[2].data["holder"] == dead
 
 

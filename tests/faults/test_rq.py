@@ -28,6 +28,7 @@ from jobledger.identity import new_identity, parse
 from jobledger.integrations.rq import LedgerQueue, RQTarget
 from jobledger.redelivery import Redeliverer
 from jobledger.testing import RedisServer
+from tests.conftest import RECOVERED_STORY
 from tests.faults.conftest import ROOT, TTL, FaultEnv
 from tests.integration.test_redelivery import run_settled
 
@@ -199,14 +200,7 @@ def test_killed_rq_job_is_redelivered_and_runs_again_on_another_worker(
     assert "redelivered to rq" in stderr
 
     history = env.ledger.history(job.id)
-    assert [e.type for e in history] == [
-        "enqueued",
-        "claimed",
-        "abandoned",
-        "requeued",
-        "claimed",
-        "completed",
-    ]
+    assert [e.type for e in history] == RECOVERED_STORY
     horse_b = parse(history[4].process or "")
     assert horse_b.pid not in (horse_a.pid, first.pid)
     assert _runs(marker) == ["start", "start", "done"]  # killed once, completed once
