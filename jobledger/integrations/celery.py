@@ -35,12 +35,10 @@ arguments and queue.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -62,11 +60,9 @@ from ..lifecycle import State
 from ..liveness import DEFAULT_TTL, liveness_for
 from ..records import Claim, JobStatus
 from ..worker import Worker
+from .heartbeats import Heartbeats
 
 log = logging.getLogger("jobledger.integrations.celery")
-
-#: Seconds between heartbeats of the tasks a process runs (the ledger throttles further).
-HEARTBEAT_EVERY = 5.0
 
 
 def record(
@@ -165,10 +161,7 @@ class _Recorder:
                 self._worker.start()
                 # One thread per process beats every running task (the threads pool runs
                 # many): cheaper than a thread started and joined around each task.
-                beats = threading.Thread(
-                    target=_beat_forever, args=(self._worker,), name="jobledger-beats", daemon=True
-                )
-                beats.start()
+                Heartbeats(self._worker).start()
             return self._worker
 
     def on_process_init(self, **_: Any) -> None:
@@ -366,16 +359,6 @@ class _Message:
         if with_arguments:
             data.update(args=list(self.args), kwargs=dict(self.kwargs))
         return data
-
-
-def _beat_forever(worker: Worker) -> None:
-    """Heartbeat every claim ``worker`` holds, every ``HEARTBEAT_EVERY`` s, until it stops."""
-    while not worker.stopping:
-        time.sleep(HEARTBEAT_EVERY)
-        for claim in worker.held:
-            # Ended or taken away meanwhile: the task's own end says the rest.
-            with contextlib.suppress(LedgerError):
-                worker.heartbeat(claim)
 
 
 def _skip(task_id: str, why: str) -> NoReturn:

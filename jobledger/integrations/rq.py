@@ -43,11 +43,9 @@ from ..ledger import Ledger
 from ..liveness import DEFAULT_TTL, Liveness, liveness_for
 from ..records import Claim, JobStatus
 from ..worker import Worker
+from .heartbeats import Heartbeats
 
 log = logging.getLogger("jobledger.integrations.rq")
-
-#: Seconds between job heartbeats while RQ runs the job (the ledger throttles further).
-HEARTBEAT_EVERY = 5.0
 
 
 class LedgerQueue(Queue):
@@ -125,7 +123,7 @@ class LedgerWorker(RQWorker):
                 if claim is None:  # a duplicate delivery: recorded, not run
                     self._skip_duplicate(job, queue, ledger.status(job.id).state, *args, **kwargs)
                     return True
-                with _Heartbeats(recorder, claim):
+                with Heartbeats(recorder):
                     succeeded: bool = super().perform_job(job, queue, *args, **kwargs)
                 if succeeded:
                     recorder.complete(claim, result={"rq_status": "finished"})
@@ -233,26 +231,6 @@ def _claim(ledger: Ledger, recorder: Worker, job_id: str, queue: str) -> Claim |
         # RQ decided to run it again (a retry, or an operator's requeue); record that.
         ledger.requeue(job_id, reason="RQ runs the job again", process=recorder.identity)
     return recorder.claim_delivery(job_id)
-
-
-class _Heartbeats:
-    """Heartbeat ``claim`` from a thread while the job runs in the horse's main thread."""
-
-    def __init__(self, recorder: Worker, claim: Claim) -> None:
-        self.recorder, self.claim = recorder, claim
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._beat, daemon=True)
-
-    def _beat(self) -> None:
-        while not self.stop.wait(HEARTBEAT_EVERY):
-            self.recorder.heartbeat(self.claim)
-
-    def __enter__(self) -> None:
-        self.thread.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join()
 
 
 def _warm_up(ledger: Ledger) -> None:
