@@ -50,6 +50,8 @@ class _Plan:
 
 
 _NOTHING = _Plan(None)
+#: Rows of claimed jobs a Ledger keeps to skip a holder's read (a worker holds a few).
+_CLAIMED_ROWS_KEPT = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +85,9 @@ class Ledger:
         self.heartbeat_interval = timedelta(seconds=heartbeat_interval)
         self.batch_size = batch_size
         self._store = Store(self.engine)
+        # The row this Ledger last wrote for each job it saw claimed: a holder's next
+        # command can then skip the read (see _as_holder). Never trusted: only a guard.
+        self._claimed_rows: dict[str, JobStatus] = {}
 
     # -- lifecycle of the Ledger object -------------------------------------------------
 
@@ -314,7 +319,41 @@ class Ledger:
                 return _NOTHING
             return _Plan(event, claim.process, dict(data))
 
+        known = self._claimed_rows.get(claim.job_id)
+        if known is not None and self._store.appends_unread:
+            outcome = self._append_unread(known, decide)
+            if outcome is not None:
+                return outcome
         return self._execute(claim.job_id, decide)
+
+    def _append_unread(self, known: JobStatus, decide: Decide) -> _Outcome | None:
+        """Decide on the row this Ledger last wrote and append in one round trip, guarded
+        by its version and the database clock; ``None`` (nothing written) if refused, or
+        if the decision is anything but a plain append: the ordinary command then reads
+        the job and decides again on what it finds."""
+        now = self._store.estimated_now()
+        try:
+            plan = decide(known, now)
+        except LedgerError:
+            return None
+        if plan.type is None or plan.refusal is not None or plan.then is not None:
+            return None
+        event = _seal(known, plan, known.job_id, now)
+        status = fold(known, event)
+        if self._store.append_unread(known.version, event, status) is None:
+            self._claimed_rows.pop(known.job_id, None)
+            return None
+        self._remember(status)
+        return _Outcome(status, wrote=True)
+
+    def _remember(self, status: JobStatus) -> None:
+        """Keep the row just written while the job is claimed (a bounded memory)."""
+        if status.state == State.CLAIMED:
+            if len(self._claimed_rows) >= _CLAIMED_ROWS_KEPT:
+                self._claimed_rows.clear()
+            self._claimed_rows[status.job_id] = status
+        else:
+            self._claimed_rows.pop(status.job_id, None)
 
     # -- recovering and operating -------------------------------------------------------
 
@@ -451,6 +490,7 @@ class Ledger:
                         status = steps[-1][1]
             except LostRace:
                 continue
+            self._remember(status)
             if plan.refusal is not None:
                 raise plan.refusal
             return _Outcome(status, wrote=True)

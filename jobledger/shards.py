@@ -58,6 +58,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from .bulk import Bulk, PostgresBulk, SqliteBulk, prepare_postgres_session
+from .children import die_with_parent
 from .database import SQLITE_BUSY_TIMEOUT
 from .errors import DatabaseUnavailable
 from .schema import events
@@ -264,10 +265,6 @@ def _work(task: Task, source: Source, ranges: list[Range], pipe: Pipe, coordinat
         pipe.close()
 
 
-#: Linux's prctl option: a signal this process gets when its parent ends.
-PR_SET_PDEATHSIG = 1
-
-
 def _bind_to(coordinator: int, pipe: Pipe) -> None:
     """Make a freshly forked worker end with its coordinator and hold none of its sockets.
 
@@ -278,13 +275,7 @@ def _bind_to(coordinator: int, pipe: Pipe) -> None:
     """
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if sys.platform.startswith("linux"):
-        import ctypes  # noqa: PLC0415 (used on Linux only)
-
-        # Fires when the thread that forked ends: the coordinator runs only one (can_fork).
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != coordinator:  # it died before the line above could take effect
-        os._exit(1)
+    die_with_parent(coordinator)  # the coordinator forks from its only thread (can_fork)
     _drop_inherited_sockets(keep=pipe.fileno())
 
 

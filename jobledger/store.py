@@ -12,6 +12,13 @@ data-modifying CTE), so a command costs two round trips: read, write. Other
 databases run the same two statements in a short ``BEGIN IMMEDIATE``-style
 transaction.
 
+A holder that knows the row it wrote last can skip the read (PostgreSQL only,
+:meth:`Store.append_unread`): its write is guarded by that version, and its
+timestamp, taken from this process's clock corrected by the offset the last
+read measured, must lie within :data:`CLOCK_TOLERANCE` of the database clock
+as the statement runs. A refused write writes nothing; the caller then reads
+and decides as usual.
+
 Commands are the hot path, so they skip SQLAlchemy's per-execution machinery:
 their statements are compiled once and run straight on a DBAPI connection that
 the store keeps checked out between commands (see :class:`DriverStatement` and
@@ -25,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import operator
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -91,6 +99,10 @@ def database_clock(dialect_name: str) -> ColumnElement[datetime]:
     return func.current_timestamp(type_=UtcDateTime)
 
 
+#: How far a timestamp chosen by this process may lie from the database clock.
+CLOCK_TOLERANCE = timedelta(milliseconds=100)
+
+
 @dataclass(frozen=True)
 class _Statements:
     load: Any
@@ -100,6 +112,7 @@ class _Statements:
     insert_status: Any
     insert_events_many: Any
     pg_append: Any
+    pg_append_unread: Any
     pg_create: Any
 
 
@@ -118,9 +131,15 @@ def _statements(dialect_name: str) -> _Statements:
     insert_event = insert(events).values(tx_id=tx_id).returning(events.c.position)
     insert_status = insert(jobs)
     insert_events_many = insert(events).values(tx_id=tx_id)
-    pg_append = pg_create = None
+    pg_append = pg_append_unread = pg_create = None
     if dialect_name == "postgresql":
         pg_append = _pg_append(guarded_update.returning(jobs.c.job_id).cte("moved"))
+        stamped = bindparam("e_recorded_at", type_=UtcDateTime)
+        tolerance: Any = literal_column(f"interval '{CLOCK_TOLERANCE.total_seconds():g} seconds'")
+        on_the_clock = stamped.between(func.now() - tolerance, func.now() + tolerance)
+        pg_append_unread = _pg_append(
+            guarded_update.where(on_the_clock).returning(jobs.c.job_id).cte("moved")
+        )
         created = (
             postgresql.insert(jobs)
             .values({name: bindparam("j_" + name) for name in STATUS_FIELDS})
@@ -137,6 +156,7 @@ def _statements(dialect_name: str) -> _Statements:
         insert_status=insert_status,
         insert_events_many=insert_events_many,
         pg_append=pg_append,
+        pg_append_unread=pg_append_unread,
         pg_create=pg_create,
     )
 
@@ -326,6 +346,7 @@ def _tuple_getter(indexes: Sequence[int]) -> Callable[[tuple[Any, ...]], tuple[A
 class _DriverStatements:
     load: DriverStatement
     pg_append: DriverStatement | None = None
+    pg_append_unread: DriverStatement | None = None
     pg_create: DriverStatement | None = None
     guarded_update: DriverStatement | None = None
     insert_event: DriverStatement | None = None
@@ -358,6 +379,7 @@ def _driver_statements(sql: _Statements, dialect: Dialect) -> _DriverStatements:
         return _DriverStatements(
             load=load,
             pg_append=DriverStatement(sql.pg_append, dialect, _WRITE_SOURCE),
+            pg_append_unread=DriverStatement(sql.pg_append_unread, dialect, _WRITE_SOURCE),
             pg_create=DriverStatement(sql.pg_create, dialect, _WRITE_SOURCE),
             batch_clock=DriverStatement(
                 select(sql.clock.selected_columns[0], cast(func.pg_current_xact_id(), Text)),
@@ -488,6 +510,8 @@ class Store:
         self._copies_batches = self.is_postgres and engine.dialect.driver == "psycopg"
         # Compiled on the first command: the dialect knows the server only once connected.
         self._driver_sql: _DriverStatements | None = None
+        #: Database clock minus this process's, in seconds, as the last read saw it.
+        self._clock_offset: float | None = None
 
     def close(self) -> None:
         """Return the connections held for commands to the pool."""
@@ -615,8 +639,46 @@ class Store:
         load = self._driver().load
         (row,) = self._run(conn, load, (job_id,)).fetchall()
         now, *columns = load.read(row)
+        self._clock_offset = now.timestamp() - time.time()
         status = JobStatus(*columns) if columns[0] is not None else None
         return status, now
+
+    @property
+    def appends_unread(self) -> bool:
+        """Whether :meth:`append_unread` can be tried: PostgreSQL, after a first read."""
+        return self._clock_offset is not None and self.is_postgres
+
+    def estimated_now(self) -> datetime:
+        """The database clock as this process reckons it (see :meth:`append_unread`)."""
+        assert self._clock_offset is not None
+        return datetime.fromtimestamp(time.time() + self._clock_offset, _UTC)
+
+    def append_unread(self, expected: int, event: Event, status: JobStatus) -> int | None:
+        """Append without reading first; the event's position, or ``None`` if refused.
+
+        Refused, with nothing written, unless the job is still at version
+        ``expected`` and ``event.recorded_at`` is within :data:`CLOCK_TOLERANCE`
+        of the database clock; also when the held connection turned out dead (the
+        caller's ordinary command then reconnects).
+        """
+        statement = self._driver().pg_append_unread
+        assert statement is not None
+        values = _write_values(expected, status, event)
+        conn, was_held = self._held.take()
+        try:
+            position = _first_value(self._run(conn, statement, values))
+        except sa_exc.IntegrityError as exc:
+            self._abort(conn, exc)
+            return None
+        except BaseException as exc:
+            self._abort(conn, exc)
+            if isinstance(exc, sa_exc.DBAPIError):
+                if was_held and exc.connection_invalidated:
+                    return None
+                raise_translated(exc, self.engine)
+            raise
+        self._held.give_back(conn)
+        return position
 
     def _append(
         self, conn: PoolProxiedConnection, expected: int, event: Event, status: JobStatus

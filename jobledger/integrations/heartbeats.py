@@ -1,9 +1,9 @@
 """Heartbeats for the jobs a job system runs: one thread per Worker, beside the task.
 
-The task body runs in the job system's own thread (an RQ horse's main thread, a
-Celery pool process or thread), so a daemon thread heartbeats every claim the
-Worker holds. A claim that ended or was taken away meanwhile is skipped: the
-task's own end (complete, fail, ``StaleClaim``) says the rest.
+The task body runs elsewhere (an RQ horse, a Celery pool process's or thread's
+task call), so a daemon thread heartbeats every claim the Worker holds. A claim
+that ended or was taken away meanwhile is skipped: the task's own end (complete,
+fail, ``StaleClaim``) says the rest.
 """
 
 from __future__ import annotations

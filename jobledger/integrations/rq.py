@@ -1,11 +1,12 @@
-"""RQ adapter: every RQ job's life recorded in jobledger, by the process that runs it.
+"""RQ adapter: every RQ job's life recorded in jobledger, by the worker that runs it.
 
-RQ forks a *work horse* per job, and the horse is the process that works on the
-job, so the horse is what jobledger tracks: it registers its own identity,
-claims the job, heartbeats while it runs and completes or fails it. If the horse
-and its parent are SIGKILLed, RQ keeps listing the job as started until its own
-registry cleanup (minutes later); jobledger's recovery projector abandons it
-once the horse's liveness record lapses.
+RQ forks a *work horse* per job. The RQ worker (the long-lived parent) is the
+process jobledger tracks: it registers one identity, claims each job before it
+forks the horse, heartbeats while the horse runs, and completes or fails the job
+when the horse exits. The horse dies with its worker (``PR_SET_PDEATHSIG``), so a
+claim held by a dead worker means that nobody runs the job: jobledger's recovery
+projector abandons it once the worker's liveness record lapses, while RQ keeps
+listing the job as started until its own registry cleanup (minutes later).
 
 Producer side::
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from queue import SimpleQueue
 from typing import Any
 
 import redis
@@ -35,12 +37,13 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.job import JobStatus as RQJobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
-from sqlalchemy import Engine
+from rq.worker import WorkerStatus
 
+from ..children import die_with_parent
 from ..database import DEFAULT_URL
 from ..errors import AttemptsExhausted, InvalidTransition, LedgerError, UnknownJob
 from ..ledger import Ledger
-from ..liveness import DEFAULT_TTL, Liveness, liveness_for
+from ..liveness import DEFAULT_TTL, liveness_for
 from ..records import Claim, JobStatus
 from ..worker import Worker
 from .heartbeats import Heartbeats
@@ -62,7 +65,16 @@ class LedgerQueue(Queue):
 
 
 class LedgerWorker(RQWorker):
-    """An RQ Worker whose work horses record their jobs in jobledger.
+    """An RQ Worker that records each job its work horses run in jobledger.
+
+    The worker (the long-lived parent) is the process jobledger tracks: it
+    registers one identity, claims each job before forking the horse, heartbeats
+    while the horse runs and completes or fails the job once the horse has
+    exited (the horse reports its outcome through a pipe). A horse killed alone
+    is a failure the worker sees at once (as RQ does); the horse dies with its
+    worker, so a dead worker's claim means nobody runs the job, and the recovery
+    projector abandons it once the worker's liveness record lapses. Horses never
+    touch the database or liveness.
 
     Settings default to ``JOBLEDGER_DATABASE_URL``, ``JOBLEDGER_REDIS_URL``
     (SQL leases without it) and ``JOBLEDGER_TTL`` (seconds, default 15).
@@ -80,79 +92,203 @@ class LedgerWorker(RQWorker):
         self.database_url = database_url or os.environ.get("JOBLEDGER_DATABASE_URL", DEFAULT_URL)
         self.liveness_url = liveness_url or os.environ.get("JOBLEDGER_REDIS_URL")
         self.ttl = ttl if ttl is not None else float(os.environ.get("JOBLEDGER_TTL", DEFAULT_TTL))
+        self._recorder: Worker | None = None
+        self._heartbeats: Heartbeats | None = None
+        self._finisher: _Finisher | None = None
+        self._outcome: _Outcome | None = None
+        self._worker_pid = os.getpid()
 
-        # Built once in this (parent) process, before the first fork, and reused by every
-        # horse: building them in each horse (imports of the driver, compiled statements,
-        # the dialect's first-connect queries) cost a trivial job ~100 ms.
-        self._ledger: Ledger | None = None
-        self._liveness: Liveness | None = None
+    # -- in the worker (parent) ----------------------------------------------------------
+
+    def execute_job(self, job: Any, queue: Any) -> None:
+        recorder = self._started_recorder()
+        assert self._finisher is not None
+        self._finisher.wait_for(job.id)  # an RQ retry of a job whose failure is being recorded
+        try:
+            claim = _claim(recorder.ledger, recorder, job.id, queue.name)
+        except LedgerError as exc:
+            log.error("job %r not run: jobledger could not record its claim: %s", job.id, exc)
+            self._end_without_run(job, queue, failure=f"jobledger could not claim the job: {exc}")
+            return
+        if claim is None:  # a duplicate delivery: recorded, not run
+            state = recorder.ledger.status(job.id).state
+            log.info("job %r: duplicate RQ delivery not run (job %s in the ledger)", job.id, state)
+            self._end_without_run(job, queue, restore=_RQ_STATUS_OF.get(state))
+            return
+        self._worker_pid = os.getpid()
+        self._outcome = _Outcome()
+        try:
+            super().execute_job(job, queue)
+            succeeded, error = self._outcome.read()
+        finally:
+            self._outcome.close()
+            self._outcome = None
+        finisher = self._finisher
+        assert finisher is not None
+        finisher.finish(claim, succeeded, error or (None if succeeded else _error_of(job)))
 
     def fork_work_horse(self, job: Any, queue: Any) -> None:
-        self._prepared()
-        super().fork_work_horse(job, queue)
+        super().fork_work_horse(job, queue)  # returns in the parent only
+        if self._outcome is not None:
+            self._outcome.forked()
 
-    def _prepared(self) -> tuple[Ledger, Liveness]:
-        """Build the ledger and liveness once; connect once to learn the server, then hang up.
+    def teardown(self) -> None:
+        if not self.is_horse:
+            self._stop_recorder()
+        super().teardown()  # type: ignore[no-untyped-call]
 
-        The parent keeps no connection open: each horse opens its own, since a
-        connection inherited across fork() is shared with the parent's session.
+    def _started_recorder(self) -> Worker:
+        """This worker's jobledger identity, registered and refreshed from a thread."""
+        if self._recorder is None:
+            ledger = Ledger(self.database_url)
+            liveness = liveness_for(ledger, self.liveness_url, self.ttl)
+            try:
+                self._recorder = Worker(ledger, liveness).start()
+            except BaseException:
+                liveness.close()
+                ledger.close()
+                raise
+            # Heartbeats the claim while a horse runs (between jobs the worker holds none).
+            self._heartbeats = Heartbeats(self._recorder).start()
+            self._finisher = _Finisher(self._recorder)
+        return self._recorder
+
+    def _stop_recorder(self) -> None:
+        recorder, self._recorder = self._recorder, None
+        heartbeats, self._heartbeats = self._heartbeats, None
+        finisher, self._finisher = self._finisher, None
+        if finisher is not None:
+            finisher.stop()  # records every outcome still waiting first
+        if heartbeats is not None:
+            heartbeats.stop()
+        if recorder is not None:
+            try:
+                recorder.stop(timeout=0)
+            finally:
+                recorder.liveness.close()
+                recorder.ledger.close()
+
+    def _end_without_run(
+        self,
+        job: Any,
+        queue: Any,
+        *,
+        failure: str | None = None,
+        restore: RQJobStatus | None = None,
+    ) -> None:
+        """End RQ's bookkeeping of a dequeued job that no horse will run.
+
+        The job leaves the queue's intermediate list (where RQ's dequeue put it).
+        A ``failure`` fails it in RQ, as a crashed horse would. Otherwise it is a
+        skipped duplicate: a duplicate enqueue set RQ's status to queued, which goes
+        back to ``restore`` (what the ledger says: finished, canceled, or started
+        while the holder runs), only if still queued, so a real outcome is never
+        overwritten; RQ counts neither a failed nor a successful job for it.
         """
-        if self._ledger is not None and self._liveness is not None:
-            return self._ledger, self._liveness
-        ledger = Ledger(self.database_url)
-        try:
-            ledger.prepare()
-        except LedgerError as exc:  # each horse connects (and reports it) as before
-            log.warning("ledger database not ready yet: %s", exc)
-        self._ledger = ledger
-        self._liveness = liveness_for(ledger, self.liveness_url, self.ttl)
-        return self._ledger, self._liveness
+        if len(self.queues) == 1:  # RQ dequeues through the intermediate list then
+            self.connection.lrem(queue.intermediate_queue_key, 1, job.id)
+        if failure is not None:
+            self.handle_job_failure(job, queue=queue, exc_string=failure)
+        elif restore is not None:
+            _restore_status(self.connection, job, restore)
+        self.set_state(WorkerStatus.IDLE)
+
+    # -- in the work horse -----------------------------------------------------------------
+
+    def main_work_horse(self, job: Any, queue: Any) -> None:
+        # A horse that outlived its worker would run on under a claim the ledger
+        # believes dead, and the job would run twice once recovered.
+        die_with_parent(self._worker_pid)
+        super().main_work_horse(job, queue)
 
     def perform_job(self, job: Any, queue: Any, *args: Any, **kwargs: Any) -> bool:
-        # Runs in the forked horse, on the parent's prepared objects with fresh connections.
-        ledger, liveness = self._prepared()  # built already, unless RQ did not fork
-        _forget_inherited_connections(ledger, liveness)
-        # A new database session costs milliseconds to open and warm: open it while
-        # the Worker registers in liveness, not after.
-        connecting = threading.Thread(target=_warm_up, args=(ledger,), daemon=True)
-        connecting.start()
-        try:
-            with Worker(ledger, liveness) as recorder:
-                connecting.join()
-                claim = _claim(ledger, recorder, job.id, queue.name)
-                if claim is None:  # a duplicate delivery: recorded, not run
-                    self._skip_duplicate(job, queue, ledger.status(job.id).state, *args, **kwargs)
-                    return True
-                with Heartbeats(recorder):
-                    succeeded: bool = super().perform_job(job, queue, *args, **kwargs)
+        succeeded: bool = super().perform_job(job, queue, *args, **kwargs)
+        if self._outcome is not None:
+            self._outcome.report(succeeded, None if succeeded else _error_of(job))
+        return succeeded
+
+
+class _Finisher:
+    """Records how each job ended on a thread of its own, so that the worker takes its
+    next job meanwhile (the record's round trip overlaps RQ's dequeue).
+
+    A worker SIGKILLed in the millisecond between a horse's exit and the record
+    leaves the job claimed by a dead process: it is abandoned and runs again, as
+    when the kill comes just before the horse's exit.
+    """
+
+    def __init__(self, recorder: Worker) -> None:
+        self.recorder = recorder
+        self._pending: SimpleQueue[tuple[Claim, bool, str | None] | None] = SimpleQueue()
+        self._unfinished: set[str] = set()
+        self._done = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="jobledger-finish", daemon=True)
+        self._thread.start()
+
+    def finish(self, claim: Claim, succeeded: bool, error: str | None) -> None:
+        with self._done:
+            self._unfinished.add(claim.job_id)
+        self._pending.put((claim, succeeded, error))
+
+    def wait_for(self, job_id: str) -> None:
+        """Return once no outcome of ``job_id`` waits to be recorded."""
+        with self._done:
+            self._done.wait_for(lambda: job_id not in self._unfinished)
+
+    def stop(self) -> None:
+        self._pending.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while (item := self._pending.get()) is not None:
+            claim, succeeded, error = item
+            try:
                 if succeeded:
-                    recorder.complete(claim, result={"rq_status": "finished"})
+                    self.recorder.complete(claim, result={"rq_status": "finished"})
                 else:
-                    recorder.fail(claim, error=_error_of(job))
-                return succeeded
-        finally:
-            liveness.close()
-            ledger.close()
+                    self.recorder.fail(claim, error=error or "RQ job failed")
+            except LedgerError as exc:  # StaleClaim's `rejected` event is in the history
+                log.error("job %r: jobledger could not record how it ended: %s", claim.job_id, exc)
+            except Exception:
+                log.exception("job %r: recording how it ended failed", claim.job_id)
+            finally:
+                with self._done:
+                    self._unfinished.discard(claim.job_id)
+                    self._done.notify_all()
 
-    def _skip_duplicate(self, job: Any, queue: Any, state: str, *args: Any, **kwargs: Any) -> None:
-        """End RQ's bookkeeping of a delivery the ledger refused, as a run would, minus the run.
 
-        RQ's parent made an execution (in the StartedJobRegistry) and left the job in
-        the queue's intermediate list; both go, or RQ's cleanup would later fail the
-        job as stuck. A duplicate enqueue set RQ's status to queued: it is put back
-        to what the ledger says (finished, canceled, or started while the holder
-        runs), only if still queued, so a real outcome is never overwritten. RQ
-        counts no failed (and no successful) job for the skip.
-        """
-        execution = args[0] if args else kwargs.get("execution")
-        log.info("job %r: duplicate RQ delivery not run (job %s in the ledger)", job.id, state)
-        with self.connection.pipeline() as pipeline:
-            if len(self.queues) == 1:  # as RQ's own prepare_job_execution decides
-                pipeline.lrem(queue.intermediate_queue_key, 1, job.id)
-            self.cleanup_execution(job, pipeline=pipeline, execution=execution)
-            pipeline.execute()
-        if state in _RQ_STATUS_OF:
-            _restore_status(self.connection, job, _RQ_STATUS_OF[state])
+class _Outcome:
+    """A pipe through which a horse tells its worker whether the job succeeded."""
+
+    def __init__(self) -> None:
+        self._read_end, self._write_end = os.pipe()
+
+    def forked(self) -> None:
+        """In the parent, after the fork: only the horse writes."""
+        os.close(self._write_end)
+        self._write_end = -1
+
+    def report(self, succeeded: bool, error: str | None) -> None:
+        """In the horse: one short write (well under the pipe's buffer), before it exits."""
+        message = ("ok" if succeeded else "failed\n" + (error or "")).encode()
+        os.write(self._write_end, message[:4000])
+
+    def read(self) -> tuple[bool, str | None]:
+        """In the parent, after the horse exited: its report, or a failure if it sent none."""
+        chunks = []
+        while chunk := os.read(self._read_end, 4096):
+            chunks.append(chunk)
+        message = b"".join(chunks).decode(errors="replace")
+        if message == "ok":
+            return True, None
+        _, _, error = message.partition("\n")
+        return False, error or None
+
+    def close(self) -> None:
+        for fd in (self._read_end, self._write_end):
+            if fd >= 0:
+                os.close(fd)
+        self._read_end = self._write_end = -1
 
 
 #: The RQ status a skipped duplicate leaves, by the job's state in the ledger.
@@ -231,25 +367,6 @@ def _claim(ledger: Ledger, recorder: Worker, job_id: str, queue: str) -> Claim |
         # RQ decided to run it again (a retry, or an operator's requeue); record that.
         ledger.requeue(job_id, reason="RQ runs the job again", process=recorder.identity)
     return recorder.claim_delivery(job_id)
-
-
-def _warm_up(ledger: Ledger) -> None:
-    try:
-        ledger.warm_up()
-    except Exception as exc:  # the claim connects again, and raises what stops it there
-        log.debug("could not open the ledger connection ahead of the claim: %s", exc)
-
-
-def _forget_inherited_connections(ledger: Ledger, liveness: Liveness) -> None:
-    """Drop, without closing, pooled SQL connections this process may have inherited.
-
-    Closing one would end the parent's session; using one would share it. (Redis
-    clients notice the fork themselves and reconnect.)
-    """
-    ledger.engine.dispose(close=False)
-    lease_engine = getattr(liveness, "engine", None)
-    if isinstance(lease_engine, Engine) and lease_engine is not ledger.engine:
-        lease_engine.dispose(close=False)
 
 
 def _error_of(job: Any) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue as queues
@@ -18,7 +19,7 @@ import redis
 from rq import Queue
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.pool import NullPool
 
 from jobledger import RecoveryPolicy
@@ -66,7 +67,7 @@ def rq_env(redis_env: FaultEnv) -> Iterator[tuple[FaultEnv, redis.Redis, LedgerQ
     connection.close()
 
 
-def test_rq_jobs_are_recorded_by_the_work_horse(
+def test_rq_jobs_are_recorded_by_the_rq_worker(
     rq_env: tuple[FaultEnv, redis.Redis, LedgerQueue],
 ) -> None:
     env, _, queue = rq_env
@@ -77,28 +78,81 @@ def test_rq_jobs_are_recorded_by_the_work_horse(
     assert env.types(ok.id) == ["enqueued", "claimed", "completed"]
     assert env.types(bad.id) == ["enqueued", "claimed", "failed"]
     assert "this job always fails" in (env.ledger.status(bad.id).last_error or "")
-    horse = parse(env.ledger.history(ok.id)[1].process or "")
-    assert horse.pid != worker.pid  # the horse, a forked child, holds the claim
+    holder = parse(env.ledger.history(ok.id)[1].process or "")
+    assert holder.pid == worker.pid  # the RQ worker claims; its forked horse only runs the job
 
 
-def test_rq_worker_keeps_no_database_session_of_its_own_between_jobs(
+def test_a_horse_killed_alone_fails_its_job_at_once(
     rq_env: tuple[FaultEnv, redis.Redis, LedgerQueue],
 ) -> None:
-    """The RQ worker prepares the ledger before forking but hangs up: a session left in
-    its pool would be inherited by every horse, and shared with it."""
+    """The worker lives and sees its horse die: the job fails now, as RQ fails it, rather
+    than waiting for a liveness record to lapse."""
+    env, connection, queue = rq_env
+    job = queue.enqueue("tests.faults.rq_jobs.killed")
+    after = queue.enqueue("tests.faults.rq_jobs.quick", 1)
+    worker = _rq_worker(env, "--burst")
+    assert worker.wait(timeout=60) == 0, worker.stderr.read() if worker.stderr else ""
+    assert env.types(job.id) == ["enqueued", "claimed", "failed"]
+    assert "terminated unexpectedly" in (env.ledger.status(job.id).last_error or "")
+    assert Job.fetch(job.id, connection=connection).get_status() == JobStatus.FAILED
+    assert env.types(after.id) == ["enqueued", "claimed", "completed"]  # the worker went on
+    assert env.ledger.verify().ok
+
+
+def test_rq_horses_open_no_connection_and_the_worker_keeps_one_session(
+    rq_env: tuple[FaultEnv, redis.Redis, LedgerQueue], tmp_path: Path
+) -> None:
+    """The worker records for its horses over one database session and one Redis
+    connection, kept between jobs; a horse only inherits them (and never uses them)."""
     env, _, queue = rq_env
     jobs = [queue.enqueue("tests.faults.rq_jobs.quick", n) for n in range(3)]
+    marker, gate = tmp_path / "runs", tmp_path / "gate"
+    gated = queue.enqueue("tests.faults.rq_jobs.gated", str(marker), str(gate))
     worker = _rq_worker(env)
     try:
-        for job in jobs:
-            env.wait_for(lambda job=job: env.ledger.status(job.id).state == "completed", 30)
+        env.wait_for(lambda: _runs(marker) == ["start"], timeout=30)
+        horse = _horse_of(worker.pid)
+        # The worker's database connection is the only one; the horse merely inherited it.
+        worker_connections = _database_sockets(worker.pid, env.database_url)
+        assert len(worker_connections) == 1
+        assert _database_sockets(horse, env.database_url) == worker_connections
+        gate.touch()
+        env.wait_for(lambda: env.ledger.status(gated.id).state == "completed", timeout=30)
         env.ledger.close()  # this test's own sessions
-        # The horses have exited; their backends end a moment later. The worker lives on.
-        env.wait_for(lambda: _other_sessions(env.database_url) == 0, timeout=10)
+        assert 1 <= _other_sessions(env.database_url) <= 2  # commands, and a heartbeat's
         assert worker.poll() is None
     finally:
+        gate.touch()
         _stop(worker)
-    assert [env.types(job.id) for job in jobs] == [["enqueued", "claimed", "completed"]] * 3
+    env.wait_for(lambda: _other_sessions(env.database_url) == 0, timeout=10)
+    assert [env.types(job.id) for job in [*jobs, gated]] == [
+        ["enqueued", "claimed", "completed"]
+    ] * 4
+
+
+def _horse_of(worker_pid: int) -> int:
+    """The RQ worker's one child process (its work horse)."""
+    children = Path(f"/proc/{worker_pid}/task/{worker_pid}/children").read_text().split()
+    assert len(children) == 1, children
+    return int(children[0])
+
+
+def _database_sockets(pid: int, database_url: str) -> set[int]:
+    """Inodes of the TCP sockets ``pid`` holds open to the database server's port."""
+    port = make_url(parse_url(database_url)).port or 5432
+    held = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            link = os.readlink(fd)
+            if link.startswith("socket:["):
+                held.add(int(link[8:-1]))
+    to_database = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[2].rsplit(":", 1)[1], 16) == port:  # the remote address's port
+                to_database.add(int(fields[9]))
+    return held & to_database
 
 
 def _other_sessions(database_url: str) -> int:
@@ -123,19 +177,21 @@ def test_killed_rq_worker_and_horse_are_recovered_while_rq_says_started(
     job = queue.enqueue("tests.faults.rq_jobs.slow", 120)
     worker = _rq_worker(env)
     env.wait_for(lambda: env.ledger.status(job.id).state == "claimed", timeout=30)
-    horse = parse(env.ledger.status(job.id).claimed_by or "")
+    holder = parse(env.ledger.status(job.id).claimed_by or "")
+    assert holder.pid == worker.pid
+    horse = _horse_of(worker.pid)
     time.sleep(TTL)  # let the claim age past the grace period
 
-    os.kill(worker.pid, signal.SIGKILL)
-    os.kill(horse.pid, signal.SIGKILL)  # the horse has its own process group: kill it too
+    os.kill(worker.pid, signal.SIGKILL)  # the horse has its own process group; it dies too
     killed_at = time.monotonic()
     worker.wait()
+    env.wait_for(lambda: not Path(f"/proc/{horse}").exists(), timeout=2)
 
     env.wait_for(lambda: env.ledger.status(job.id).state != "claimed", timeout=TTL + 5)
     assert time.monotonic() - killed_at <= TTL + 2
     history = env.ledger.history(job.id)
     assert [e.type for e in history][:3] == ["enqueued", "claimed", "abandoned"]
-    assert history[2].data["holder"] == str(horse)
+    assert history[2].data["holder"] == str(holder)
     assert projector.counters.abandoned == 1
     # RQ itself still believes the job is running.
     assert Job.fetch(job.id, connection=connection).get_status() == JobStatus.STARTED
@@ -178,10 +234,9 @@ def test_killed_rq_job_is_redelivered_and_runs_again_on_another_worker(
     job = queue.enqueue("tests.faults.rq_jobs.counted", str(marker), 120)
     first = _rq_worker(env)
     env.wait_for(lambda: env.ledger.status(job.id).state == "claimed", timeout=30)
-    horse_a = parse(env.ledger.status(job.id).claimed_by or "")
+    holder_a = parse(env.ledger.status(job.id).claimed_by or "")
     time.sleep(TTL)  # let the claim age past the grace period
-    os.kill(first.pid, signal.SIGKILL)
-    os.kill(horse_a.pid, signal.SIGKILL)
+    os.kill(first.pid, signal.SIGKILL)  # its horse dies with it
     first.wait()
 
     # The recover command abandons and requeues it, then hands it back to RQ's queue.
@@ -201,8 +256,9 @@ def test_killed_rq_job_is_redelivered_and_runs_again_on_another_worker(
 
     history = env.ledger.history(job.id)
     assert [e.type for e in history] == RECOVERED_STORY
-    horse_b = parse(history[4].process or "")
-    assert horse_b.pid not in (horse_a.pid, first.pid)
+    holder_b = parse(history[4].process or "")
+    assert holder_a.pid == first.pid
+    assert holder_b.pid == second.pid
     assert _runs(marker) == ["start", "start", "done"]  # killed once, completed once
     # RQ's own registries agree: finished, neither started nor failed.
     assert Job.fetch(job.id, connection=connection).get_status() == JobStatus.FINISHED
