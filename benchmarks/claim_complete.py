@@ -1,8 +1,10 @@
 """claim+complete: the Ledger against the raw driver running the same SQL.
 
-One operation is ``complete(claim(job))``: two commands, each a read of the job
-row plus the database clock and one guarded write (on PostgreSQL an autocommit
-data-modifying CTE; on SQLite a ``BEGIN IMMEDIATE`` transaction). The baseline
+One operation is ``complete(claim(job))``: two commands. The claim reads the job
+row plus the database clock and makes one guarded write (on PostgreSQL an
+autocommit data-modifying CTE; on SQLite a ``BEGIN IMMEDIATE`` transaction). On
+PostgreSQL the holder's complete is one guarded write without a read (version
+and clock guard); on SQLite it reads and writes like the claim. The baseline
 sends exactly the statements the ledger sends (their text is taken from
 ``Store.command_statements()``), with the same round trips and commits, straight
 through psycopg or sqlite3. It skips everything the ledger adds in Python:
@@ -17,6 +19,7 @@ import json
 import multiprocessing
 import sqlite3
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from typing import Any
 
 from common import (
@@ -104,17 +107,31 @@ class RawPostgres:
         self.connection = psycopg.connect(libpq_url(url), autocommit=True)
         self.load_sql, _ = sql["load"]
         self.append_sql, _ = sql["pg_append"]
+        self.unread_sql, _ = sql["pg_append_unread"]
 
     def run(self, job_ids: Sequence[str]) -> None:
         for job_id in job_ids:
-            self.command(job_id, "claimed")
-            self.command(job_id, "completed")
+            (row,) = self.connection.execute(self.load_sql, {"job_id": job_id}).fetchall()
+            status, event = next_values(job_id, "claimed", row)
+            self.write(self.append_sql, job_id, status, event)
+            # The holder knows the row it wrote: the complete goes out unread.
+            claimed = self.claimed_row(row, status)
+            status, event = next_values(job_id, "completed", claimed)
+            self.write(self.unread_sql, job_id, status, event)
 
-    def command(self, job_id: str, kind: str) -> None:
+    @staticmethod
+    def claimed_row(loaded: Sequence[Any], status: dict[str, Any]) -> list[Any]:
+        """The loaded row's layout with what the claim wrote, the clock read locally."""
+        row = list(loaded)
+        row[0] = datetime.now(timezone.utc)
+        row[4], row[5], row[9] = status["j_version"], status["j_attempt"], status["j_claimed_at"]
+        row[14] = status["j_last_hash"]
+        return row
+
+    def write(self, sql: str, job_id: str, status: dict[str, Any], event: dict[str, Any]) -> None:
         from psycopg.types.json import Jsonb
 
-        (row,) = self.connection.execute(self.load_sql, {"job_id": job_id}).fetchall()
-        status, event = next_values(job_id, kind, row)
+        kind = status["j_state"]
         params = {
             **status,
             "e_version": event["version"],
@@ -125,7 +142,7 @@ class RawPostgres:
             "e_prev_hash": event["prev_hash"],
             "e_hash": event["hash"],
         }
-        if not self.connection.execute(self.append_sql, params).fetchall():
+        if not self.connection.execute(sql, params).fetchall():
             raise RuntimeError(f"baseline lost a race on {job_id}")
 
     def close(self) -> None:
