@@ -8,9 +8,8 @@ table, fences a holder's write with its claim token and returns a :class:`Plan`,
 or raises the jobledger error the caller sees; :func:`sealed` then turns the
 plan into the events to append, each chained to the previous one (version + 1,
 its hash, ``recorded_at`` never before the job's last event) and folded into
-the status the projection row takes. The same inputs always give the same
-events, which is what lets a writer that lost a race simply decide again on
-the winner's row.
+the status the projection row takes. Nothing here has an effect to undo, so a
+writer that lost a race simply decides again on the winner's row.
 """
 
 from __future__ import annotations

@@ -46,16 +46,18 @@ class Ledger:
     ``heartbeat_interval`` is the minimum number of seconds between two recorded
     heartbeats of one job; heartbeats inside it are checked but not written.
 
-    Threads may share one Ledger (a Worker heartbeats from its own thread). Each
-    command runs on a connection of its own: it takes an idle one the store keeps
-    checked out (``HeldConnections``, whose list ``pop``/``append`` are atomic) or a
-    fresh one from the engine's pool, and gives it back when done, so two commands
-    never share a transaction. The rows remembered for holders are a dict touched
-    one atomic operation at a time; a row left behind by a slower thread is only a
-    guess, refused by the version guard, after which the command reads the job.
-    Not for threads: an in-memory SQLite URL (its ``StaticPool`` has one connection
-    for everyone), and :meth:`close` while commands are still running. After
-    ``fork()`` the child never uses the parent's connections; it opens its own.
+    Threads may share one Ledger (the integrations heartbeat from a thread beside
+    the task; a Celery threads pool runs tasks side by side). Each command runs on
+    a connection of its own: an idle one the store keeps checked out
+    (``HeldConnections``, whose list ``pop``/``append`` are atomic) or a fresh one
+    from the engine's pool, given back when done, so no two commands share a
+    transaction. The rows remembered for holders sit in a dict changed one atomic
+    operation at a time; a row left behind by a slower thread is only a guess that
+    the version guard refuses, and the command then reads the job. Not for threads:
+    an in-memory SQLite URL (its ``StaticPool`` has one connection for everyone).
+    Call :meth:`close` once the threads are done: a command still running would
+    keep its connection. After ``fork()`` the child never uses the parent's
+    connections; it opens its own.
     """
 
     def __init__(
