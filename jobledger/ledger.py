@@ -2,54 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TextIO
+from typing import Any, Concatenate, ParamSpec, TextIO
 
 from sqlalchemy import Engine
 from sqlalchemy.engine import URL
 
-from . import audit, identity, names
-from .chain import GENESIS, event_hash
+from . import audit, decisions, identity, names
 from .database import DEFAULT_URL, engine_for, mask
-from .encoding import canonical_json, normalize_payload
-from .errors import (
-    AlreadyClaimed,
-    ConcurrencyConflict,
-    DuplicateJob,
-    InvalidJobId,
-    InvalidTransition,
-    LedgerError,
-    StaleClaim,
-    UnknownJob,
-)
-from .lifecycle import MOVES, TERMINAL_STATES, EventType, State
+from .decisions import JobSpec
+from .encoding import normalize_payload
+from .errors import ConcurrencyConflict, DuplicateJob, LedgerError, UnknownJob
+from .lifecycle import EventType, State
 from .policy import RecoveryPolicy
-from .projection import fold
 from .records import Claim, Event, JobStatus
 from .store import LostRace, Store
 
-_E = EventType
 #: How often one command re-reads and retries after losing a race to another writer.
 MAX_RACE_RETRIES = 25
 _STATES = frozenset(state.value for state in State)
 
-JobSpec = str | tuple[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class _Plan:
-    """What a command decided: the event to append (``type=None``: nothing)."""
-
-    type: str | None
-    process: str | None = None
-    data: Any = None
-    refusal: LedgerError | None = None  # raised after the event is stored
-    then: _Plan | None = None  # a next event, appended in the same transaction
-
-
-_NOTHING = _Plan(None)
 #: Rows of claimed jobs a Ledger keeps to skip a holder's read (a worker holds a few).
 _CLAIMED_ROWS_KEPT = 10_000
 
@@ -60,7 +34,9 @@ class _Outcome:
     wrote: bool  # False when the plan was to write nothing (a throttled heartbeat)
 
 
-Decide = Callable[[JobStatus | None, datetime], _Plan]
+_Args = ParamSpec("_Args")
+#: A function of :mod:`jobledger.decisions`: (status as loaded, database now, arguments) -> Plan.
+Decide = Callable[Concatenate[JobStatus | None, datetime, _Args], decisions.Plan]
 
 
 class Ledger:
@@ -69,6 +45,19 @@ class Ledger:
     ``url`` is a SQLAlchemy URL (``postgresql://`` means psycopg 3) or an Engine.
     ``heartbeat_interval`` is the minimum number of seconds between two recorded
     heartbeats of one job; heartbeats inside it are checked but not written.
+
+    Threads may share one Ledger (the integrations heartbeat from a thread beside
+    the task; a Celery threads pool runs tasks side by side). Each command runs on
+    a connection of its own: an idle one the store keeps checked out
+    (``HeldConnections``, whose list ``pop``/``append`` are atomic) or a fresh one
+    from the engine's pool, given back when done, so no two commands share a
+    transaction. The rows remembered for holders sit in a dict changed one atomic
+    operation at a time; a row left behind by a slower thread is only a guess that
+    the version guard refuses, and the command then reads the job. Not for threads:
+    an in-memory SQLite URL (its ``StaticPool`` has one connection for everyone).
+    Call :meth:`close` once the threads are done: a command still running would
+    keep its connection. After ``fork()`` the child never uses the parent's
+    connections; it opens its own.
     """
 
     def __init__(
@@ -141,12 +130,8 @@ class Ledger:
         """Record a new job. ``DuplicateJob`` if the id was ever used."""
         payload = {"queue": names.checked_new(queue, "queue"), "data": normalize_payload(data)}
 
-        def decide(status: JobStatus | None, now: datetime) -> _Plan:
-            if status is not None:
-                raise DuplicateJob([job_id])
-            return _Plan(_E.ENQUEUED, process, payload)
-
-        return self._execute(names.checked_new(job_id), decide).status
+        job_id = names.checked_new(job_id)
+        return self._execute(job_id, decisions.enqueue, job_id, process, payload).status
 
     def enqueue_many(
         self,
@@ -168,8 +153,7 @@ class Ledger:
         queue or other data is still a ``DuplicateJob``.
         """
         queue = names.checked_new(queue, "queue")
-        items = [_job_item(spec) for spec in jobs]
-        _refuse_repeats(items)
+        items = decisions.new_jobs(jobs)
         committed = 0
         try:
             for start in range(0, len(items), self.batch_size):
@@ -186,13 +170,15 @@ class Ledger:
         """Write one batch in one transaction; how many jobs it created."""
         while True:
             if skip_existing:
-                batch = self._not_yet_enqueued(batch, queue)
+                stored = self._store.first_payloads([job_id for job_id, _ in batch])
+                batch = decisions.not_yet_enqueued(batch, queue, stored)
                 if not batch:
                     return 0
 
             def rows(now: datetime, batch: list[tuple[str, Any]] = batch) -> list[Any]:
                 return [
-                    self._first_event(job_id, queue, data, process, now) for job_id, data in batch
+                    decisions.first_step(job_id, queue, data, process, now)
+                    for job_id, data in batch
                 ]
 
             existing = self._store.create_many(rows)
@@ -202,44 +188,12 @@ class Ledger:
                 raise DuplicateJob(existing)
             # Another producer created some of them since we looked: look again.
 
-    def _not_yet_enqueued(self, batch: list[tuple[str, Any]], queue: str) -> list[tuple[str, Any]]:
-        """``batch`` without the jobs already enqueued exactly so; ``DuplicateJob`` for others."""
-        stored = self._store.first_payloads([job_id for job_id, _ in batch])
-        if not stored:
-            return batch
-        different = sorted(
-            job_id
-            for job_id, data in batch
-            if job_id in stored
-            and canonical_json(stored[job_id]) != canonical_json({"queue": queue, "data": data})
-        )
-        if different:
-            raise DuplicateJob(different)
-        return [(job_id, data) for job_id, data in batch if job_id not in stored]
-
-    def _first_event(
-        self, job_id: str, queue: str, data: Any, process: str | None, now: datetime
-    ) -> tuple[Event, JobStatus]:
-        event = _seal(
-            None, _Plan(_E.ENQUEUED, process, {"queue": queue, "data": data}), job_id, now
-        )
-        return event, fold(None, event)
-
     # -- working ------------------------------------------------------------------------
 
     def claim(self, job_id: str, process: str) -> Claim:
         """Claim an enqueued job for ``process``; ``AlreadyClaimed`` if someone holds it."""
         identity.validate(process)
-
-        def decide(status: JobStatus | None, now: datetime) -> _Plan:
-            status = _known(job_id, status)
-            if status.state == State.CLAIMED:
-                held_for = (now - (status.claimed_at or now)).total_seconds()
-                raise AlreadyClaimed(job_id, status.claimed_by, status.claim_token, held_for)
-            _check_move(status, _E.CLAIMED)
-            return _Plan(_E.CLAIMED, process, {"attempt": status.attempt + 1})
-
-        status = self._execute(job_id, decide).status
+        status = self._execute(job_id, decisions.claim, job_id, process).status
         assert status.claim_token is not None  # set by every claimed event
         return Claim(job_id, status.claim_token, status.attempt, process)
 
@@ -260,25 +214,7 @@ class Ledger:
         """
         identity.validate(process)
         why = _text(why, "why") or ""
-
-        def decide(status: JobStatus | None, now: datetime) -> _Plan:
-            status = _known(job_id, status)
-            if status.state in TERMINAL_STATES:
-                reason = f"job is {status.state}"
-            elif holder_token is not None and status.claim_token == holder_token:
-                reason = why or f"job is claimed by {status.claimed_by}"
-            else:
-                return _NOTHING
-            data = {
-                "attempted": str(_E.CLAIMED),
-                "reason": f"duplicate delivery: {reason}",
-                "holder": status.claimed_by,
-                "current_token": status.claim_token,
-                "state": status.state,
-            }
-            return _Plan(_E.REJECTED, process, data)
-
-        outcome = self._execute(job_id, decide)
+        outcome = self._execute(job_id, decisions.skip_delivery, job_id, process, holder_token, why)
         return outcome.status if outcome.wrote else None
 
     def heartbeat(self, claim: Claim, progress: Any = None) -> bool:
@@ -288,63 +224,42 @@ class Ledger:
         (a stale claim still raises ``StaleClaim``) but not written.
         """
         data = {"progress": normalize_payload(progress, "progress")}
-        return self._as_holder(claim, _E.HEARTBEAT, data, throttle=True).wrote
+        return self._as_holder(claim, EventType.HEARTBEAT, data, self.heartbeat_interval).wrote
 
     def complete(self, claim: Claim, result: Any = None) -> JobStatus:
         """Record success. ``StaleClaim`` if the claim is no longer the job's current one."""
         data = {"result": normalize_payload(result, "result")}
-        return self._as_holder(claim, _E.COMPLETED, data).status
+        return self._as_holder(claim, EventType.COMPLETED, data).status
 
     def fail(self, claim: Claim, error: str) -> JobStatus:
         """Record failure with an error message. ``StaleClaim`` as for ``complete``."""
-        return self._as_holder(claim, _E.FAILED, {"error": _text(error, "error")}).status
+        return self._as_holder(claim, EventType.FAILED, {"error": _text(error, "error")}).status
 
     def release(self, claim: Claim, reason: str | None = None) -> JobStatus:
         """Give the job back to its queue (graceful shutdown); ``StaleClaim`` as ``complete``."""
-        return self._as_holder(claim, _E.RELEASED, {"reason": _text(reason, "reason")}).status
+        data = {"reason": _text(reason, "reason")}
+        return self._as_holder(claim, EventType.RELEASED, data).status
 
     def _as_holder(
-        self, claim: Claim, event: str, data: Mapping[str, Any], throttle: bool = False
+        self, claim: Claim, event: str, data: dict[str, Any], throttle: timedelta | None = None
     ) -> _Outcome:
-        def decide(status: JobStatus | None, now: datetime) -> _Plan:
-            status = _known(claim.job_id, status)
-            if status.claim_token != claim.token or status.claimed_by != claim.process:
-                return _rejection(status, claim, event)
-            _check_move(status, event)
-            if (
-                throttle
-                and now - (status.heartbeat_at or status.claimed_at or now)
-                < self.heartbeat_interval
-            ):
-                return _NOTHING
-            return _Plan(event, claim.process, dict(data))
-
         known = self._claimed_rows.get(claim.job_id)
         if known is not None and self._store.appends_unread:
-            outcome = self._append_unread(known, decide)
-            if outcome is not None:
-                return outcome
-        return self._execute(claim.job_id, decide)
+            now = self._store.estimated_now()
+            step = decisions.unread_step(known, now, claim, event, data, throttle)
+            if step is not None and self._append_unread(known, step):
+                return _Outcome(step[1], wrote=True)
+        return self._execute(claim.job_id, decisions.as_holder, claim, event, data, throttle)
 
-    def _append_unread(self, known: JobStatus, decide: Decide) -> _Outcome | None:
-        """Decide on the row this Ledger last wrote and append in one round trip, guarded
-        by its version and the database clock; ``None`` (nothing written) if refused, or
-        if the decision is anything but a plain append: the ordinary command then reads
-        the job and decides again on what it finds."""
-        now = self._store.estimated_now()
-        try:
-            plan = decide(known, now)
-        except LedgerError:
-            return None
-        if plan.type is None or plan.refusal is not None or plan.then is not None:
-            return None
-        event = _seal(known, plan, known.job_id, now)
-        status = fold(known, event)
-        if self._store.append_unread(known.version, event, status) is None:
+    def _append_unread(self, known: JobStatus, step: decisions.Step) -> bool:
+        """Append ``step`` in one round trip, guarded by the version of ``known`` (the row
+        this Ledger last wrote) and the database clock; ``False``, nothing written, if
+        refused: the ordinary command then reads the job and decides again on what it finds."""
+        if self._store.append_unread(known.version, *step) is None:
             self._claimed_rows.pop(known.job_id, None)
-            return None
-        self._remember(status)
-        return _Outcome(status, wrote=True)
+            return False
+        self._remember(step[1])
+        return True
 
     def _remember(self, status: JobStatus) -> None:
         """Keep the row just written while the job is claimed (a bounded memory)."""
@@ -375,51 +290,31 @@ class Ledger:
         a crash can never leave the job abandoned halfway through its recovery.
         """
         why = _text(reason, "reason")
-
-        def decide(status: JobStatus | None, now: datetime) -> _Plan:
-            status = _known(job_id, status)
-            if status.claim_token != token:
-                raise StaleClaim(
-                    job_id, _E.ABANDONED, token, status.claim_token, status.state, process
-                )
-            data = {"token": token, "holder": status.claimed_by, "reason": why}
-            then = None
-            if policy is not None and policy.requeues(status.queue, status.attempt):
-                cap = policy.attempts_for(status.queue)
-                retry = f"recovery: attempt {status.attempt} of {cap} abandoned"
-                then = _Plan(_E.REQUEUED, process, {"reason": retry})
-            return _Plan(_E.ABANDONED, process, data, then=then)
-
-        return self._execute(job_id, decide).status
+        return self._execute(job_id, decisions.abandon, job_id, token, why, process, policy).status
 
     def requeue(
         self, job_id: str, reason: str | None = None, process: str | None = None
     ) -> JobStatus:
         """Put an abandoned or failed job back in its queue."""
-        return self._operate(job_id, _E.REQUEUED, reason, process)
+        return self._operate(job_id, EventType.REQUEUED, reason, process)
 
     def cancel(
         self, job_id: str, reason: str | None = None, process: str | None = None
     ) -> JobStatus:
         """Withdraw a job that is still waiting in its queue."""
-        return self._operate(job_id, _E.CANCELLED, reason, process)
+        return self._operate(job_id, EventType.CANCELLED, reason, process)
 
     def _operate(
         self, job_id: str, event: str, reason: str | None, process: str | None
     ) -> JobStatus:
         data = {"reason": _text(reason, "reason")}
-
-        def decide(status: JobStatus | None, now: datetime) -> _Plan:
-            _check_move(_known(job_id, status), event)
-            return _Plan(event, process, data)
-
-        return self._execute(job_id, decide).status
+        return self._execute(job_id, decisions.operate, job_id, event, process, data).status
 
     # -- reading ------------------------------------------------------------------------
 
     def status(self, job_id: str) -> JobStatus:
         """The job's current status. ``UnknownJob`` if it does not exist."""
-        return _known(job_id, self._store.status(names.checked_lookup(job_id)))
+        return decisions.known(job_id, self._store.status(names.checked_lookup(job_id)))
 
     def history(self, job_id: str) -> list[Event]:
         """Every event of the job, oldest first. ``UnknownJob`` if it has none."""
@@ -469,84 +364,33 @@ class Ledger:
 
     # -- the one write path -------------------------------------------------------------
 
-    def _execute(self, job_id: str, decide: Decide) -> _Outcome:
+    def _execute(
+        self, job_id: str, decide: Decide[_Args], *args: _Args.args, **kwargs: _Args.kwargs
+    ) -> _Outcome:
         """Load, decide, append; re-run on a lost race, so ``decide`` sees the winner's write."""
         names.checked_lookup(job_id)
         expected, attempted = 0, "append"
         for _ in range(MAX_RACE_RETRIES):
             try:
                 with self._store.command(job_id) as command:
-                    plan = decide(command.status, command.now)
-                    if plan.type is None:
-                        return _Outcome(_known(job_id, command.status), wrote=False)
-                    event = _seal(command.status, plan, job_id, command.now)
-                    expected, attempted = event.version - 1, event.type
-                    status = fold(command.status, event)
-                    if plan.then is None:
-                        command.write(event, status)
+                    plan = decide(command.status, command.now, *args, **kwargs)
+                    steps = decisions.sealed(command.status, plan, job_id, command.now)
+                    if not steps:
+                        return _Outcome(decisions.known(job_id, command.status), wrote=False)
+                    first = steps[0][0]
+                    expected, attempted = first.version - 1, first.type
+                    if len(steps) == 1:
+                        command.write(*steps[0])
                     else:
-                        steps = _sealed_steps(status, plan.then, job_id, command.now)
-                        command.write_all([(event, status), *steps])
-                        status = steps[-1][1]
+                        command.write_all(steps)
             except LostRace:
                 continue
+            status = steps[-1][1]
             self._remember(status)
             if plan.refusal is not None:
                 raise plan.refusal
             return _Outcome(status, wrote=True)
         raise ConcurrencyConflict(job_id, expected, attempted)
-
-
-def _seal(status: JobStatus | None, plan: _Plan, job_id: str, now: datetime) -> Event:
-    """The event ``plan`` describes, chained to ``status``; its position is set on insert."""
-    assert plan.type is not None
-    version = status.version + 1 if status is not None else 1
-    prev_hash = status.last_hash if status is not None else GENESIS
-    # Never let a job's history run backwards, even if the database clock steps back.
-    recorded_at = max(now, status.updated_at) if status is not None else now
-    kind = str(plan.type)
-    digest = event_hash(prev_hash, job_id, version, kind, plan.process, plan.data, recorded_at)
-    return Event(-1, job_id, version, kind, plan.process, plan.data, recorded_at, prev_hash, digest)
-
-
-def _sealed_steps(
-    status: JobStatus | None, plan: _Plan, job_id: str, now: datetime
-) -> list[tuple[Event, JobStatus]]:
-    """Each event of ``plan`` and its ``then`` chain, sealed after ``status``, with the status
-    it leads to."""
-    steps: list[tuple[Event, JobStatus]] = []
-    step: _Plan | None = plan
-    while step is not None:
-        event = _seal(status, step, job_id, now)
-        status = fold(status, event)
-        steps.append((event, status))
-        step = step.then
-    return steps
-
-
-def _rejection(status: JobStatus, claim: Claim, event: str) -> _Plan:
-    refusal = StaleClaim(
-        claim.job_id, event, claim.token, status.claim_token, status.state, claim.process
-    )
-    data = {
-        "attempted": str(event),
-        "token": claim.token,
-        "current_token": status.claim_token,
-        "holder": status.claimed_by,
-        "state": status.state,
-    }
-    return _Plan(_E.REJECTED, claim.process, data, refusal)
-
-
-def _known(job_id: str, status: JobStatus | None) -> JobStatus:
-    if status is None:
-        raise UnknownJob(job_id)
-    return status
-
-
-def _check_move(status: JobStatus, event: str) -> None:
-    if (status.state, str(event)) not in MOVES:
-        raise InvalidTransition(status.job_id, status.state, str(event))
 
 
 def _text(value: object, what: str) -> str | None:
@@ -555,21 +399,3 @@ def _text(value: object, what: str) -> str | None:
     if not isinstance(value, str):
         raise TypeError(f"{what} must be a string, not {type(value).__name__}")
     return normalize_payload(value, what)  # type: ignore[no-any-return]
-
-
-def _job_item(spec: JobSpec) -> tuple[str, Any]:
-    if isinstance(spec, tuple):
-        if len(spec) != 2:
-            raise InvalidJobId(f"expected a job id or an (id, data) pair, not {spec!r}")
-        job_id, data = spec
-        return names.checked_new(job_id), normalize_payload(data, f"data of {job_id!r}")
-    return names.checked_new(spec), None
-
-
-def _refuse_repeats(items: list[tuple[str, Any]]) -> None:
-    seen: set[str] = set()
-    repeated: set[str] = set()
-    for job_id, _ in items:
-        (repeated if job_id in seen else seen).add(job_id)
-    if repeated:
-        raise DuplicateJob(sorted(repeated))

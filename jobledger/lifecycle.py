@@ -3,8 +3,7 @@
 The one ``transitions`` Machine below is the only statement of which moves are
 legal. It is built once, with no model, and compiled at import into a frozen
 ``(state, event) -> state`` table: appends and replay look moves up in that
-table instead of running a Machine per job (a Machine costs tens of KiB and a
-tenth of a millisecond per model, far too much for a hot path).
+table instead of running a Machine per job (cost: see benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -52,26 +51,49 @@ class EventType(str, Enum):
 #: Pseudo-state of a job that has no events yet; never stored.
 NEW = "new"
 
-_S, _E = State, EventType
 _ALL_STATES = [s.value for s in State]
 
 #: The lifecycle, in the form ``transitions`` takes. ``dest=None`` is an
 #: internal transition: the event is recorded, the state does not move.
 TRANSITIONS: tuple[dict[str, Any], ...] = (
-    {"trigger": _E.ENQUEUED.value, "source": NEW, "dest": _S.ENQUEUED.value},
-    {"trigger": _E.CLAIMED.value, "source": _S.ENQUEUED.value, "dest": _S.CLAIMED.value},
-    {"trigger": _E.HEARTBEAT.value, "source": _S.CLAIMED.value, "dest": _S.CLAIMED.value},
-    {"trigger": _E.COMPLETED.value, "source": _S.CLAIMED.value, "dest": _S.COMPLETED.value},
-    {"trigger": _E.FAILED.value, "source": _S.CLAIMED.value, "dest": _S.FAILED.value},
-    {"trigger": _E.RELEASED.value, "source": _S.CLAIMED.value, "dest": _S.ENQUEUED.value},
-    {"trigger": _E.ABANDONED.value, "source": _S.CLAIMED.value, "dest": _S.ABANDONED.value},
+    {"trigger": EventType.ENQUEUED.value, "source": NEW, "dest": State.ENQUEUED.value},
     {
-        "trigger": _E.REQUEUED.value,
-        "source": [_S.ABANDONED.value, _S.FAILED.value],
-        "dest": _S.ENQUEUED.value,
+        "trigger": EventType.CLAIMED.value,
+        "source": State.ENQUEUED.value,
+        "dest": State.CLAIMED.value,
     },
-    {"trigger": _E.CANCELLED.value, "source": _S.ENQUEUED.value, "dest": _S.CANCELLED.value},
-    {"trigger": _E.REJECTED.value, "source": _ALL_STATES, "dest": None},
+    {
+        "trigger": EventType.HEARTBEAT.value,
+        "source": State.CLAIMED.value,
+        "dest": State.CLAIMED.value,
+    },
+    {
+        "trigger": EventType.COMPLETED.value,
+        "source": State.CLAIMED.value,
+        "dest": State.COMPLETED.value,
+    },
+    {"trigger": EventType.FAILED.value, "source": State.CLAIMED.value, "dest": State.FAILED.value},
+    {
+        "trigger": EventType.RELEASED.value,
+        "source": State.CLAIMED.value,
+        "dest": State.ENQUEUED.value,
+    },
+    {
+        "trigger": EventType.ABANDONED.value,
+        "source": State.CLAIMED.value,
+        "dest": State.ABANDONED.value,
+    },
+    {
+        "trigger": EventType.REQUEUED.value,
+        "source": [State.ABANDONED.value, State.FAILED.value],
+        "dest": State.ENQUEUED.value,
+    },
+    {
+        "trigger": EventType.CANCELLED.value,
+        "source": State.ENQUEUED.value,
+        "dest": State.CANCELLED.value,
+    },
+    {"trigger": EventType.REJECTED.value, "source": _ALL_STATES, "dest": None},
 )
 
 
@@ -100,7 +122,7 @@ def _compile(machine: Machine) -> Mapping[tuple[str, str], str]:
 MOVES: Mapping[tuple[str, str], str] = _compile(build_machine())
 
 #: States a job never leaves without an operator (or the recovery policy).
-TERMINAL_STATES = frozenset({_S.COMPLETED.value, _S.CANCELLED.value})
+TERMINAL_STATES = frozenset({State.COMPLETED.value, State.CANCELLED.value})
 
 
 def next_state(state: str, event: str) -> str | None:

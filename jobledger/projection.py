@@ -6,9 +6,8 @@ transaction, and ``rebuild``, ``verify`` and point-in-time replay use it to
 fold stored histories, which is why a rebuilt projection equals the live one
 row for row.
 
-Folding works on a mutable :class:`Draft` so that a long history costs one
-object, not one frozen copy per event (``dataclasses.replace`` dominated the
-cost of replaying a million events).
+Folding works on a mutable :class:`Draft`: a long history costs one object,
+not one frozen copy per event (see benchmarks/README.md).
 """
 
 from __future__ import annotations
