@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from .ledger import Ledger
-from .liveness import RedisLiveness, SqlLiveness
+from typing import TYPE_CHECKING
+
+from . import lazy
 from .policy import RecoveryPolicy
 from .records import Claim, Event, JobStatus
-from .recovery import RecoveryProjector
-from .worker import Worker
+
+if TYPE_CHECKING:
+    from .ledger import Ledger
+    from .liveness import RedisLiveness, SqlLiveness
+    from .recovery import RecoveryProjector
+    from .worker import Worker
 
 __all__ = [
     "Claim",
@@ -21,3 +26,20 @@ __all__ = [
     "Worker",
 ]
 __version__ = "0.1.0"
+
+#: Exports whose modules load SQLAlchemy or Redis, imported on first use (see ``lazy``).
+_HOMES = {
+    "Ledger": ".ledger",
+    "RecoveryProjector": ".recovery",
+    "RedisLiveness": ".liveness",
+    "SqlLiveness": ".liveness",
+    "Worker": ".worker",
+}
+
+
+def __getattr__(name: str) -> object:
+    return lazy.attribute(__name__, name, _HOMES)
+
+
+def __dir__() -> list[str]:
+    return lazy.names(__name__, _HOMES)

@@ -19,23 +19,25 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import click
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
-from . import audit, bounds, migrate, signals, terminal, timeline
-from .catchup import CatchUp, QueueStats
+# Commands import what they use (the ledger, Alembic, Rich, redis-py) in their own
+# bodies, so `--help` and each command start without the others' dependencies.
+from . import bounds, signals, terminal, timeline
 from .database import DEFAULT_URL, mask
-from .demo import run_demo
 from .encoding import json_int
 from .errors import ConfigurationError, LedgerError
 from .identity import new_identity
-from .ledger import Ledger
 from .lifecycle import State
 from .liveness import DEFAULT_TTL, Liveness, liveness_for
 from .policy import RecoveryPolicy
 from .records import JobStatus
-from .recovery import RecoveryProjector
-from .redelivery import Redeliverer, RedeliveryTarget
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from . import audit
+    from .ledger import Ledger
+    from .redelivery import Redeliverer, RedeliveryTarget
 
 
 @dataclass
@@ -45,6 +47,8 @@ class Settings:
     debug: bool
 
     def ledger(self) -> Ledger:
+        from .ledger import Ledger  # noqa: PLC0415
+
         return Ledger(self.database_url)
 
     def liveness(self, ledger: Ledger, ttl: float = DEFAULT_TTL) -> Liveness:
@@ -85,6 +89,8 @@ def db() -> None:
 @pass_settings
 def db_upgrade(settings: Settings) -> None:
     """Create or upgrade the jobledger tables to the newest revision."""
+    from . import migrate  # noqa: PLC0415
+
     ledger = settings.ledger()
     try:
         ledger.migrate()
@@ -100,6 +106,8 @@ def db_upgrade(settings: Settings) -> None:
 @pass_settings
 def db_current(settings: Settings, as_json: bool) -> None:
     """Show the schema revision of the database and the newest one; exit 1 if behind."""
+    from . import migrate  # noqa: PLC0415
+
     with settings.ledger() as ledger:
         revision = migrate.current(ledger.engine)
     head = migrate.head()
@@ -127,6 +135,8 @@ def _json_default(value: Any) -> Any:
 
 
 def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    from rich.table import Table  # noqa: PLC0415
+
     table = Table(title=terminal.text(title), show_lines=False)
     for column in columns:
         table.add_column(column)
@@ -262,6 +272,8 @@ _reason_option = click.option("--reason", default=None, help="Recorded with each
 @pass_settings
 def requeue(settings: Settings, job_ids: tuple[str, ...], reason: str | None) -> None:
     """Put abandoned or failed jobs back in their queue (an operator's retry)."""
+    from .ledger import Ledger  # noqa: PLC0415
+
     _operator_moves(settings, job_ids, Ledger.requeue, reason, "requeued")
 
 
@@ -271,6 +283,8 @@ def requeue(settings: Settings, job_ids: tuple[str, ...], reason: str | None) ->
 @pass_settings
 def cancel(settings: Settings, job_ids: tuple[str, ...], reason: str | None) -> None:
     """Withdraw jobs that are still waiting in their queue."""
+    from .ledger import Ledger  # noqa: PLC0415
+
     _operator_moves(settings, job_ids, Ledger.cancel, reason, "cancelled")
 
 
@@ -452,6 +466,9 @@ def recover(
     Runs until SIGTERM or SIGINT; every decision is logged to stderr. With
     --redeliver, requeued jobs are also handed back to their job system.
     """
+    from .recovery import RecoveryProjector  # noqa: PLC0415
+    from .redelivery import Redeliverer  # noqa: PLC0415
+
     _log_to_stderr(settings.debug)
     make_target = _redelivery_target(redeliver, rq_url or settings.redis_url)
     policy = RecoveryPolicy(
@@ -563,6 +580,8 @@ def demo(settings: Settings, keep: str | None) -> None:
     file given with --keep), and SQL leases, or Redis liveness when --redis-url
     is given. Exits 0 only if every job completed and the ledger verifies.
     """
+    from .demo import run_demo  # noqa: PLC0415
+
     sys.exit(run_demo(settings.redis_url, keep=keep))
 
 
@@ -571,6 +590,14 @@ def demo(settings: Settings, keep: str | None) -> None:
 
 def _progress_bar() -> Progress:
     """A progress bar on stderr (if it is a terminal), so stdout stays clean for results."""
+    from rich.progress import (  # noqa: PLC0415
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
     console = terminal.console(stderr=True)
     return Progress(
         TextColumn("{task.description}"),
@@ -663,6 +690,8 @@ def history(settings: Settings, job_id: str, as_json: bool) -> None:
 @pass_settings
 def status(settings: Settings, job_id: str | None, at: str | None, as_json: bool) -> None:
     """One job's status, or how many jobs are in each state; --at replays the events."""
+    from . import audit  # noqa: PLC0415
+
     until = _instant(at)
     with settings.ledger() as ledger:
         if job_id is None:
@@ -684,6 +713,8 @@ def status(settings: Settings, job_id: str | None, at: str | None, as_json: bool
 
 
 def _status_at(ledger: Ledger, job_id: str, until: datetime) -> JobStatus:
+    from . import audit  # noqa: PLC0415
+
     found = audit.replay(ledger.engine, until, job_id).get(job_id)
     if found is None:
         ledger.status(job_id)  # UnknownJob if it never existed at all
@@ -746,6 +777,8 @@ def export(settings: Settings, since: int | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="The report as one JSON object.")
 def verify_export(path: BinaryIO, as_json: bool) -> None:
     """Check an exported file (hashes and chains) without any database; exit 1 on problems."""
+    from . import audit  # noqa: PLC0415
+
     _report(audit.verify_export(path), as_json, "verify-export")
 
 
@@ -754,6 +787,8 @@ def verify_export(path: BinaryIO, as_json: bool) -> None:
 @pass_settings
 def queues(settings: Settings, as_json: bool) -> None:
     """Per queue: jobs in each state, and how long runs took (catches up first)."""
+    from .catchup import CatchUp, QueueStats  # noqa: PLC0415
+
     with settings.ledger() as ledger:
         runner = CatchUp(ledger, QueueStats())
         runner.run_once()

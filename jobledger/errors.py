@@ -8,11 +8,17 @@ person reading them is usually an operator at 3 a.m. with only the log line.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
+
+ErrorT = TypeVar("ErrorT", bound="LedgerError")
 
 
 class LedgerError(Exception):
-    """Base class of every jobledger error."""
+    """Base class of every jobledger error.
+
+    Errors pickle and compare by value (type, ``args`` and attributes), so one
+    raised in an audit worker process reaches its coordinator as itself.
+    """
 
     #: Jobs that ``enqueue_many`` committed in earlier batches before this error stopped it.
     committed: int = 0
@@ -22,6 +28,29 @@ class LedgerError(Exception):
         if self.committed:
             return f"{text} ({self.committed} jobs of earlier batches were enqueued)"
         return text
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Exception's own reduce calls ``type(self)(*self.args)``, but ``args`` holds
+        # the message, not what our ``__init__`` methods take: rebuild without them.
+        return _unpickled, (type(self), self.args, self.__dict__)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, LedgerError):
+            return NotImplemented
+        return (
+            type(self) is type(other)
+            and self.args == other.args
+            and self.__dict__ == other.__dict__
+        )
+
+    def __hash__(self) -> int:
+        return hash((type(self), str(self)))
+
+
+def _unpickled(cls: type[ErrorT], args: tuple[Any, ...], attributes: dict[str, Any]) -> ErrorT:
+    error = cls.__new__(cls, *args)  # sets ``args``; no ``__init__``
+    error.__dict__.update(attributes)
+    return error
 
 
 class InvalidTransition(LedgerError):
@@ -73,9 +102,6 @@ class AlreadyClaimed(LedgerError):
         self.job_id, self.holder, self.token = job_id, holder, token
         self.held_for = held_for  # seconds since the claim, by the database clock
         super().__init__(f"job {job_id!r} is already claimed by {holder} (token {token})")
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return type(self), (self.job_id, self.holder, self.token, self.held_for)
 
 
 class StaleClaim(LedgerError):
@@ -138,9 +164,6 @@ class CorruptHistory(LedgerError):
         self.job_id, self.version, self.reason = job_id, version, reason
         where = f"job {job_id!r}" if version is None else f"job {job_id!r} version {version}"
         super().__init__(f"{where}: {reason}")
-
-    def __reduce__(self) -> tuple[Any, ...]:  # audit workers send it to their coordinator
-        return type(self), (self.job_id, self.version, self.reason)
 
 
 class ConfigurationError(LedgerError, ValueError):

@@ -14,10 +14,13 @@ tells a typed ``\\n`` from a line break.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console
-from rich.text import Text
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.text import Text
 
 _SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
@@ -43,11 +46,15 @@ def _escape(char: str) -> str:
 
 def text(value: object, style: str = "") -> Text:
     """``value`` for a Rich table, title or line: plain text, never markup."""
+    from rich.text import Text  # noqa: PLC0415 (Rich loads only for output that uses it)
+
     return Text(visible(value), style=style)
 
 
 def console(stderr: bool = False) -> Console:
     """A Rich console that reads no markup, emoji codes or highlighting into strings."""
+    from rich.console import Console  # noqa: PLC0415 (Rich loads only for output that uses it)
+
     return Console(stderr=stderr, markup=False, emoji=False, highlight=False)
 
 

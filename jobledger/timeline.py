@@ -10,16 +10,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
-
-from rich.box import SIMPLE_HEAD
-from rich.table import Table
+from typing import TYPE_CHECKING, Any
 
 from . import terminal
 from .encoding import canonical_json, canonical_time
 from .lifecycle import EventType
 from .projection import Draft, advance
 from .records import Event
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +109,9 @@ def table(title: str, timeline: Sequence[Step]) -> Table:
     Times are UTC; the title carries the first event's date and later rows show
     their date only when it differs, so the table fits a narrow terminal.
     """
+    from rich.box import SIMPLE_HEAD  # noqa: PLC0415 (Rich loads only for output that uses it)
+    from rich.table import Table  # noqa: PLC0415
+
     first_day = timeline[0].event.recorded_at.date() if timeline else None
     shown_title = f"{title} ({first_day} UTC)" if first_day else title
     view = Table(title=terminal.text(shown_title), box=SIMPLE_HEAD)

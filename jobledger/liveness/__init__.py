@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .. import lazy
 from .base import Incarnation, Liveness, ProcessInfo
-from .redis import RedisLiveness
-from .sql import SqlLiveness
 
 if TYPE_CHECKING:
     from ..ledger import Ledger
+    from .redis import RedisLiveness
+    from .sql import SqlLiveness
 
 #: Seconds a process stays alive without refreshing its record.
 DEFAULT_TTL = 15.0
@@ -23,7 +24,11 @@ def liveness_for(
     (Beside a SQLite ledger file, in ``<file>-leases``; see :func:`.sql.lease_url`.)
     """
     if redis_url:
+        from .redis import RedisLiveness  # noqa: PLC0415 (loads redis-py only when asked for)
+
         return RedisLiveness(redis_url, ttl=ttl, prefix=prefix)
+    from .sql import SqlLiveness  # noqa: PLC0415 (loads the lease store only when asked for)
+
     return SqlLiveness(ledger, ttl=ttl)
 
 
@@ -36,3 +41,14 @@ __all__ = [
     "SqlLiveness",
     "liveness_for",
 ]
+
+#: Backends imported on first use: ``import jobledger`` must not load redis-py.
+_HOMES = {"RedisLiveness": ".redis", "SqlLiveness": ".sql"}
+
+
+def __getattr__(name: str) -> object:
+    return lazy.attribute(__name__, name, _HOMES)
+
+
+def __dir__() -> list[str]:
+    return lazy.names(__name__, _HOMES)

@@ -1,10 +1,15 @@
-"""A built wheel, installed into a fresh venv, carries its migrations and can migrate."""
+"""A built wheel, installed into a fresh venv, carries its migrations and can migrate.
+
+Both the wheel and the sdist carry ``py.typed`` (PEP 561), so type checkers read
+the installed package's annotations.
+"""
 
 from __future__ import annotations
 
 import sqlite3
 import subprocess
 import sys
+import tarfile
 import venv
 import zipfile
 from pathlib import Path
@@ -47,6 +52,7 @@ def test_wheel_installs_and_migrates_a_new_sqlite_file(tmp_path: Path) -> None:
     (wheel,) = dist.glob("jobledger-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "jobledger/migrations/env.py" in names
+    assert "jobledger/py.typed" in names
     assert any(n.startswith("jobledger/migrations/versions/0001") for n in names)
 
     env = tmp_path / "venv"
@@ -68,3 +74,12 @@ def test_wheel_installs_and_migrates_a_new_sqlite_file(tmp_path: Path) -> None:
     )
     assert f"revision {migrate.head()}" in out
     assert {"jobledger_checkpoints", "jobledger_processes"} <= _tables(work / "cli.db")
+
+
+@pytest.mark.slow
+def test_sdist_carries_the_type_marker_and_migrations(tmp_path: Path) -> None:
+    _run(sys.executable, "-m", "hatchling", "build", "-t", "sdist", "-d", tmp_path, cwd=ROOT)
+    (sdist,) = tmp_path.glob("jobledger-*.tar.gz")
+    with tarfile.open(sdist) as archive:
+        names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+    assert {"jobledger/py.typed", "migrations/env.py", "pyproject.toml"} <= names
