@@ -46,9 +46,12 @@ __all__ = [
 _HOMES = {"RedisLiveness": ".redis", "SqlLiveness": ".sql"}
 
 
-def __getattr__(name: str) -> object:
-    return lazy.attribute(__name__, name, _HOMES)
+# Hidden from type checkers, which see the real imports above: a misspelt name must
+# stay an error for users' mypy, not an ``object``.
+if not TYPE_CHECKING:
 
+    def __getattr__(name: str) -> object:
+        return lazy.attribute(__name__, name, _HOMES)
 
-def __dir__() -> list[str]:
-    return lazy.names(__name__, _HOMES)
+    def __dir__() -> list[str]:
+        return lazy.names(__name__, _HOMES)

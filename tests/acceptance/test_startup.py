@@ -79,3 +79,27 @@ def test_recover_runs_without_alembic_or_redis(tmp_path: Path, sqlite_template: 
     loaded = _after_command("--database-url", url, "recover", "--once", "--json")
     assert "alembic" not in loaded
     assert "redis" not in loaded
+
+
+def test_type_checkers_see_the_lazy_names_and_refuse_misspelt_ones(tmp_path: Path) -> None:
+    """The lazy exports stay typed for users (py.typed): a real name has its real type,
+    a misspelt one is an error, not an ``object``."""
+    user_code = tmp_path / "user_code.py"
+    user_code.write_text(
+        "from jobledger import Ledger, Wroker\n"
+        "from jobledger.liveness import RedisLiveness\n"
+        "reveal_type(Ledger)\n"
+        "reveal_type(RedisLiveness)\n"
+    )
+    checked = subprocess.run(
+        [sys.executable, "-m", "mypy", "--no-incremental", "--config-file", "", str(user_code)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    said = checked.stdout
+    assert 'Module "jobledger" has no attribute "Wroker"' in said, said
+    assert "-> jobledger.ledger.Ledger" in said, said
+    assert "jobledger.liveness.redis.RedisLiveness" in said, said
