@@ -30,7 +30,7 @@ from sqlalchemy import Row, func, select
 
 from . import bounds, signals
 from .database import translated_errors
-from .errors import DatabaseUnavailable, LivenessUnavailable, StaleClaim
+from .errors import DatabaseUnavailable, LivenessUnavailable
 from .identity import new_identity
 from .ledger import Ledger
 from .lifecycle import State
@@ -39,6 +39,7 @@ from .liveness.trust import LifeWatch
 from .policy import RecoveryPolicy
 from .schema import jobs
 from .store import database_clock
+from .takeover import end_dead_claim
 
 log = logging.getLogger("jobledger.recovery")
 
@@ -318,26 +319,22 @@ class RecoveryProjector:
         return recoveries
 
     def _abandon(self, orphan: _Orphan, reason: str, hung: bool = False) -> Recovery | None:
-        try:
-            after = self.ledger.abandon(
-                orphan.job_id, orphan.token, reason, process=self.identity, policy=self.policy
-            )
-        except StaleClaim:
+        ended = end_dead_claim(
+            self.ledger, orphan.job_id, orphan.token, reason, by=self.identity, policy=self.policy
+        )
+        if ended is None:
             self.counters.lost_races += 1
-            log.info("job %r: claim %d already ended; nothing to do", orphan.job_id, orphan.token)
             return None
         expiry = None if hung else self._expiry.get(orphan.holder)
         latency = time.monotonic() - expiry if expiry is not None else None
         if latency is not None:
             self.counters.latencies.append(latency)
         self.counters.abandoned += 1
-        requeued = after.state == State.ENQUEUED
+        requeued = ended.requeued
         if requeued:
             self.counters.requeued += 1
         else:
             self.counters.left_abandoned += 1
-            cap = self.policy.attempts_for(orphan.queue)
-            log.warning("job %r reached %d attempts: left abandoned", orphan.job_id, cap)
         log.warning(
             "job %r abandoned (%s; attempt %d, token %d)%s",
             orphan.job_id,

@@ -29,11 +29,12 @@ from .errors import (
 )
 from .identity import new_identity, parse
 from .ledger import Ledger
-from .lifecycle import TERMINAL_STATES, State
+from .lifecycle import TERMINAL_STATES
 from .liveness.base import Incarnation, Liveness, ProcessInfo
 from .liveness.trust import LifeWatch
 from .policy import RecoveryPolicy
 from .records import Claim, JobStatus
+from .takeover import end_dead_claim
 
 log = logging.getLogger("jobledger.worker")
 
@@ -309,17 +310,12 @@ class Worker:
             "job %r: holder %s is not alive; %s takes it over", job_id, holder, self.identity
         )
         reason = f"holder {holder} is not alive; taken over by {self.identity}"
-        try:
-            after = self.ledger.abandon(
-                job_id, taken.token, reason, process=self.identity, policy=self.policy
-            )
-        except StaleClaim:
-            pass  # someone else ended that claim first; the claim below says how it stands
-        else:
-            if after.state != State.ENQUEUED:
-                cap = self.policy.attempts_for(after.queue)
-                log.warning("job %r reached %d attempts: left abandoned", job_id, cap)
-                raise AttemptsExhausted(job_id, holder, after.attempt, cap)
+        ended = end_dead_claim(
+            self.ledger, job_id, taken.token, reason, by=self.identity, policy=self.policy
+        )
+        if ended is not None and not ended.requeued:
+            raise AttemptsExhausted(job_id, holder, ended.status.attempt, ended.max_attempts)
+        # Ended by us or, first, by someone else: the claim below says how the job stands.
         return self.ledger.claim(job_id, self.identity)
 
     def _why_not_dead(self, holder: str, taken: AlreadyClaimed) -> str | None:
