@@ -34,7 +34,7 @@ from .errors import DatabaseUnavailable, LivenessUnavailable
 from .identity import new_identity
 from .ledger import Ledger
 from .lifecycle import State
-from .liveness.base import Liveness
+from .liveness.base import Liveness, chunked
 from .liveness.trust import LifeWatch
 from .policy import RecoveryPolicy
 from .schema import jobs
@@ -42,9 +42,6 @@ from .store import database_clock
 from .takeover import end_dead_claim
 
 log = logging.getLogger("jobledger.recovery")
-
-#: Identities per IN (...) list when fetching orphaned jobs.
-CHUNK = 1000
 
 
 @dataclass(frozen=True)
@@ -260,10 +257,9 @@ class RecoveryProjector:
 
     def _claimed_rows(self, holders: Collection[str]) -> list[Row[Any]]:
         """The claimed jobs of ``holders``, each with the database clock as ``now``."""
-        ordered = sorted(holders)
         rows: list[Row[Any]] = []
-        for start in range(0, len(ordered), CHUNK):  # bounded IN lists
-            rows += self._claimed_by(ordered[start : start + CHUNK])
+        for chunk in chunked(sorted(holders)):  # bounded IN lists
+            rows += self._claimed_by(chunk)
         return rows
 
     def _claimed_by(self, holders: list[str]) -> list[Row[Any]]:

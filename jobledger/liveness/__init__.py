@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .base import Incarnation, Liveness, ProcessInfo
+from .base import DEFAULT_TTL, Incarnation, Liveness, ProcessInfo
 from .redis import RedisLiveness
 from .sql import SqlLiveness
 
 if TYPE_CHECKING:
     from ..ledger import Ledger
-
-#: Seconds a process stays alive without refreshing its record.
-DEFAULT_TTL = 15.0
 
 
 def liveness_for(
