@@ -16,19 +16,17 @@ sweep does, expires it on the spot.
 from __future__ import annotations
 
 import logging
-import signal
-import threading
 import time
+import warnings
 from collections import deque
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import timedelta
-from types import FrameType
 from typing import Any
 
 from sqlalchemy import Row, func, select
 
-from . import bounds, signals
+from . import bounds
 from .database import translated_errors
 from .errors import DatabaseUnavailable, LivenessUnavailable
 from .identity import new_identity
@@ -37,6 +35,7 @@ from .lifecycle import State
 from .liveness.base import Liveness, chunked
 from .liveness.trust import LifeWatch
 from .policy import RecoveryPolicy
+from .runner import Runner
 from .schema import jobs
 from .store import database_clock
 from .takeover import end_dead_claim
@@ -81,8 +80,17 @@ class _Orphan:
     attempt: int
 
 
-class RecoveryProjector:
-    """Appends ``abandoned`` for claims whose holder's liveness record lapsed."""
+#: Longest wait between sweeps while liveness or the database is unavailable, in seconds.
+MAX_BACKOFF = 30.0
+_NOT_GIVEN: Any = object()
+
+
+class RecoveryProjector(Runner):
+    """Appends ``abandoned`` for claims whose holder's liveness record lapsed.
+
+    A :class:`~jobledger.runner.Runner`: by default (``handle_signals=None``)
+    SIGTERM and SIGINT stop :meth:`run_forever` when it runs in the main thread.
+    """
 
     def __init__(
         self,
@@ -95,7 +103,9 @@ class RecoveryProjector:
         mass_death_share: float = 0.5,
         mass_death_minimum: int = 3,
         identity: str | None = None,
+        handle_signals: bool | None = None,
     ) -> None:
+        super().__init__(handle_signals=handle_signals)
         bounds.seconds(interval, "interval")
         if grace is not None:
             bounds.seconds(grace, "grace", zero=True)
@@ -114,7 +124,10 @@ class RecoveryProjector:
         self._watch = LifeWatch(liveness.ttl)
         self._previously_alive: set[str] = set()
         self._expiry: dict[str, float] = {}  # identity -> estimated expiry, time.monotonic()
-        self._stop = threading.Event()
+        self._delay = interval  # until the next sweep; grows while sweeps fail
+
+    def __str__(self) -> str:
+        return f"recovery projector {self.identity}"
 
     # -- running -------------------------------------------------------------------------
 
@@ -130,9 +143,33 @@ class RecoveryProjector:
             self.counters.sweeps += 1
             self.counters.last_sweep_seconds = time.monotonic() - started
 
-    def run_forever(self, handle_signals: bool = True) -> None:
-        """Sweep every ``interval`` until :meth:`stop`, SIGTERM or SIGINT; back off on outages."""
-        previous = self._install_signal_handlers() if handle_signals else {}
+    def run_forever(self, handle_signals: bool = _NOT_GIVEN) -> None:
+        """Sweep every ``interval`` until :meth:`stop` (or a signal); back off on outages.
+
+        ``handle_signals`` here is deprecated: give it to the constructor.
+        """
+        if handle_signals is _NOT_GIVEN:
+            super().run_forever()
+            return
+        warnings.warn(
+            "RecoveryProjector.run_forever(handle_signals=...) is deprecated: "
+            "pass handle_signals to RecoveryProjector()",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        self._run_until_stopped(None if handle_signals else False)  # True was "if main thread"
+
+    def _round(self) -> float:
+        try:
+            self.run_once()
+            self._delay = self.interval
+        except (LivenessUnavailable, DatabaseUnavailable) as exc:
+            self._delay = min(max(self._delay * 2, self.interval), MAX_BACKOFF)
+            log.error("sweep failed, abandoning nothing; retrying in %.1fs: %s", self._delay, exc)
+        return self._delay
+
+    def _starting(self) -> None:
+        self._delay = self.interval
         log.info(
             "recovery projector %s started: ttl %.1fs, grace %.1fs, every %.1fs",
             self.identity,
@@ -140,23 +177,9 @@ class RecoveryProjector:
             self.grace,
             self.interval,
         )
-        delay = self.interval
-        try:
-            while not self._stop.is_set():
-                try:
-                    self.run_once()
-                    delay = self.interval
-                except (LivenessUnavailable, DatabaseUnavailable) as exc:
-                    delay = min(max(delay * 2, self.interval), 30.0)
-                    log.error("sweep failed, abandoning nothing; retrying in %.1fs: %s", delay, exc)
-                self._stop.wait(delay)
-        finally:
-            signals.restore(previous)
-            log.info("recovery projector %s stopped: %s", self.identity, self.summary())
 
-    def stop(self) -> None:
-        """Make :meth:`run_forever` return after the current sweep."""
-        self._stop.set()
+    def _stopped(self) -> None:
+        log.info("recovery projector %s stopped: %s", self.identity, self.summary())
 
     def summary(self) -> dict[str, Any]:
         """The counters, with detection latency percentiles (seconds past expiry)."""
@@ -179,18 +202,6 @@ class RecoveryProjector:
             "latency_p99": pct(0.99),
             "latency_max": ordered[-1] if ordered else None,
         }
-
-    def _install_signal_handlers(self) -> dict[int, Any]:
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-
-        def on_signal(signum: int, frame: FrameType | None) -> None:
-            log.info(
-                "recovery projector %s: %s, stopping", self.identity, signal.Signals(signum).name
-            )
-            self.stop()
-
-        return signals.install({signal.SIGTERM: on_signal, signal.SIGINT: on_signal})
 
     # -- one sweep -----------------------------------------------------------------------
 
