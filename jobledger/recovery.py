@@ -42,6 +42,10 @@ from .takeover import end_dead_claim
 
 log = logging.getLogger("jobledger.recovery")
 
+#: Longest wait between sweeps while liveness or the database is unavailable, in seconds.
+MAX_BACKOFF = 30.0
+_NOT_GIVEN: Any = object()  # run_forever's deprecated handle_signals was not passed
+
 
 @dataclass(frozen=True)
 class Recovery:
@@ -78,11 +82,6 @@ class _Orphan:
     holder: str
     token: int
     attempt: int
-
-
-#: Longest wait between sweeps while liveness or the database is unavailable, in seconds.
-MAX_BACKOFF = 30.0
-_NOT_GIVEN: Any = object()
 
 
 class RecoveryProjector(Runner):
