@@ -6,8 +6,8 @@ redeliverer and catch-up runners.
   handler), then returns after the round under way.
 - The constructor's ``handle_signals`` decides whether SIGTERM and SIGINT call
   ``stop()`` while ``run_forever()`` runs (see :mod:`jobledger.signals`).
-- A runner is a context manager: leaving the block stops it and closes what it
-  opened itself.
+- A runner is a context manager: leaving the block stops it and calls
+  :meth:`Runner.close`.
 
 :class:`~jobledger.worker.Worker` follows the same rules where they apply:
 ``handle_signals`` in its constructor, ``stop()`` from any thread, a context
@@ -71,7 +71,7 @@ class Runner(abc.ABC):
         return self._stop.is_set()
 
     def close(self) -> None:  # noqa: B027 (optional hook)
-        """Release what this runner opened itself (nothing, unless a subclass says so)."""
+        """Release what this runner holds (nothing, unless a subclass says so)."""
 
     def __enter__(self: _Runner) -> _Runner:
         return self

@@ -86,6 +86,7 @@ class RedisLiveness(LivenessBackend):
             raise ConfigurationError(f"prefix must be non-empty and without braces: {prefix!r}")
         self.ttl = float(ttl)
         self._ttl_ms = max(1, round(ttl * 1000))
+        self._owns_client = isinstance(url_or_client, str)  # a caller's client is theirs to close
         if isinstance(url_or_client, str):
             self.where = mask(url_or_client)
             _check_url(url_or_client, self.where)
@@ -197,7 +198,9 @@ class RedisLiveness(LivenessBackend):
         return Incarnation(str(server.get("run_id")), epoch_text, max(0, now_ms - born_ms) / 1000)
 
     def close(self) -> None:
-        self.client.close()
+        """Close the client made here from a URL; a client given by the caller is left open."""
+        if self._owns_client:
+            self.client.close()
 
 
 def _encode(info: ProcessInfo) -> str:

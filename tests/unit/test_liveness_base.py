@@ -51,3 +51,31 @@ def test_the_built_in_backends_share_the_base_and_meet_the_protocol() -> None:
     with RedisLiveness("redis://127.0.0.1:1/0") as redis_liveness:  # connects on first use
         assert isinstance(redis_liveness, LivenessBackend)
         assert isinstance(redis_liveness, Liveness)
+
+
+class _Client:
+    """Just enough of a redis-py client for RedisLiveness to be made and closed."""
+
+    def __init__(self) -> None:
+        self.closed = 0
+
+    def register_script(self, script: str) -> object:
+        return object()
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def test_redis_liveness_leaves_a_callers_client_open() -> None:
+    client = _Client()
+    with RedisLiveness(client, ttl=5):  # type: ignore[arg-type]
+        pass
+    assert client.closed == 0
+
+
+def test_redis_liveness_closes_the_client_it_made() -> None:
+    liveness = RedisLiveness("redis://127.0.0.1:1/0")  # connects on first use: never here
+    closed: list[bool] = []
+    liveness.client.close = lambda: closed.append(True)  # type: ignore[method-assign]
+    liveness.close()
+    assert closed == [True]
