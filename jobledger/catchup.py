@@ -30,7 +30,7 @@ import abc
 import logging
 import threading
 import time
-from collections.abc import Mapping
+import warnings
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -38,13 +38,10 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import (
     BigInteger,
     Connection,
-    Double,
     Engine,
     Text,
     bindparam,
-    case,
     cast,
-    delete,
     func,
     insert,
     select,
@@ -53,13 +50,12 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.sql.elements import BindParameter
 
 from .database import translated_errors
 from .errors import ConfigurationError
-from .lifecycle import MOVES, EventType, State
 from .records import Event
-from .schema import EVENT_FIELDS, Xid8, checkpoints, events, queue_stats
+from .runner import Runner
+from .schema import EVENT_FIELDS, Xid8, checkpoints, events
 from .store import database_clock
 
 if TYPE_CHECKING:
@@ -176,12 +172,23 @@ _HELD_BACK = (
 )
 
 
-class CatchUp:
-    """Delivers every event to ``projection`` once, in batches of ``batch_size``."""
+class CatchUp(Runner):
+    """Delivers every event to ``projection`` once, in batches of ``batch_size``.
+
+    A :class:`~jobledger.runner.Runner`: :meth:`run_forever` polls every
+    ``poll_interval`` seconds when idle, until :meth:`stop`.
+    """
 
     def __init__(
-        self, source: Ledger | Engine, projection: Projection, batch_size: int = BATCH_SIZE
+        self,
+        source: Ledger | Engine,
+        projection: Projection,
+        batch_size: int = BATCH_SIZE,
+        *,
+        poll_interval: float = 1.0,
+        handle_signals: bool | None = False,
     ) -> None:
+        super().__init__(handle_signals=handle_signals)
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         self.engine: Engine = source if isinstance(source, Engine) else source.engine
@@ -190,6 +197,11 @@ class CatchUp:
         self._query = _pending_query(self.engine.dialect.name)
         self._writer = self.engine.execution_options(jobledger_write=True)  # SQLite: IMMEDIATE
         self._created = False
+        self.poll_interval = poll_interval
+        self._next_report = 0.0  # time.monotonic() of the next holdup warning, if idle
+
+    def __str__(self) -> str:
+        return f"catch-up of projection {self.projection.name!r}"
 
     def run_once(self) -> int:
         """Deliver every event that can be delivered now; how many were."""
@@ -200,22 +212,40 @@ class CatchUp:
             if count < self.batch_size:
                 return delivered
 
-    def run_forever(self, stop: threading.Event, poll_interval: float = 1.0) -> None:
-        """Keep delivering until ``stop`` is set, waiting ``poll_interval`` when idle.
+    def run_forever(
+        self, stop: threading.Event | None = None, poll_interval: float | None = None
+    ) -> None:
+        """Keep delivering until :meth:`stop`, waiting ``poll_interval`` when idle.
 
         While idle it warns, at most every :data:`HOLDUP_REPORT_INTERVAL` seconds,
-        when committed events wait behind a transaction left open.
+        when committed events wait behind a transaction left open. Passing a
+        ``stop`` event (set it to stop) or ``poll_interval`` here is deprecated.
         """
-        next_report = time.monotonic() + HOLDUP_REPORT_INTERVAL
-        while not stop.is_set():
-            if self.run_once() > 0:
-                continue
-            if time.monotonic() >= next_report:
-                next_report = time.monotonic() + HOLDUP_REPORT_INTERVAL
-                holdup = self.holdup()
-                if holdup is not None:
-                    log.warning("projection %r: %s", self.projection.name, holdup)
-            stop.wait(poll_interval)
+        if stop is not None or poll_interval is not None:
+            warnings.warn(
+                "CatchUp.run_forever(stop, poll_interval) is deprecated: call CatchUp.stop() "
+                "and pass poll_interval to CatchUp()",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            if stop is not None:
+                self._stop = stop  # the caller's event now stops this runner, and stop() sets it
+            if poll_interval is not None:
+                self.poll_interval = poll_interval
+        super().run_forever()
+
+    def _starting(self) -> None:
+        self._next_report = time.monotonic() + HOLDUP_REPORT_INTERVAL
+
+    def _round(self) -> float:
+        if self.run_once() > 0:
+            return 0.0  # more may have come meanwhile: look again at once
+        if time.monotonic() >= self._next_report:
+            self._next_report = time.monotonic() + HOLDUP_REPORT_INTERVAL
+            holdup = self.holdup()
+            if holdup is not None:
+                log.warning("projection %r: %s", self.projection.name, holdup)
+        return self.poll_interval
 
     def holdup(self) -> Holdup | None:
         """What keeps committed events from being delivered now, if anything does.
@@ -312,120 +342,10 @@ class CatchUp:
         )
 
 
-# -- the queue statistics projection -----------------------------------------------------
+def __getattr__(name: str) -> Any:
+    """The queue statistics projection moved to :mod:`jobledger.stats`; old imports still work."""
+    if name in {"DESTINATION", "QueueStat", "QueueStats"}:
+        from . import stats  # noqa: PLC0415 (stats imports this module)
 
-#: The state each state-changing event leads to (heartbeat and rejected change nothing).
-DESTINATION: Mapping[str, str] = {
-    event: after for (before, event), after in MOVES.items() if after != before
-}
-assert all(  # a move's destination never depends on where it came from
-    MOVES[(before, event)] == DESTINATION[event]
-    for (before, event), after in MOVES.items()
-    if after != before
-)
-
-
-@dataclass(frozen=True, slots=True)
-class QueueStat:
-    """One queue and state: jobs in it now; claims that ended in it, and how long they ran."""
-
-    queue: str
-    state: str
-    jobs: int
-    runs: int
-    run_seconds: float
-    max_run_seconds: float
-
-    @property
-    def mean_run_seconds(self) -> float | None:
-        return self.run_seconds / self.runs if self.runs else None
-
-
-# Statements QueueStats runs for every event, built once.
-_FIRST_DATA = select(events.c.data).where(
-    events.c.job_id == bindparam("job_id"), events.c.version == 1
-)
-_PREVIOUS_MOVE = (
-    select(events.c.type, events.c.recorded_at)
-    .where(
-        events.c.job_id == bindparam("job_id"),
-        events.c.version < bindparam("version"),
-        events.c.type.in_(list(DESTINATION)),
-    )
-    .order_by(events.c.version.desc())
-    .limit(1)
-)
-_seconds: BindParameter[float] = bindparam("d_seconds", type_=Double())
-_ADD_TO_COUNTS = (
-    update(queue_stats)
-    .where(queue_stats.c.queue == bindparam("k_queue"), queue_stats.c.state == bindparam("k_state"))
-    .values(
-        jobs=queue_stats.c.jobs + bindparam("d_jobs"),
-        runs=queue_stats.c.runs + bindparam("d_runs"),
-        run_seconds=queue_stats.c.run_seconds + _seconds,
-        max_run_seconds=case(
-            (queue_stats.c.max_run_seconds < _seconds, _seconds),
-            else_=queue_stats.c.max_run_seconds,
-        ),
-    )
-)
-
-
-class QueueStats(Projection):
-    """Per queue: how many jobs are in each state, and how long runs took until they ended.
-
-    A run is a claim; it ends in ``completed``, ``failed``, ``abandoned`` or (released)
-    ``enqueued``, and lasts from the ``claimed`` event to the ending one, both by the
-    database clock. Kept in ``jobledger_queue_stats``.
-    """
-
-    name = "queue_stats"
-
-    def handle(self, event: Event, connection: Connection) -> None:
-        after = DESTINATION.get(event.type)
-        if after is None:
-            return
-        if event.type == EventType.ENQUEUED:
-            self._count(connection, event.data["queue"], after, +1)
-            return
-        queue = self._queue(connection, event.job_id)
-        before, since = self._previous_move(connection, event)
-        self._count(connection, queue, before, -1)
-        run = (event.recorded_at - since).total_seconds() if before == State.CLAIMED else None
-        self._count(connection, queue, after, +1, run)
-
-    def reset(self, connection: Connection) -> None:
-        connection.execute(delete(queue_stats))
-
-    @staticmethod
-    def read(source: Ledger | Engine) -> list[QueueStat]:
-        """The statistics as they stand, ordered by queue and state."""
-        engine = source if isinstance(source, Engine) else source.engine
-        query = select(queue_stats).order_by(queue_stats.c.queue, queue_stats.c.state)
-        with translated_errors(engine), engine.connect() as conn:
-            return [QueueStat(*row) for row in conn.execute(query)]
-
-    @staticmethod
-    def _queue(conn: Connection, job_id: str) -> str:
-        queue: str = conn.execute(_FIRST_DATA, {"job_id": job_id}).scalar_one()["queue"]
-        return queue
-
-    @staticmethod
-    def _previous_move(conn: Connection, event: Event) -> tuple[str, datetime]:
-        """The state before ``event`` and when the job entered it."""
-        params = {"job_id": event.job_id, "version": event.version}
-        row = conn.execute(_PREVIOUS_MOVE, params).one()
-        return DESTINATION[row.type], row.recorded_at
-
-    @staticmethod
-    def _count(
-        conn: Connection, queue: str, state: str, jobs: int, run: float | None = None
-    ) -> None:
-        runs, seconds = (1, run) if run is not None else (0, 0.0)
-        change = {"k_queue": queue, "k_state": state, "d_jobs": jobs, "d_runs": runs}
-        changed = conn.execute(_ADD_TO_COUNTS, {**change, "d_seconds": seconds})
-        if changed.rowcount == 0:  # only this runner writes here: it holds the checkpoint
-            row = {"queue": queue, "state": state, "jobs": jobs, "runs": runs}
-            conn.execute(
-                insert(queue_stats), {**row, "run_seconds": seconds, "max_run_seconds": seconds}
-            )
+        return getattr(stats, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

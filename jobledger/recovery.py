@@ -16,34 +16,35 @@ sweep does, expires it on the spot.
 from __future__ import annotations
 
 import logging
-import signal
-import threading
 import time
+import warnings
 from collections import deque
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import timedelta
-from types import FrameType
 from typing import Any
 
 from sqlalchemy import Row, func, select
 
-from . import bounds, signals
+from . import bounds
 from .database import translated_errors
-from .errors import DatabaseUnavailable, LivenessUnavailable, StaleClaim
+from .errors import DatabaseUnavailable, LivenessUnavailable
 from .identity import new_identity
 from .ledger import Ledger
 from .lifecycle import State
-from .liveness.base import Liveness
+from .liveness.base import Liveness, chunked
 from .liveness.trust import LifeWatch
 from .policy import RecoveryPolicy
+from .runner import Runner
 from .schema import jobs
 from .store import database_clock
+from .takeover import end_dead_claim
 
 log = logging.getLogger("jobledger.recovery")
 
-#: Identities per IN (...) list when fetching orphaned jobs.
-CHUNK = 1000
+#: Longest wait between sweeps while liveness or the database is unavailable, in seconds.
+MAX_BACKOFF = 30.0
+_NOT_GIVEN: Any = object()  # run_forever's deprecated handle_signals was not passed
 
 
 @dataclass(frozen=True)
@@ -83,8 +84,12 @@ class _Orphan:
     attempt: int
 
 
-class RecoveryProjector:
-    """Appends ``abandoned`` for claims whose holder's liveness record lapsed."""
+class RecoveryProjector(Runner):
+    """Appends ``abandoned`` for claims whose holder's liveness record lapsed.
+
+    A :class:`~jobledger.runner.Runner`: by default (``handle_signals=None``)
+    SIGTERM and SIGINT stop :meth:`run_forever` when it runs in the main thread.
+    """
 
     def __init__(
         self,
@@ -97,7 +102,9 @@ class RecoveryProjector:
         mass_death_share: float = 0.5,
         mass_death_minimum: int = 3,
         identity: str | None = None,
+        handle_signals: bool | None = None,
     ) -> None:
+        super().__init__(handle_signals=handle_signals)
         bounds.seconds(interval, "interval")
         if grace is not None:
             bounds.seconds(grace, "grace", zero=True)
@@ -116,7 +123,10 @@ class RecoveryProjector:
         self._watch = LifeWatch(liveness.ttl)
         self._previously_alive: set[str] = set()
         self._expiry: dict[str, float] = {}  # identity -> estimated expiry, time.monotonic()
-        self._stop = threading.Event()
+        self._delay = interval  # until the next sweep; grows while sweeps fail
+
+    def __str__(self) -> str:
+        return f"recovery projector {self.identity}"
 
     # -- running -------------------------------------------------------------------------
 
@@ -132,9 +142,33 @@ class RecoveryProjector:
             self.counters.sweeps += 1
             self.counters.last_sweep_seconds = time.monotonic() - started
 
-    def run_forever(self, handle_signals: bool = True) -> None:
-        """Sweep every ``interval`` until :meth:`stop`, SIGTERM or SIGINT; back off on outages."""
-        previous = self._install_signal_handlers() if handle_signals else {}
+    def run_forever(self, handle_signals: bool = _NOT_GIVEN) -> None:
+        """Sweep every ``interval`` until :meth:`stop` (or a signal); back off on outages.
+
+        ``handle_signals`` here is deprecated: give it to the constructor.
+        """
+        if handle_signals is _NOT_GIVEN:
+            super().run_forever()
+            return
+        warnings.warn(
+            "RecoveryProjector.run_forever(handle_signals=...) is deprecated: "
+            "pass handle_signals to RecoveryProjector()",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        self._run_until_stopped(None if handle_signals else False)  # True was "if main thread"
+
+    def _round(self) -> float:
+        try:
+            self.run_once()
+            self._delay = self.interval
+        except (LivenessUnavailable, DatabaseUnavailable) as exc:
+            self._delay = min(max(self._delay * 2, self.interval), MAX_BACKOFF)
+            log.error("sweep failed, abandoning nothing; retrying in %.1fs: %s", self._delay, exc)
+        return self._delay
+
+    def _starting(self) -> None:
+        self._delay = self.interval
         log.info(
             "recovery projector %s started: ttl %.1fs, grace %.1fs, every %.1fs",
             self.identity,
@@ -142,23 +176,9 @@ class RecoveryProjector:
             self.grace,
             self.interval,
         )
-        delay = self.interval
-        try:
-            while not self._stop.is_set():
-                try:
-                    self.run_once()
-                    delay = self.interval
-                except (LivenessUnavailable, DatabaseUnavailable) as exc:
-                    delay = min(max(delay * 2, self.interval), 30.0)
-                    log.error("sweep failed, abandoning nothing; retrying in %.1fs: %s", delay, exc)
-                self._stop.wait(delay)
-        finally:
-            signals.restore(previous)
-            log.info("recovery projector %s stopped: %s", self.identity, self.summary())
 
-    def stop(self) -> None:
-        """Make :meth:`run_forever` return after the current sweep."""
-        self._stop.set()
+    def _stopped(self) -> None:
+        log.info("recovery projector %s stopped: %s", self.identity, self.summary())
 
     def summary(self) -> dict[str, Any]:
         """The counters, with detection latency percentiles (seconds past expiry)."""
@@ -181,18 +201,6 @@ class RecoveryProjector:
             "latency_p99": pct(0.99),
             "latency_max": ordered[-1] if ordered else None,
         }
-
-    def _install_signal_handlers(self) -> dict[int, Any]:
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-
-        def on_signal(signum: int, frame: FrameType | None) -> None:
-            log.info(
-                "recovery projector %s: %s, stopping", self.identity, signal.Signals(signum).name
-            )
-            self.stop()
-
-        return signals.install({signal.SIGTERM: on_signal, signal.SIGINT: on_signal})
 
     # -- one sweep -----------------------------------------------------------------------
 
@@ -259,10 +267,9 @@ class RecoveryProjector:
 
     def _claimed_rows(self, holders: Collection[str]) -> list[Row[Any]]:
         """The claimed jobs of ``holders``, each with the database clock as ``now``."""
-        ordered = sorted(holders)
         rows: list[Row[Any]] = []
-        for start in range(0, len(ordered), CHUNK):  # bounded IN lists
-            rows += self._claimed_by(ordered[start : start + CHUNK])
+        for chunk in chunked(sorted(holders)):  # bounded IN lists
+            rows += self._claimed_by(chunk)
         return rows
 
     def _claimed_by(self, holders: list[str]) -> list[Row[Any]]:
@@ -318,26 +325,22 @@ class RecoveryProjector:
         return recoveries
 
     def _abandon(self, orphan: _Orphan, reason: str, hung: bool = False) -> Recovery | None:
-        try:
-            after = self.ledger.abandon(
-                orphan.job_id, orphan.token, reason, process=self.identity, policy=self.policy
-            )
-        except StaleClaim:
+        ended = end_dead_claim(
+            self.ledger, orphan.job_id, orphan.token, reason, by=self.identity, policy=self.policy
+        )
+        if ended is None:
             self.counters.lost_races += 1
-            log.info("job %r: claim %d already ended; nothing to do", orphan.job_id, orphan.token)
             return None
         expiry = None if hung else self._expiry.get(orphan.holder)
         latency = time.monotonic() - expiry if expiry is not None else None
         if latency is not None:
             self.counters.latencies.append(latency)
         self.counters.abandoned += 1
-        requeued = after.state == State.ENQUEUED
+        requeued = ended.requeued
         if requeued:
             self.counters.requeued += 1
         else:
             self.counters.left_abandoned += 1
-            cap = self.policy.attempts_for(orphan.queue)
-            log.warning("job %r reached %d attempts: left abandoned", orphan.job_id, cap)
         log.warning(
             "job %r abandoned (%s; attempt %d, token %d)%s",
             orphan.job_id,

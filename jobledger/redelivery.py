@@ -21,7 +21,6 @@ event will make it.
 from __future__ import annotations
 
 import logging
-import threading
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from sqlalchemy import Connection, select
@@ -30,6 +29,7 @@ from .catchup import CatchUp, Projection
 from .errors import DatabaseUnavailable, RedeliveryFailed
 from .lifecycle import EventType, State
 from .records import Event, JobStatus
+from .runner import Runner
 from .schema import jobs
 from .store import status_from_row
 
@@ -84,8 +84,11 @@ class Redelivery(Projection):
         log.info("job %r redelivered to %s", job.job_id, self.target.name)
 
 
-class Redeliverer:
-    """Delivers every requeued job to ``target``; run it beside the recovery projector."""
+class Redeliverer(Runner):
+    """Delivers every requeued job to ``target``; run it beside the recovery projector.
+
+    A :class:`~jobledger.runner.Runner`; closing it closes the target.
+    """
 
     def __init__(
         self,
@@ -94,11 +97,16 @@ class Redeliverer:
         *,
         interval: float = 0.2,
         batch_size: int = BATCH_SIZE,
+        handle_signals: bool | None = False,
     ) -> None:
+        super().__init__(handle_signals=handle_signals)
         self.projection = Redelivery(target)
         self.catchup = CatchUp(source, self.projection, batch_size=batch_size)
         self.interval = interval
-        self._stop = threading.Event()
+        self._delay = interval  # until the next look; grows while deliveries fail
+
+    def __str__(self) -> str:
+        return f"redeliverer to {self.projection.target.name}"
 
     @property
     def delivered(self) -> int:
@@ -111,19 +119,19 @@ class Redeliverer:
 
     def run_forever(self) -> None:
         """Deliver until :meth:`stop`; after a failure, retry with a growing delay."""
-        delay = self.interval
-        while not self._stop.is_set():
-            try:
-                self.run_once()
-                delay = self.interval
-            except (RedeliveryFailed, DatabaseUnavailable) as exc:
-                delay = min(max(delay * 2, 1.0), MAX_BACKOFF)
-                log.error("redelivery stopped at this event; retrying in %.1fs: %s", delay, exc)
-            self._stop.wait(delay)
+        super().run_forever()
 
-    def stop(self) -> None:
-        """Make :meth:`run_forever` return after the current batch."""
-        self._stop.set()
+    def _starting(self) -> None:
+        self._delay = self.interval
+
+    def _round(self) -> float:
+        try:
+            self.run_once()
+            self._delay = self.interval
+        except (RedeliveryFailed, DatabaseUnavailable) as exc:
+            self._delay = min(max(self._delay * 2, 1.0), MAX_BACKOFF)
+            log.error("redelivery stopped at this event; retrying in %.1fs: %s", self._delay, exc)
+        return self._delay
 
     def close(self) -> None:
         """Close the target's connections, if it has a ``close``."""

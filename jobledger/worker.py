@@ -1,7 +1,7 @@
 """A Worker: a process identity that stays alive in the liveness backend while it works.
 
-The liveness record is refreshed from a daemon thread every TTL/3, so job code
-that hogs the main thread for minutes cannot make a live process look dead.
+Staying alive is :mod:`jobledger.presence`'s (a refresh thread); ending a dead
+holder's claim is :mod:`jobledger.takeover`'s, shared with the recovery projector.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from types import FrameType
 from typing import Any, TypeVar
 
 from . import bounds, signals
@@ -23,22 +22,22 @@ from .errors import (
     ConcurrencyConflict,
     InvalidTransition,
     LedgerError,
-    LivenessUnavailable,
     NotClaiming,
     StaleClaim,
 )
 from .identity import new_identity, parse
 from .ledger import Ledger
-from .lifecycle import TERMINAL_STATES, State
-from .liveness.base import Incarnation, Liveness, ProcessInfo
+from .lifecycle import TERMINAL_STATES
+from .liveness.base import Liveness, ProcessInfo
 from .liveness.trust import LifeWatch
 from .policy import RecoveryPolicy
+from .presence import Presence
 from .records import Claim, JobStatus
+from .takeover import end_dead_claim
 
 log = logging.getLogger("jobledger.worker")
 
 _T = TypeVar("_T")
-_SignalHandler = Callable[[int, FrameType | None], Any] | int | None
 #: How often :meth:`Worker.claim_delivery` looks again at a job that moved on under it.
 _DELIVERY_LOOKS = 5
 
@@ -56,10 +55,21 @@ class Worker:
 
     Use it as a context manager: entering registers the identity and starts the
     refresh thread; leaving releases whatever is still held (at once: the block
-    that would have finished it is over) and unregisters. With
-    ``handle_signals=True`` (main thread only) SIGTSTP makes the worker quiet and
-    SIGTERM starts a graceful stop that gives held jobs up to ``stop_timeout``
-    seconds to finish; your loop should end when :attr:`stopping` becomes true.
+    that would have finished it is over) and unregisters. ``handle_signals``
+    follows :mod:`jobledger.signals` (``True``: main thread only; ``None``: if
+    started there; default ``False``: a job system that runs the worker owns the
+    signals): SIGTSTP makes the worker quiet and SIGTERM starts a graceful stop
+    that gives held jobs up to ``stop_timeout`` seconds to finish; your loop
+    should end when :attr:`stopping` becomes true.
+
+    Thread safety: one Worker may serve many threads. ``claim``,
+    ``claim_delivery``, ``heartbeat``, ``complete``, ``fail``, ``release``,
+    ``quiet``, ``request_stop`` and ``stop`` may be called from any thread (the
+    held claims sit behind a lock; the ledger and the liveness backend are safe to
+    share). Two threads must not claim the *same* job at once: the loser may
+    adopt the winner's claim as its own lost reply (see :meth:`claim`) and both
+    would work the job. Finishing one claim from two threads is safe: the ledger
+    fences, and the later call gets ``StaleClaim``. Call :meth:`start` once.
 
     ``policy`` decides, as the recovery projector's does, whether a job taken
     over from a dead holder may run again (``max_attempts``); use the same one.
@@ -75,7 +85,7 @@ class Worker:
         liveness: Liveness,
         *,
         identity: str | None = None,
-        handle_signals: bool = False,
+        handle_signals: bool | None = False,
         stop_timeout: float = 25.0,
         policy: RecoveryPolicy | None = None,
         grace: float | None = None,
@@ -94,15 +104,11 @@ class Worker:
         self._held: dict[str, Claim] = {}
         self._lock = threading.Lock()
         self._quiet = False
-        self._presumed_dead = False
         self._stopping = threading.Event()
         self._stopped = threading.Event()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._last_refresh = 0.0  # time.monotonic() of the last successful refresh
-        self._incarnation: Incarnation | None = None
         self._watch = LifeWatch(liveness.ttl, f"worker {self.identity}: no takeovers")
-        self._previous_handlers: dict[int, _SignalHandler] = {}
+        self._presence = Presence(liveness, self._info, self._watch)
+        self._previous_handlers: dict[int, signals.Handler] = {}
 
     def __repr__(self) -> str:
         return f"Worker({self.identity}, held={len(self._held)}, quiet={self._quiet})"
@@ -117,18 +123,21 @@ class Worker:
 
     def start(self) -> Worker:
         """Register the identity and start refreshing; ``LivenessUnavailable`` if it cannot."""
-        if self._thread is not None:
+        if self._presence.running:
             raise RuntimeError(f"worker {self.identity} was already started")
-        self.liveness.register(self._info())
-        self._incarnation = self.liveness.incarnation()
-        self._watch.trusts(self._incarnation)
-        self._last_refresh = time.monotonic()
-        self._thread = threading.Thread(
-            target=self._refresh_forever, name=f"jobledger-refresh-{self.pid}", daemon=True
+        self._previous_handlers = signals.install_for(
+            self._handle_signals,
+            {
+                signal.SIGTSTP: lambda *_: self.quiet(),
+                signal.SIGTERM: lambda *_: self.request_stop(),
+            },
+            "the Worker",
         )
-        self._thread.start()
-        if self._handle_signals:
-            self._install_signal_handlers()
+        try:
+            self._presence.enter()
+        except BaseException:
+            signals.restore(self._previous_handlers)
+            raise
         log.info("worker %s started (ttl %.1fs)", self.identity, self.liveness.ttl)
         return self
 
@@ -137,7 +146,7 @@ class Worker:
         if not self._quiet:
             self._quiet = True
             log.info("worker %s is quiet: no new claims", self.identity)
-            self._wake.set()  # publish the quiet flag now, not at the next refresh
+            self._presence.publish()  # the quiet flag now, not at the next refresh
 
     def request_stop(self) -> None:
         """Begin a graceful stop in the background with ``stop_timeout`` (what SIGTERM does)."""
@@ -150,10 +159,12 @@ class Worker:
     def stop(self, timeout: float | None = None) -> None:
         """Quiet, wait up to ``timeout`` s (default ``stop_timeout``) for held jobs, release the
         rest, unregister."""
-        if self._stopping.is_set():
+        with self._lock:  # one stop runs; a second caller waits for it to end
+            already = self._stopping.is_set()
+            self._stopping.set()
+        if already:
             self._stopped.wait()
             return
-        self._stopping.set()
         try:
             self.quiet()
             deadline = time.monotonic() + (self.stop_timeout if timeout is None else timeout)
@@ -164,9 +175,9 @@ class Worker:
         finally:
             # Whatever happened above, this process stops looking alive: a job it could not
             # release is then recovered by the projector, not left claimed by a ghost.
-            self._stop_refreshing()
-            self._unregister()
-            self._restore_signal_handlers()
+            self._presence.leave(self.identity)
+            signals.restore(self._previous_handlers)
+            self._previous_handlers = {}
             self._stopped.set()
         log.info("worker %s stopped", self.identity)
 
@@ -188,20 +199,6 @@ class Worker:
                 exc,
             )
 
-    def _unregister(self) -> None:
-        try:
-            self.liveness.unregister(self.identity)
-        except LedgerError as exc:
-            log.warning(
-                "worker %s could not unregister (its record will lapse): %s", self.identity, exc
-            )
-
-    def _stop_refreshing(self) -> None:
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            self._wake.set()
-            thread.join(timeout=10)
-
     # -- state ---------------------------------------------------------------------------
 
     @property
@@ -218,11 +215,11 @@ class Worker:
     @property
     def presumed_dead(self) -> bool:
         """True if the worker went silent for longer than the TTL and its record lapsed."""
-        return self._presumed_dead
+        return self._presence.presumed_dead
 
     @property
     def claiming(self) -> bool:
-        return not (self._quiet or self._presumed_dead or self._stopping.is_set())
+        return not (self._quiet or self.presumed_dead or self._stopping.is_set())
 
     # -- work ----------------------------------------------------------------------------
 
@@ -271,7 +268,7 @@ class Worker:
     def _claim_or_holder(self, job_id: str) -> Claim | _LiveHolder:
         """Our claim on ``job_id``, or its holder who is not dead (and why we think so)."""
         if not self.claiming:
-            why = "presumed dead" if self._presumed_dead else "quiet or stopping"
+            why = "presumed dead" if self.presumed_dead else "quiet or stopping"
             raise NotClaiming(f"worker {self.identity} is {why}; not claiming {job_id!r}")
         try:
             claim = self.ledger.claim(job_id, self.identity)
@@ -309,17 +306,12 @@ class Worker:
             "job %r: holder %s is not alive; %s takes it over", job_id, holder, self.identity
         )
         reason = f"holder {holder} is not alive; taken over by {self.identity}"
-        try:
-            after = self.ledger.abandon(
-                job_id, taken.token, reason, process=self.identity, policy=self.policy
-            )
-        except StaleClaim:
-            pass  # someone else ended that claim first; the claim below says how it stands
-        else:
-            if after.state != State.ENQUEUED:
-                cap = self.policy.attempts_for(after.queue)
-                log.warning("job %r reached %d attempts: left abandoned", job_id, cap)
-                raise AttemptsExhausted(job_id, holder, after.attempt, cap)
+        ended = end_dead_claim(
+            self.ledger, job_id, taken.token, reason, by=self.identity, policy=self.policy
+        )
+        if ended is not None and not ended.requeued:
+            raise AttemptsExhausted(job_id, holder, ended.status.attempt, ended.max_attempts)
+        # Ended by us or, first, by someone else: the claim below says how the job stands.
         return self.ledger.claim(job_id, self.identity)
 
     def _why_not_dead(self, holder: str, taken: AlreadyClaimed) -> str | None:
@@ -382,77 +374,3 @@ class Worker:
             quiet=self._quiet or self._stopping.is_set(),
             busy=len(self._held),
         )
-
-    def _refresh_forever(self) -> None:
-        interval = self.liveness.ttl / 3
-        outage_logged = False
-        while True:
-            self._wake.wait(interval)
-            self._wake.clear()
-            if self._thread is None:
-                return
-            try:
-                self._refresh_once()
-            except LivenessUnavailable as exc:
-                if not outage_logged:
-                    log.warning(
-                        "worker %s cannot refresh (will keep trying): %s", self.identity, exc
-                    )
-                outage_logged = True
-                continue
-            except Exception:  # the thread must never die: a dead refresher means false death
-                log.exception("worker %s: unexpected error while refreshing", self.identity)
-                continue
-            if outage_logged:
-                log.warning("worker %s: liveness backend reachable again", self.identity)
-                outage_logged = False
-
-    def _refresh_once(self) -> None:
-        if self._presumed_dead:
-            return
-        info = self._info()
-        # Our silence ends when we try: time spent waiting for a slow or locked store is the
-        # store's, and must not make us presume ourselves dead (fencing covers the rest).
-        attempted = time.monotonic()
-        if self.liveness.refresh(info):
-            self._last_refresh = time.monotonic()
-            return
-        # Our record is gone. Either the backend forgot it (restart, failover, flush), or it
-        # lapsed because we were silent too long (paused, swapped out, partitioned).
-        silent_for = attempted - self._last_refresh
-        now = self.liveness.incarnation()
-        forgot = self._incarnation is None or not now.same_life(self._incarnation)
-        if silent_for <= self.liveness.ttl or forgot:
-            cause = "the backend restarted or was flushed" if forgot else "the backend lost it"
-            log.warning(
-                "worker %s: liveness record vanished (%s); re-registering", self.identity, cause
-            )
-            self.liveness.register(info)
-            self._incarnation = self.liveness.incarnation()
-            self._watch.trusts(self._incarnation)
-            self._last_refresh = time.monotonic()
-            return
-        self._presumed_dead = True
-        log.error(
-            "worker %s was silent for %.1fs (TTL %.1fs) and its record lapsed: it is presumed "
-            "dead, its claims may be abandoned and its writes to them refused; not claiming",
-            self.identity,
-            silent_for,
-            self.liveness.ttl,
-        )
-
-    # -- signals -------------------------------------------------------------------------
-
-    def _install_signal_handlers(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            raise RuntimeError("handle_signals=True needs the Worker to start in the main thread")
-        self._previous_handlers = signals.install(
-            {
-                signal.SIGTSTP: lambda *_: self.quiet(),
-                signal.SIGTERM: lambda *_: self.request_stop(),
-            }
-        )
-
-    def _restore_signal_handlers(self) -> None:
-        signals.restore(self._previous_handlers)
-        self._previous_handlers = {}

@@ -31,8 +31,10 @@ class Heartbeats:
         return self
 
     def stop(self) -> None:
+        """Stop beating and wait for the thread; safe to call twice, or before :meth:`start`."""
         self._stop.set()
-        self._thread.join()
+        if self._thread.ident is not None:
+            self._thread.join()
 
     def __enter__(self) -> Heartbeats:
         return self.start()

@@ -5,15 +5,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .. import lazy
-from .base import Incarnation, Liveness, ProcessInfo
+from .base import DEFAULT_TTL, Incarnation, Liveness, ProcessInfo
 
 if TYPE_CHECKING:
     from ..ledger import Ledger
     from .redis import RedisLiveness
     from .sql import SqlLiveness
-
-#: Seconds a process stays alive without refreshing its record.
-DEFAULT_TTL = 15.0
 
 
 def liveness_for(

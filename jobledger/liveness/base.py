@@ -8,10 +8,23 @@ compared with each other.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import abc
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
+
+#: Seconds a process stays alive without refreshing its record.
+DEFAULT_TTL = 15.0
+#: Identities per round trip when thousands are asked about at once: keys per Redis
+#: command, or values per SQL ``IN (...)`` list (SQLite allows 32766 bound variables).
+CHUNK = 5000
+
+
+def chunked(identities: list[str]) -> Iterator[list[str]]:
+    """``identities`` in slices of at most :data:`CHUNK`, in order."""
+    for start in range(0, len(identities), CHUNK):
+        yield identities[start : start + CHUNK]
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,3 +94,34 @@ class Liveness(Protocol):
 
     def close(self) -> None:
         """Release connections."""
+
+
+_Backend = TypeVar("_Backend", bound="LivenessBackend")
+
+
+class LivenessBackend(abc.ABC):
+    """What jobledger's own backends share; a backend of yours need only meet :class:`Liveness`.
+
+    ``alive()`` is read from ``remaining()``; used as a context manager, the
+    backend is closed when the block ends.
+    """
+
+    ttl: float
+
+    @abc.abstractmethod
+    def remaining(self, identities: Collection[str]) -> dict[str, float | None]:
+        """Seconds each identity has left to live, ``None`` if lapsed: one round trip."""
+
+    def alive(self, identities: Collection[str]) -> dict[str, bool]:
+        """Whether each identity's record exists: one round trip, whatever the count."""
+        return {identity: left is not None for identity, left in self.remaining(identities).items()}
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the connections this backend opened (never a caller's)."""
+
+    def __enter__(self: _Backend) -> _Backend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

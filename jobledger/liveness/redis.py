@@ -22,14 +22,10 @@ import redis
 from .. import bounds
 from ..database import mask
 from ..errors import ConfigurationError, LivenessUnavailable
-from .base import Incarnation, ProcessInfo
+from .base import DEFAULT_TTL, Incarnation, LivenessBackend, ProcessInfo, chunked
 
-#: Keys per round trip when checking thousands of identities at once.
-CHUNK = 5000
-
-# PTTL of every key, server-side: one command per CHUNK keys instead of one per key,
-# which costs redis-py ~5 us each to pack and parse. All keys share one hash tag, so
-# the script is valid on Redis Cluster too.
+# PTTL of every key, server-side, one command per CHUNK keys (why: benchmarks/README.md).
+# All keys share one hash tag, so the script is valid on Redis Cluster too.
 _PTTL_ALL = """
 local left = {}
 for i, key in ipairs(KEYS) do left[i] = redis.call('PTTL', key) end
@@ -45,8 +41,8 @@ def _text(value: Any) -> str:
 def _driver_info() -> dict[str, Any]:
     """redis-py's client description, looked up once per process (and inherited by forks).
 
-    redis-py 7+ reads its own version from the installed package's metadata on
-    disk for every new connection, which cost a forked RQ horse ~2 ms.
+    redis-py 7+ otherwise reads its package metadata from disk for every new
+    connection (what that cost: benchmarks/README.md).
     """
     try:
         from redis.driver_info import DriverInfo  # noqa: PLC0415 (redis-py 7+ only)
@@ -74,13 +70,13 @@ def _check_url(url: str, where: str) -> None:
         )
 
 
-class RedisLiveness:
+class RedisLiveness(LivenessBackend):
     """Process liveness kept in Redis (redis-py with hiredis)."""
 
     def __init__(
         self,
         url_or_client: str | redis.Redis = "redis://localhost:6379/0",
-        ttl: float = 15.0,
+        ttl: float = DEFAULT_TTL,
         prefix: str = "jobledger",
         *,
         socket_timeout: float = 2.0,
@@ -90,6 +86,7 @@ class RedisLiveness:
             raise ConfigurationError(f"prefix must be non-empty and without braces: {prefix!r}")
         self.ttl = float(ttl)
         self._ttl_ms = max(1, round(ttl * 1000))
+        self._owns_client = isinstance(url_or_client, str)  # a caller's client is theirs to close
         if isinstance(url_or_client, str):
             self.where = mask(url_or_client)
             _check_url(url_or_client, self.where)
@@ -150,25 +147,21 @@ class RedisLiveness:
         ordered = list(identities)
         replies: list[int] = []
         with self._translated():
-            for start in range(0, len(ordered), CHUNK):
-                keys = [self.key(identity) for identity in ordered[start : start + CHUNK]]
-                replies.extend(self._pttl_all(keys=keys))
+            for chunk in chunked(ordered):
+                replies.extend(self._pttl_all(keys=[self.key(identity) for identity in chunk]))
         # PTTL: -2 = no such key (lapsed), -1 = no expiry (treated as a full TTL).
         return {
             identity: None if ms == -2 else (self.ttl if ms == -1 else ms / 1000)
             for identity, ms in zip(ordered, replies, strict=True)
         }
 
-    def alive(self, identities: Collection[str]) -> dict[str, bool]:
-        return {identity: left is not None for identity, left in self.remaining(identities).items()}
-
     def _each(self, identities: list[str], command: str) -> list[Any]:
         """Run ``command`` on each identity's key, pipelined: one round trip per CHUNK keys."""
         replies: list[Any] = []
         with self._translated():
-            for start in range(0, len(identities), CHUNK):
+            for chunk in chunked(identities):
                 pipe = self.client.pipeline(transaction=False)
-                for identity in identities[start : start + CHUNK]:
+                for identity in chunk:
                     getattr(pipe, command)(self.key(identity))
                 replies.extend(pipe.execute())
         return replies
@@ -205,7 +198,9 @@ class RedisLiveness:
         return Incarnation(str(server.get("run_id")), epoch_text, max(0, now_ms - born_ms) / 1000)
 
     def close(self) -> None:
-        self.client.close()
+        """Close the client made here from a URL; a client given by the caller is left open."""
+        if self._owns_client:
+            self.client.close()
 
 
 def _encode(info: ProcessInfo) -> str:

@@ -38,15 +38,13 @@ from ..database import creating, engine_for, mask, refuse_missing_file, translat
 from ..errors import DatabaseUnavailable, LivenessUnavailable
 from ..schema import processes
 from ..store import database_clock
-from .base import Incarnation, ProcessInfo
+from .base import DEFAULT_TTL, Incarnation, LivenessBackend, ProcessInfo, chunked
 
 if TYPE_CHECKING:
     from ..ledger import Ledger
 
 log = logging.getLogger("jobledger.liveness")
 
-#: Identities per IN (...) list (SQLite allows 32766 bound variables).
-CHUNK = 5000
 #: On SQLite, a lease write that took this share of the TTL means the store was blocked.
 #: A lease lapses only if refreshes wait 2/3 of the TTL, and the projector probes every
 #: sweep, so this catches every such block while sweeps come more often than 5/12 TTL.
@@ -80,7 +78,7 @@ def _no_fsync_per_commit(dbapi_connection: Any, record: Any) -> None:
     cursor.close()
 
 
-class SqlLiveness:
+class SqlLiveness(LivenessBackend):
     """Process liveness kept in a ``jobledger_processes`` lease table.
 
     Given a Ledger (or its engine or URL), the leases live where
@@ -93,19 +91,20 @@ class SqlLiveness:
     def __init__(
         self,
         ledger_or_engine: Ledger | Engine | str,
-        ttl: float = 15.0,
+        ttl: float = DEFAULT_TTL,
         *,
         leases: Engine | str | None = None,
     ) -> None:
         self.ttl = bounds.seconds(ttl, "ttl")
+        self._made: list[Engine] = []  # engines made here from URLs: close() disposes them
         if isinstance(ledger_or_engine, (Engine, str)):
-            ledger_engine = engine_for(ledger_or_engine)
+            ledger_engine = self._engine_for(ledger_or_engine)
         else:
             ledger_engine = ledger_or_engine.engine
         place = lease_url(ledger_engine.url) if leases is None else leases
-        self._owns_engine = place is not None and not isinstance(place, Engine)
-        self.engine = ledger_engine if place is None else engine_for(place)
-        if self._owns_engine and self.engine.dialect.name == "sqlite":
+        self.engine = ledger_engine if place is None else self._engine_for(place)
+        made_for_leases = place is not None and not isinstance(place, Engine)
+        if made_for_leases and self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _no_fsync_per_commit)
         # Migrations create the table in the ledger's database; elsewhere it is ours to make.
         self._table_ready = self.engine is ledger_engine
@@ -115,6 +114,13 @@ class SqlLiveness:
         self._one_write_lock = self.engine.dialect.name == "sqlite"
         self._blocked_until = 0.0  # time.monotonic() until which lapses are not trusted
         self._blocked_for = 0.0
+
+    def _engine_for(self, where: Engine | str | URL) -> Engine:
+        """``where``'s Engine; one made here (from a URL) is this backend's to dispose."""
+        engine = engine_for(where)
+        if engine is not where:
+            self._made.append(engine)
+        return engine
 
     def __repr__(self) -> str:
         return f"SqlLiveness({mask(self.engine.url)}, ttl={self.ttl})"
@@ -219,8 +225,7 @@ class SqlLiveness:
         # With one write lock, read under it: this shows the store takes writes right now.
         with self._transaction(write=self._one_write_lock) as conn:
             now = self._now(conn)
-            for start in range(0, len(ordered), CHUNK):
-                chunk = ordered[start : start + CHUNK]
+            for chunk in chunked(ordered):
                 rows = conn.execute(
                     select(processes.c.identity, processes.c.expires_at).where(
                         processes.c.identity.in_(chunk), processes.c.expires_at > now
@@ -229,9 +234,6 @@ class SqlLiveness:
                 left.update({r.identity: (r.expires_at - now).total_seconds() for r in rows})
         self._refuse_if_blocked()
         return left
-
-    def alive(self, identities: Collection[str]) -> dict[str, bool]:
-        return {identity: left is not None for identity, left in self.remaining(identities).items()}
 
     def processes(self) -> list[ProcessInfo]:
         with self._transaction(write=False) as conn:
@@ -252,10 +254,10 @@ class SqlLiveness:
         ordered = list(identities)
         with self._transaction() as conn:
             now = self._now(conn)
-            for start in range(0, len(ordered), CHUNK):
+            for chunk in chunked(ordered):
                 conn.execute(
                     delete(processes).where(
-                        processes.c.identity.in_(ordered[start : start + CHUNK]),
+                        processes.c.identity.in_(chunk),
                         processes.c.expires_at <= now,  # never forget a live process
                     )
                 )
@@ -264,6 +266,6 @@ class SqlLiveness:
         return _INCARNATION
 
     def close(self) -> None:
-        """Release the lease store's connections (the ledger's engine is left alone)."""
-        if self._owns_engine:
-            self.engine.dispose()
+        """Dispose of the engines made here from URLs; an Engine or Ledger given is left alone."""
+        for engine in self._made:
+            engine.dispose()

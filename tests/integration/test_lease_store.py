@@ -5,11 +5,12 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.engine import make_url
 
 from jobledger import Ledger, SqlLiveness
@@ -175,3 +176,38 @@ def test_lease_file_is_made_beside_an_existing_ledger_only(
     nowhere.close()
     assert not missing.exists()
     assert not Path(f"{missing}-leases").exists()
+
+
+def _connections_named(ledger: Ledger, name: str) -> int:
+    query = "SELECT count(*) FROM pg_stat_activity WHERE application_name = %(name)s"
+    with ledger.engine.connect() as conn:
+        return int(conn.exec_driver_sql(query, {"name": name}).scalar_one())
+
+
+def test_a_lease_store_made_from_a_url_closes_its_connections(postgres_url: str) -> None:
+    name = f"jobledger-leases-{uuid.uuid4().hex[:12]}"
+    url = make_url(postgres_url).update_query_dict({"application_name": name})
+    liveness = SqlLiveness(url.render_as_string(hide_password=False), ttl=5)
+    me = info()
+    liveness.register(me)
+    liveness.unregister(me.identity)
+    with Ledger(postgres_url) as ledger:
+        assert _connections_named(ledger, name) == 1  # pooled, kept for the next write
+        liveness.close()
+        deadline = time.monotonic() + 5
+        while _connections_named(ledger, name) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _connections_named(ledger, name) == 0
+
+
+def test_a_lease_store_as_a_context_manager_disposes_only_what_it_made(
+    sqlite_ledger: Ledger,
+) -> None:
+    closed: list[str] = []
+    event.listen(sqlite_ledger.engine, "close", lambda *_: closed.append("ledger"))
+    with SqlLiveness(sqlite_ledger, ttl=5) as liveness:
+        assert liveness.engine is not sqlite_ledger.engine  # made for the lease file
+        event.listen(liveness.engine, "close", lambda *_: closed.append("leases"))
+        liveness.register(info())
+    assert closed == ["leases"]  # the lease file's connection closed with the block; the
+    # ledger's, given by the caller, is the caller's to close
