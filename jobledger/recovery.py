@@ -20,7 +20,7 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import timedelta
 from types import FrameType
@@ -97,6 +97,7 @@ class RecoveryProjector:
         mass_death_share: float = 0.5,
         mass_death_minimum: int = 3,
         identity: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         bounds.seconds(interval, "interval")
         if grace is not None:
@@ -113,16 +114,19 @@ class RecoveryProjector:
         self.identity = identity or new_identity()
         self.counters = Counters()
         self._clock = database_clock(ledger.engine.dialect.name)
-        self._watch = LifeWatch(liveness.ttl)
+        # Pauses, expiry estimates and latencies run on this clock (tests drive their own);
+        # claim ages are read on the database clock, as every worker's are.
+        self._monotonic = clock
+        self._watch = LifeWatch(liveness.ttl, clock=clock)
         self._previously_alive: set[str] = set()
-        self._expiry: dict[str, float] = {}  # identity -> estimated expiry, time.monotonic()
+        self._expiry: dict[str, float] = {}  # identity -> estimated expiry, by self._monotonic
         self._stop = threading.Event()
 
     # -- running -------------------------------------------------------------------------
 
     def run_once(self) -> list[Recovery]:
         """One sweep; the jobs it abandoned. ``LivenessUnavailable``: nothing was abandoned."""
-        started = time.monotonic()
+        started = self._monotonic()
         try:
             return self._sweep()
         except LivenessUnavailable:
@@ -130,7 +134,7 @@ class RecoveryProjector:
             raise
         finally:
             self.counters.sweeps += 1
-            self.counters.last_sweep_seconds = time.monotonic() - started
+            self.counters.last_sweep_seconds = self._monotonic() - started
 
     def run_forever(self, handle_signals: bool = True) -> None:
         """Sweep every ``interval`` until :meth:`stop`, SIGTERM or SIGINT; back off on outages."""
@@ -217,7 +221,7 @@ class RecoveryProjector:
     def _estimate_expiries(self, left: dict[str, float | None], holders: set[str]) -> None:
         """Keep an expiry estimate for the live and for holders that lapsed, no one else, so
         memory follows the processes alive now, not every process ever seen."""
-        now = time.monotonic()
+        now = self._monotonic()
         expiry = {identity: now + s for identity, s in left.items() if s is not None}
         for identity in holders - expiry.keys():
             if identity in self._expiry:
@@ -327,7 +331,7 @@ class RecoveryProjector:
             log.info("job %r: claim %d already ended; nothing to do", orphan.job_id, orphan.token)
             return None
         expiry = None if hung else self._expiry.get(orphan.holder)
-        latency = time.monotonic() - expiry if expiry is not None else None
+        latency = self._monotonic() - expiry if expiry is not None else None
         if latency is not None:
             self.counters.latencies.append(latency)
         self.counters.abandoned += 1

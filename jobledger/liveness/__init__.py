@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .base import Incarnation, Liveness, ProcessInfo
+from .memory import MemoryLiveness
 from .redis import RedisLiveness
 from .sql import SqlLiveness
 
@@ -31,6 +32,7 @@ __all__ = [
     "DEFAULT_TTL",
     "Incarnation",
     "Liveness",
+    "MemoryLiveness",
     "ProcessInfo",
     "RedisLiveness",
     "SqlLiveness",

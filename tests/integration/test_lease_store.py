@@ -16,7 +16,7 @@ from jobledger import Ledger, SqlLiveness
 from jobledger.errors import LivenessUnavailable, SchemaMissing
 from jobledger.liveness.sql import lease_url
 from jobledger.schema import processes
-from tests.integration.test_liveness import info
+from tests.helpers import info
 
 HoldLock = Callable[[str, float], None]
 
