@@ -22,14 +22,6 @@ HoldLock = Callable[[str, float], None]
 
 
 @pytest.fixture
-def sqlite_ledger(sqlite_template: Path, tmp_path: Path) -> Iterator[Ledger]:
-    path = tmp_path / "ledger.db"
-    path.write_bytes(sqlite_template.read_bytes())
-    with Ledger(f"sqlite:///{path}") as ledger:
-        yield ledger
-
-
-@pytest.fixture
 def write_lock() -> Iterator[HoldLock]:
     """``hold(path, seconds)``: another connection takes ``path``'s write lock for a while."""
     threads: list[threading.Thread] = []
