@@ -75,7 +75,6 @@ def test_recover_once_abandons_the_dead_and_reports(url: str) -> None:
     with Ledger(url) as ledger:
         ledger.enqueue("orphan")
         ledger.claim("orphan", new_identity(host="gone"))
-    time.sleep(0.2)
     done = run("--database-url", url, "recover", "--once", "--ttl", "1", "--grace", "0", "--json")
     assert done.returncode == 0, done.stderr
     (decision,) = [json.loads(line) for line in done.stdout.splitlines()]
