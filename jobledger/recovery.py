@@ -19,7 +19,7 @@ import logging
 import time
 import warnings
 from collections import deque
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -103,6 +103,7 @@ class RecoveryProjector(Runner):
         mass_death_minimum: int = 3,
         identity: str | None = None,
         handle_signals: bool | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(handle_signals=handle_signals)
         bounds.seconds(interval, "interval")
@@ -120,9 +121,13 @@ class RecoveryProjector(Runner):
         self.identity = identity or new_identity()
         self.counters = Counters()
         self._clock = database_clock(ledger.engine.dialect.name)
-        self._watch = LifeWatch(liveness.ttl)
+        # Pauses, expiry estimates and latencies run on this clock (tests drive their own);
+        # claim ages are read on the database clock, as every worker's are, and the time a
+        # sweep took is measured on the real one.
+        self._monotonic = clock
+        self._watch = LifeWatch(liveness.ttl, clock=clock)
         self._previously_alive: set[str] = set()
-        self._expiry: dict[str, float] = {}  # identity -> estimated expiry, time.monotonic()
+        self._expiry: dict[str, float] = {}  # identity -> estimated expiry, by self._monotonic
         self._delay = interval  # until the next sweep; grows while sweeps fail
 
     def __str__(self) -> str:
@@ -225,7 +230,7 @@ class RecoveryProjector(Runner):
     def _estimate_expiries(self, left: dict[str, float | None], holders: set[str]) -> None:
         """Keep an expiry estimate for the live and for holders that lapsed, no one else, so
         memory follows the processes alive now, not every process ever seen."""
-        now = time.monotonic()
+        now = self._monotonic()
         expiry = {identity: now + s for identity, s in left.items() if s is not None}
         for identity in holders - expiry.keys():
             if identity in self._expiry:
@@ -332,7 +337,7 @@ class RecoveryProjector(Runner):
             self.counters.lost_races += 1
             return None
         expiry = None if hung else self._expiry.get(orphan.holder)
-        latency = time.monotonic() - expiry if expiry is not None else None
+        latency = self._monotonic() - expiry if expiry is not None else None
         if latency is not None:
             self.counters.latencies.append(latency)
         self.counters.abandoned += 1

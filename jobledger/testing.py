@@ -1,8 +1,10 @@
 """Helpers for testing code that uses jobledger (and for jobledger's own suite).
 
-They start and stop *real* services: a scratch PostgreSQL database on a server
-you name, and a private ``redis-server`` on a free port. Nothing here mocks a
-database or Redis.
+Most start and stop *real* services: a scratch PostgreSQL database on a server
+you name, and a private ``redis-server`` on a free port. For tests that must
+not wait out real TTLs, :class:`ManualClock` drives a
+:class:`~jobledger.liveness.MemoryLiveness` and a recovery projector
+(``RecoveryProjector(..., clock=clock)``) by hand.
 """
 
 from __future__ import annotations
@@ -22,9 +24,37 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
 
 from .database import parse_url
+from .liveness.memory import MemoryLiveness
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+__all__ = [
+    "DEFAULT_POSTGRES_URL",
+    "DEFAULT_REDIS_URL",
+    "ManualClock",
+    "MemoryLiveness",
+    "RedisServer",
+    "free_port",
+    "postgres_available",
+    "scratch_database",
+]
+
+
+class ManualClock:
+    """A monotonic clock that moves only when told to: pass it where ``time.monotonic`` goes."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock ``seconds`` forward (never back: it stands for a monotonic clock)."""
+        if seconds < 0:
+            raise ValueError(f"a monotonic clock never goes back ({seconds!r} s)")
+        self.now += seconds
 
 
 def postgres_available(url: str | URL) -> str | None:

@@ -72,6 +72,15 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture
+def sqlite_ledger(sqlite_template: Path, tmp_path: Path) -> Iterator[Ledger]:
+    """A Ledger on a fresh, migrated SQLite file of the test's own."""
+    path = tmp_path / "ledger.db"
+    path.write_bytes(sqlite_template.read_bytes())
+    with Ledger(f"sqlite:///{path}") as ledger:
+        yield ledger
+
+
 def truncate_all(url: str) -> None:
     engine = engine_for(url)
     names = ", ".join(table.name for table in metadata.sorted_tables)

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from .. import lazy
 from .base import DEFAULT_TTL, Incarnation, Liveness, ProcessInfo
+from .memory import MemoryLiveness
 
 if TYPE_CHECKING:
     from ..ledger import Ledger
@@ -33,6 +34,7 @@ __all__ = [
     "DEFAULT_TTL",
     "Incarnation",
     "Liveness",
+    "MemoryLiveness",
     "ProcessInfo",
     "RedisLiveness",
     "SqlLiveness",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from .base import Incarnation
 
@@ -23,11 +24,18 @@ log = logging.getLogger("jobledger.liveness")
 class LifeWatch:
     """Follows a backend's incarnations and says whether its lapses can be believed now."""
 
-    def __init__(self, ttl: float, pausing: str = "pausing abandonment") -> None:
+    def __init__(
+        self,
+        ttl: float,
+        pausing: str = "pausing abandonment",
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.ttl = ttl
         self.pausing = pausing  # what doubt stops, for the log line
+        self._clock = clock
         self._seen: Incarnation | None = None
-        self._doubt_until = 0.0  # time.monotonic()
+        self._doubt_until = 0.0  # by self._clock
         self._lock = threading.Lock()
 
     def trusts(self, now: Incarnation) -> bool:
@@ -49,15 +57,15 @@ class LifeWatch:
                     "the liveness backend restarted, failed over or was flushed "
                     "(run id or epoch changed)"
                 )
-            return time.monotonic() >= self._doubt_until
+            return self._clock() >= self._doubt_until
 
     def doubt(self, why: str, seconds: float | None = None) -> None:
         """Believe no lapse for ``seconds`` (default one TTL) from now, and say why."""
         seconds = self.ttl if seconds is None else seconds
-        self._doubt_until = max(self._doubt_until, time.monotonic() + seconds)
+        self._doubt_until = max(self._doubt_until, self._clock() + seconds)
         log.warning("%s for %.1fs: %s", self.pausing, seconds, why)
 
     @property
     def doubting(self) -> bool:
         """Whether lapses are not believed right now."""
-        return time.monotonic() < self._doubt_until
+        return self._clock() < self._doubt_until

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -22,8 +21,7 @@ from sqlalchemy import update
 from jobledger import Ledger, SqlLiveness, Worker
 from jobledger.identity import new_identity
 from jobledger.schema import jobs as jobs_table
-
-from .test_cli_operations import run
+from tests.helpers import run_cli
 
 MARKUP_ID = "evil[/bold]"
 LINK_ID = "[link=https://evil.example]click-me[/link]"
@@ -83,24 +81,24 @@ def _raw_controls(out: str) -> list[str]:
     ],
 )
 def test_tables_show_values_as_text(url: str, args: list[str], literals: list[str]) -> None:
-    out = shown(run("--database-url", url, *args, env=WIDE), *literals)
+    out = shown(run_cli("--database-url", url, *args, env=WIDE), *literals)
     assert "\U0001f44d" not in out  # :thumbs_up: is not an emoji code here
 
 
 def test_a_line_break_in_a_value_does_not_split_its_row(url: str) -> None:
-    out = shown(run("--database-url", url, "jobs", "--state", "failed", env=WIDE))
+    out = shown(run_cli("--database-url", url, "jobs", "--state", "failed", env=WIDE))
     (row,) = [line for line in out.splitlines() if LINK_ID in line]
     assert ERROR_SHOWN in row
 
 
 def test_json_output_keeps_the_values_exactly(url: str) -> None:
-    listed = run("--database-url", url, "jobs", "--json")
+    listed = run_cli("--database-url", url, "jobs", "--json")
     rows = {row["job_id"]: row for row in map(json.loads, listed.stdout.splitlines())}
     assert rows[LINK_ID]["last_error"] == ERROR
     assert rows[MARKUP_ID]["queue"] == QUEUE
     (failed,) = [
         json.loads(line)
-        for line in run("--database-url", url, "history", LINK_ID, "--json").stdout.splitlines()
+        for line in run_cli("--database-url", url, "history", LINK_ID, "--json").stdout.splitlines()
         if json.loads(line)["type"] == "failed"
     ]
     assert failed["data"] == {"error": ERROR}
@@ -111,23 +109,26 @@ def test_processes_shows_held_ids_as_text(url: str) -> None:
         ledger.enqueue("held[/i]")
         with Worker(ledger, SqlLiveness(ledger, ttl=30)) as worker:
             worker.claim("held[/i]")
-            shown(run("--database-url", url, "processes", env=WIDE), worker.identity, "held[/i]")
+            shown(
+                run_cli("--database-url", url, "processes", env=WIDE), worker.identity, "held[/i]"
+            )
 
 
 def test_recover_once_names_jobs_as_text(url: str) -> None:
     with Ledger(url) as ledger:
         ledger.enqueue(ORPHAN_ID)
         ledger.claim(ORPHAN_ID, new_identity(host="gone"))
-    time.sleep(0.2)
-    done = run("--database-url", url, "recover", "--once", "--ttl", "1", "--grace", "0")
+    done = run_cli("--database-url", url, "recover", "--once", "--ttl", "1", "--grace", "0")
     shown(done, f"{ORPHAN_ID}: abandoned", "1 jobs recovered")
     assert "abandoned" in done.stderr  # the decisions are logged too
 
 
 def test_operator_messages_and_refusals_show_ids_as_text(url: str) -> None:
-    shown(run("--database-url", url, "requeue", LINK_ID, "--reason", "fixed\x1b[2J"), "requeued 1")
-    shown(run("--database-url", url, "history", LINK_ID, env=WIDE), "fixed\\u001b[2J")
-    refused = run("--database-url", url, "requeue", MARKUP_ID)
+    shown(
+        run_cli("--database-url", url, "requeue", LINK_ID, "--reason", "fixed\x1b[2J"), "requeued 1"
+    )
+    shown(run_cli("--database-url", url, "history", LINK_ID, env=WIDE), "fixed\\u001b[2J")
+    refused = run_cli("--database-url", url, "requeue", MARKUP_ID)
     assert refused.returncode == 1
     assert "Traceback" not in refused.stderr
     assert f"error: job {MARKUP_ID!r}: cannot apply 'requeued'" in refused.stderr
@@ -135,7 +136,7 @@ def test_operator_messages_and_refusals_show_ids_as_text(url: str) -> None:
 
 def test_error_lines_show_control_characters_as_escapes(url: str) -> None:
     # The payload error names the offending key, which carries an escape sequence.
-    done = run("--database-url", url, "enqueue", "new", "--data", '{"a\\u001b[2J": "\\u0000"}')
+    done = run_cli("--database-url", url, "enqueue", "new", "--data", '{"a\\u001b[2J": "\\u0000"}')
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     assert _raw_controls(done.stderr) == []
@@ -149,7 +150,7 @@ def test_verify_problems_show_values_as_text(url: str) -> None:
             .where(jobs_table.c.job_id == LINK_ID)
             .values(last_error="tampered [/b]\x1b[1m\u202e", queue="[bold]other")
         )
-    done = run("--database-url", url, "verify")
+    done = run_cli("--database-url", url, "verify")
     assert done.returncode == 1  # it found the tampering
     assert "Traceback" not in done.stdout + done.stderr
     assert _raw_controls(done.stdout + done.stderr) == []

@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from jobledger import Ledger
-
-JOBLEDGER = str(Path(sys.executable).parent / "jobledger")
+from tests.helpers import JOBLEDGER
 
 
 def run(
@@ -43,12 +40,6 @@ def assert_one_line_error(done: subprocess.CompletedProcess[str], *expected: str
     assert len(lines) == 1 or lines[0].startswith("Usage:"), done.stderr
     for text in expected:
         assert text in done.stderr, done.stderr
-
-
-@pytest.fixture
-def url(tmp_path: Path, sqlite_template: Path) -> str:
-    shutil.copy(sqlite_template, tmp_path / "cli.db")
-    return f"sqlite:///{tmp_path / 'cli.db'}"
 
 
 def _job_ids(url: str) -> list[str]:

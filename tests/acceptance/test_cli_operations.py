@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,45 +12,27 @@ import pytest
 from jobledger import Ledger, SqlLiveness, Worker
 from jobledger.identity import new_identity
 from jobledger.testing import free_port
-
-JOBLEDGER = str(Path(sys.executable).parent / "jobledger")
-
-
-def run(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [JOBLEDGER, *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-        check=False,
-    )
-
-
-@pytest.fixture
-def url(tmp_path: Path, sqlite_template: Path) -> str:
-    shutil.copy(sqlite_template, tmp_path / "cli.db")
-    return f"sqlite:///{tmp_path / 'cli.db'}"
+from tests.helpers import run_cli
 
 
 def test_enqueue_and_list(url: str) -> None:
-    done = run("--database-url", url, "enqueue", "a", "b", "--queue", "mail", "--data", '{"to": 1}')
+    done = run_cli(
+        "--database-url", url, "enqueue", "a", "b", "--queue", "mail", "--data", '{"to": 1}'
+    )
     assert done.returncode == 0, done.stderr
     assert "enqueued 2 jobs" in done.stdout
-    listed = run("--database-url", url, "jobs", "--json")
+    listed = run_cli("--database-url", url, "jobs", "--json")
     rows = [json.loads(line) for line in listed.stdout.splitlines()]
     assert [(r["job_id"], r["queue"], r["state"]) for r in rows] == [
         ("a", "mail", "enqueued"),
         ("b", "mail", "enqueued"),
     ]
-    table = run("--database-url", url, "jobs", "--state", "enqueued")
+    table = run_cli("--database-url", url, "jobs", "--state", "enqueued")
     assert "2 jobs" in table.stdout
 
 
 def test_environment_variable_names_the_database(url: str) -> None:
-    assert run("enqueue", "x", env={"JOBLEDGER_DATABASE_URL": url}).returncode == 0
+    assert run_cli("enqueue", "x", env={"JOBLEDGER_DATABASE_URL": url}).returncode == 0
     with Ledger(url) as ledger:
         assert ledger.status("x").state == "enqueued"
 
@@ -64,19 +43,20 @@ def test_processes_lists_live_workers_and_their_jobs(url: str) -> None:
         with Worker(ledger, SqlLiveness(ledger, ttl=30)) as worker:
             worker.claim("held-1")
             worker.claim("held-2")
-            listed = run("--database-url", url, "processes", "--json")
+            listed = run_cli("--database-url", url, "processes", "--json")
             (process,) = [json.loads(line) for line in listed.stdout.splitlines()]
             assert process["identity"] == worker.identity
             assert process["held"] == ["held-1", "held-2"]
-            assert worker.identity in run("--database-url", url, "processes").stdout
+            assert worker.identity in run_cli("--database-url", url, "processes").stdout
 
 
 def test_recover_once_abandons_the_dead_and_reports(url: str) -> None:
     with Ledger(url) as ledger:
         ledger.enqueue("orphan")
         ledger.claim("orphan", new_identity(host="gone"))
-    time.sleep(0.2)
-    done = run("--database-url", url, "recover", "--once", "--ttl", "1", "--grace", "0", "--json")
+    done = run_cli(
+        "--database-url", url, "recover", "--once", "--ttl", "1", "--grace", "0", "--json"
+    )
     assert done.returncode == 0, done.stderr
     (decision,) = [json.loads(line) for line in done.stdout.splitlines()]
     assert (decision["job_id"], decision["requeued"]) == ("orphan", True)
@@ -87,11 +67,11 @@ def test_operators_requeue_and_cancel(url: str) -> None:
     with Ledger(url) as ledger:
         ledger.enqueue_many(["failed", "waiting", "more"])
         ledger.fail(ledger.claim("failed", new_identity()), "boom")
-    done = run("--database-url", url, "requeue", "failed", "--reason", "fixed the SMTP host")
+    done = run_cli("--database-url", url, "requeue", "failed", "--reason", "fixed the SMTP host")
     assert done.returncode == 0, done.stderr
     assert "requeued 1 job" in done.stdout
-    assert run("--database-url", url, "cancel", "waiting", "more").returncode == 0
-    refused = run("--database-url", url, "cancel", "failed", "waiting")
+    assert run_cli("--database-url", url, "cancel", "waiting", "more").returncode == 0
+    refused = run_cli("--database-url", url, "cancel", "failed", "waiting")
     assert refused.returncode == 1
     assert "cancelled 1 of 2 jobs before:" in refused.stderr
     assert "'waiting'" in refused.stderr
@@ -118,26 +98,26 @@ def test_operators_requeue_and_cancel(url: str) -> None:
     ],
 )
 def test_expected_errors_are_one_clear_line(url: str, args: list[str], message: str) -> None:
-    done = run("--database-url", url, *args)
+    done = run_cli("--database-url", url, *args)
     assert done.returncode != 0
     assert message in done.stderr
     assert "Traceback" not in done.stderr
 
 
 def test_unreachable_database_masks_the_password() -> None:
-    done = run("--database-url", f"postgresql://me:hunter2@127.0.0.1:{free_port()}/x", "jobs")
+    done = run_cli("--database-url", f"postgresql://me:hunter2@127.0.0.1:{free_port()}/x", "jobs")
     assert done.returncode == 1
     assert "hunter2" not in done.stderr
     assert "unavailable" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
-    debug = run(
+    debug = run_cli(
         "--database-url", f"postgresql://me:hunter2@127.0.0.1:{free_port()}/x", "--debug", "jobs"
     )
     assert "Traceback" in debug.stderr
 
 
 def test_unreachable_redis_is_a_clear_error(url: str) -> None:
-    done = run(
+    done = run_cli(
         "--database-url", url, "--redis-url", f"redis://:pw@127.0.0.1:{free_port()}/0", "processes"
     )
     assert done.returncode == 1
@@ -150,7 +130,7 @@ def test_demo_passes_in_under_thirty_seconds(tmp_path: Path) -> None:
     temp = tmp_path / "tmp"  # the demo's temporary folder goes here, and must go away
     temp.mkdir()
     started = time.monotonic()
-    done = run("demo", timeout=60, env={"JOBLEDGER_DATABASE_URL": "", "TMPDIR": str(temp)})
+    done = run_cli("demo", timeout=60, env={"JOBLEDGER_DATABASE_URL": "", "TMPDIR": str(temp)})
     assert done.returncode == 0, done.stdout + done.stderr
     assert time.monotonic() - started < 30
     assert os.listdir(temp) == []
@@ -166,10 +146,10 @@ def test_demo_passes_in_under_thirty_seconds(tmp_path: Path) -> None:
 
 
 def test_db_current_says_whether_the_schema_is_behind(tmp_path: Path, url: str) -> None:
-    fresh = run("--database-url", f"sqlite:///{tmp_path / 'new.db'}", "db", "current", "--json")
+    fresh = run_cli("--database-url", f"sqlite:///{tmp_path / 'new.db'}", "db", "current", "--json")
     assert fresh.returncode == 1
     assert json.loads(fresh.stdout)["current"] is None
-    done = run("--database-url", url, "db", "current", "--json")
+    done = run_cli("--database-url", url, "db", "current", "--json")
     assert done.returncode == 0
     state = json.loads(done.stdout)
     assert state["up_to_date"] is True

@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import pytest
 from sqlalchemy.engine import make_url
 
 from jobledger import Ledger, RecoveryPolicy
 from jobledger.identity import new_identity
 from jobledger.testing import free_port
-
-from .test_cli_operations import run
-
-
-@pytest.fixture
-def url(tmp_path: Path, sqlite_template: Path) -> str:
-    shutil.copy(sqlite_template, tmp_path / "cli.db")
-    return f"sqlite:///{tmp_path / 'cli.db'}"
+from tests.helpers import run_cli
 
 
 @pytest.mark.parametrize(
@@ -42,20 +32,20 @@ def url(tmp_path: Path, sqlite_template: Path) -> str:
 )
 def test_recover_refuses_bad_values_at_start(url: str, args: list[str], option: str) -> None:
     # --once: a value accepted by mistake would make a clean sweep and exit 0.
-    done = run("--database-url", url, "recover", "--once", *args)
+    done = run_cli("--database-url", url, "recover", "--once", *args)
     assert done.returncode == 2, done.stdout + done.stderr
     assert f"Invalid value for '{option}'" in done.stderr
     assert "Traceback" not in done.stderr
 
 
 def test_recover_refuses_a_bad_ttl_from_the_environment(url: str) -> None:
-    done = run("--database-url", url, "recover", "--once", env={"JOBLEDGER_TTL": "nan"})
+    done = run_cli("--database-url", url, "recover", "--once", env={"JOBLEDGER_TTL": "nan"})
     assert done.returncode == 2
     assert "Invalid value for '--ttl'" in done.stderr
 
 
 def test_recover_takes_good_per_queue_values(url: str) -> None:
-    done = run(
+    done = run_cli(
         "--database-url", url, "recover", "--once", "--grace", "0",
         "--queue-max-attempts", "mail=2", "--queue-heartbeat-timeout", "mail=0.5",
     )  # fmt: skip
@@ -64,21 +54,21 @@ def test_recover_takes_good_per_queue_values(url: str) -> None:
 
 
 def test_a_negative_limit_is_blamed_on_the_limit(url: str) -> None:
-    done = run("--database-url", url, "jobs", "--limit", "-1")
+    done = run_cli("--database-url", url, "jobs", "--limit", "-1")
     assert done.returncode == 2
     assert "Invalid value for '--limit'" in done.stderr
     assert "--state" not in done.stderr
 
 
 def test_an_undecodable_queue_is_not_blamed_on_the_state(url: str) -> None:
-    done = run("--database-url", url, "jobs", "--queue", "q\udcff")  # the byte 0xff in argv
+    done = run_cli("--database-url", url, "jobs", "--queue", "q\udcff")  # the byte 0xff in argv
     assert done.returncode != 0
     assert "--state" not in done.stderr
 
 
 def test_an_unknown_database_option_is_blamed_on_the_url(postgres_url: str) -> None:
     bad = make_url(postgres_url).update_query_dict({"foo": "bar"})
-    done = run("--database-url", bad.render_as_string(hide_password=False), "jobs")
+    done = run_cli("--database-url", bad.render_as_string(hide_password=False), "jobs")
     assert done.returncode == 1
     assert "error: cannot use database URL" in done.stderr
     assert 'invalid connection option "foo"' in done.stderr
@@ -86,7 +76,7 @@ def test_an_unknown_database_option_is_blamed_on_the_url(postgres_url: str) -> N
 
 
 def test_redeliver_rq_needs_a_redis_url(url: str) -> None:
-    done = run("--database-url", url, "recover", "--once", "--redeliver", "rq")
+    done = run_cli("--database-url", url, "recover", "--once", "--redeliver", "rq")
     assert done.returncode == 2, done.stdout + done.stderr
     assert "--redeliver rq needs --rq-url or --redis-url" in done.stderr
     assert "Traceback" not in done.stderr
@@ -98,7 +88,7 @@ def test_redeliver_to_an_rq_that_is_down_fails_without_showing_its_password(url:
         claim = ledger.claim("orphan", new_identity())
         ledger.abandon("orphan", claim.token, "holder died", policy=RecoveryPolicy())
     rq_url = f"redis://:s3cret@127.0.0.1:{free_port()}/0"  # nothing listens there
-    done = run(
+    done = run_cli(
         "--database-url", url, "recover", "--once", "--redeliver", "rq",
         env={"JOBLEDGER_RQ_URL": rq_url},
     )  # fmt: skip
@@ -120,7 +110,7 @@ def test_redeliver_to_an_rq_that_is_down_fails_without_showing_its_password(url:
 def test_redeliver_target_that_is_not_one_is_refused_by_name(
     url: str, target: str, said: str
 ) -> None:
-    done = run("--database-url", url, "recover", "--once", "--redeliver", target)
+    done = run_cli("--database-url", url, "recover", "--once", "--redeliver", target)
     assert done.returncode == 2, done.stdout + done.stderr
     assert "--redeliver" in done.stderr
     assert said in done.stderr

@@ -18,7 +18,7 @@ import pytest
 from jobledger import Ledger, RedisLiveness, SqlLiveness
 from jobledger.errors import ConfigurationError
 from jobledger.testing import RedisServer, free_port
-from tests.acceptance.test_cli_operations import JOBLEDGER, run
+from tests.helpers import JOBLEDGER, run_cli
 
 #: Every secret below is made of these words; none of them may ever be shown.
 SECRET_WORDS = ("Sup3r", "TopSecret", "s3cret")
@@ -58,7 +58,7 @@ def sqlite_url(tmp_path: Path, sqlite_template: Path) -> str:
 
 @pytest.mark.parametrize("url", dead_database_urls())
 def test_database_error_lines_hide_the_password(url: str) -> None:
-    done = run("--database-url", url, "jobs", timeout=30)
+    done = run_cli("--database-url", url, "jobs", timeout=30)
     assert done.returncode != 0
     assert done.stderr.startswith("error: "), done.stderr
     assert_no_secret(done.stdout, done.stderr)
@@ -66,7 +66,7 @@ def test_database_error_lines_hide_the_password(url: str) -> None:
 
 @pytest.mark.parametrize("url", dead_redis_urls())
 def test_redis_error_lines_hide_the_password(url: str, sqlite_url: str) -> None:
-    done = run("--database-url", sqlite_url, "--redis-url", url, "processes", timeout=30)
+    done = run_cli("--database-url", sqlite_url, "--redis-url", url, "processes", timeout=30)
     assert done.returncode != 0
     assert "error: Redis at redis://" in done.stderr
     assert_no_secret(done.stdout, done.stderr)
@@ -74,7 +74,7 @@ def test_redis_error_lines_hide_the_password(url: str, sqlite_url: str) -> None:
 
 def test_db_upgrade_line_hides_a_query_password(postgres_url: str) -> None:
     # The test server trusts every local connection, so any password is accepted.
-    done = run("--database-url", postgres_url + "?password=Sup3rTopSecret", "db", "upgrade")
+    done = run_cli("--database-url", postgres_url + "?password=Sup3rTopSecret", "db", "upgrade")
     assert done.returncode == 0, done.stderr
     assert "?password=*** is at revision" in done.stdout
     assert_no_secret(done.stdout, done.stderr)

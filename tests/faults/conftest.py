@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from jobledger import Ledger, RecoveryProjector, RedisLiveness, SqlLiveness
 from jobledger.liveness import Liveness
 from jobledger.testing import RedisServer
 from tests.conftest import service_missing, truncate_all
+from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 TTL = 1.0
@@ -104,14 +105,7 @@ class FaultEnv:
         self.projectors.append((made, thread))
         return made
 
-    def wait_for(self, condition: Callable[[], bool], timeout: float, step: float = 0.05) -> float:
-        """Seconds until ``condition()`` held; fails after ``timeout``."""
-        started = time.monotonic()
-        while time.monotonic() - started < timeout:
-            if condition():
-                return time.monotonic() - started
-            time.sleep(step)
-        raise AssertionError(f"condition not met within {timeout}s")
+    wait_for = staticmethod(wait_for)
 
     def types(self, job_id: str) -> list[str]:
         return [e.type for e in self.ledger.history(job_id)]

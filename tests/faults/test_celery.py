@@ -27,6 +27,7 @@ from kombu import Connection
 from jobledger.identity import parse
 from tests.conftest import RECOVERED_STORY, service_missing
 from tests.faults.conftest import ROOT, TTL, FaultEnv
+from tests.helpers import marker_lines, terminate_cleanly
 
 CELERY = Path(sys.executable).parent / "celery"
 RABBITMQ_URL = os.environ.get("JOBLEDGER_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
@@ -177,10 +178,6 @@ def _celery_env(broker_kind: str, redis_env: FaultEnv) -> Iterator[CeleryEnv]:
     made.close()
 
 
-def _runs(marker: Path) -> list[str]:
-    return marker.read_text().split() if marker.exists() else []
-
-
 def _moves(env: FaultEnv, job_id: str) -> list[str]:
     return [t for t in env.types(job_id) if t != "heartbeat"]
 
@@ -192,13 +189,6 @@ def _skip_reasons(env: FaultEnv, job_id: str) -> list[str]:
         for e in env.ledger.history(job_id)
         if e.type == "rejected"
     ]
-
-
-def _stop(process: subprocess.Popen[str]) -> str:
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=30)
-    assert process.returncode == 0, stderr
-    return stderr
 
 
 def _claimed_by(env: FaultEnv, job_id: str) -> int:
@@ -226,14 +216,14 @@ def test_killed_pool_child_task_is_redelivered_and_runs_once_more(
         recover.kill()
         said = recover.communicate()[1]
         raise AssertionError(f"never ran again; recover said:\n{said}") from None
-    assert "redelivered to celery" in _stop(recover)
+    assert "redelivered to celery" in terminate_cleanly(recover)
     history = [e for e in env.ledger.history(task_id) if e.type != "heartbeat"]
     assert [e.type for e in history] == RECOVERED_STORY
     assert history[0].data["data"]["celery_task"] == "jl.counted"
     assert history[0].data["queue"] == celery_env.queue
     assert parse(history[1].process or "").pid == child
     assert parse(history[4].process or "").pid not in (child, worker.process.pid)
-    assert _runs(marker) == ["start", "start", "done"]  # killed once, completed once
+    assert marker_lines(marker) == ["start", "start", "done"]  # killed once, completed once
     assert env.ledger.verify().ok
 
 
@@ -250,13 +240,13 @@ def test_duplicate_delivery_while_the_first_run_is_alive_never_runs(
     assert celery_env.publish("jl.held", [str(marker), str(release)], task_id) == task_id
     worker.expect(f"duplicate delivery of task {task_id!r} skipped")
     assert env.ledger.status(task_id).state == "claimed"
-    assert _runs(marker) == ["start"]
+    assert marker_lines(marker) == ["start"]
     release.touch()
 
     env.wait_for(lambda: env.ledger.status(task_id).state == "completed", timeout=30)
     assert _moves(env, task_id) == ["enqueued", "claimed", "rejected", "completed"]
     assert _skip_reasons(env, task_id) == ["duplicate delivery: job is claimed by live process"]
-    assert _runs(marker) == ["start", "done"]  # the duplicate never ran
+    assert marker_lines(marker) == ["start", "done"]  # the duplicate never ran
     assert env.ledger.verify().ok
 
 
@@ -276,14 +266,14 @@ def test_killed_worker_and_children_task_runs_again_on_a_new_worker(
     env.wait_for(lambda: env.ledger.status(task_id).state != "claimed", timeout=TTL + 10)
     second = celery_env.worker()
     env.wait_for(lambda: env.ledger.status(task_id).state == "completed", timeout=60)
-    assert "redelivered to celery" in _stop(recover)
+    assert "redelivered to celery" in terminate_cleanly(recover)
     history = [e for e in env.ledger.history(task_id) if e.type != "heartbeat"]
     assert [e.type for e in history][:4] == ["enqueued", "claimed", "abandoned", "requeued"]
     assert [e.type for e in history][-2:] == ["claimed", "completed"]
     assert parse(history[1].process or "").pid == child
     assert parse(history[-2].process or "").pid not in (child, first.process.pid)
     assert second.process.poll() is None
-    assert _runs(marker) == ["start", "start", "done"]
+    assert marker_lines(marker) == ["start", "start", "done"]
     assert env.ledger.verify().ok
 
 
@@ -313,7 +303,7 @@ def test_retry_failure_expiry_and_unknown_task_map_to_lifecycle_moves(
     assert "unknown to the Celery worker" in env.ledger.history(unknown)[-1].data["reason"]
     # The claim is released before the retry is published, so the retry can be claimed.
     assert _moves(env, retried) == ["enqueued", "claimed", "released", "claimed", "completed"]
-    assert _runs(marker) == ["start", "start"]
+    assert marker_lines(marker) == ["start", "start"]
     assert _moves(env, broken) == ["enqueued", "claimed", "failed"]
     assert "RuntimeError: this task always fails" in (env.ledger.status(broken).last_error or "")
     assert env.ledger.verify().ok
@@ -332,7 +322,7 @@ def test_redis_visibility_timeout_redelivery_while_the_first_run_is_alive_never_
 
     # Redis hands the unacknowledged message out again while the first run holds it.
     worker.expect(f"duplicate delivery of task {task_id!r} skipped", timeout=45)
-    assert _runs(marker) == ["start"]
+    assert marker_lines(marker) == ["start"]
     release.touch()
 
     env.wait_for(lambda: env.ledger.status(task_id).state == "completed", timeout=30)
@@ -340,7 +330,7 @@ def test_redis_visibility_timeout_redelivery_while_the_first_run_is_alive_never_
     assert moves[:2] == ["enqueued", "claimed"]
     assert moves[-1] == "completed"
     assert set(moves[2:-1]) == {"rejected"}  # each redelivered copy, recorded as skipped
-    assert _runs(marker) == ["start", "done"]  # the redelivered copy never ran
+    assert marker_lines(marker) == ["start", "done"]  # the redelivered copy never ran
     assert env.ledger.verify().ok
 
 

@@ -31,7 +31,7 @@ from jobledger.redelivery import Redeliverer
 from jobledger.testing import RedisServer
 from tests.conftest import RECOVERED_STORY
 from tests.faults.conftest import ROOT, TTL, FaultEnv
-from tests.integration.test_redelivery import run_settled
+from tests.helpers import marker_lines, run_settled, terminate_cleanly
 
 RQ = Path(sys.executable).parent / "rq"
 
@@ -110,7 +110,7 @@ def test_rq_horses_open_no_connection_and_the_worker_keeps_one_session(
     gated = queue.enqueue("tests.faults.rq_jobs.gated", str(marker), str(gate))
     worker = _rq_worker(env)
     try:
-        env.wait_for(lambda: _runs(marker) == ["start"], timeout=30)
+        env.wait_for(lambda: marker_lines(marker) == ["start"], timeout=30)
         horse = _horse_of(worker.pid)
         # The worker's database connection is the only one; the horse merely inherited it.
         worker_connections = _database_sockets(worker.pid, env.database_url)
@@ -123,7 +123,7 @@ def test_rq_horses_open_no_connection_and_the_worker_keeps_one_session(
         assert worker.poll() is None
     finally:
         gate.touch()
-        _stop(worker)
+        terminate_cleanly(worker)
     env.wait_for(lambda: _other_sessions(env.database_url) == 0, timeout=10)
     assert [env.types(job.id) for job in [*jobs, gated]] == [
         ["enqueued", "claimed", "completed"]
@@ -213,18 +213,6 @@ def _recover_cli(env: FaultEnv, *extra: str) -> subprocess.Popen[str]:
     )
 
 
-def _stop(process: subprocess.Popen[str]) -> str:
-    """SIGTERM, wait, and its stderr; fails unless it exited cleanly."""
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=30)
-    assert process.returncode == 0, stderr
-    return stderr
-
-
-def _runs(marker: Path) -> list[str]:
-    return marker.read_text().split() if marker.exists() else []
-
-
 def test_killed_rq_job_is_redelivered_and_runs_again_on_another_worker(
     rq_env: tuple[FaultEnv, redis.Redis, LedgerQueue], tmp_path: Path
 ) -> None:
@@ -251,7 +239,7 @@ def test_killed_rq_job_is_redelivered_and_runs_again_on_another_worker(
 
     second = _rq_worker(env, "--burst")
     assert second.wait(timeout=60) == 0, second.stderr.read() if second.stderr else ""
-    stderr = _stop(recover)
+    stderr = terminate_cleanly(recover)
     assert "redelivered to rq" in stderr
 
     history = env.ledger.history(job.id)
@@ -259,7 +247,7 @@ def test_killed_rq_job_is_redelivered_and_runs_again_on_another_worker(
     holder_b = parse(history[4].process or "")
     assert holder_a.pid == first.pid
     assert holder_b.pid == second.pid
-    assert _runs(marker) == ["start", "start", "done"]  # killed once, completed once
+    assert marker_lines(marker) == ["start", "start", "done"]  # killed once, completed once
     # RQ's own registries agree: finished, neither started nor failed.
     assert Job.fetch(job.id, connection=connection).get_status() == JobStatus.FINISHED
     assert job.id in FinishedJobRegistry("jl", connection=connection).get_job_ids()
@@ -275,7 +263,7 @@ def test_duplicate_rq_delivery_while_the_first_run_is_alive_is_skipped(
     marker, gate = tmp_path / "runs", tmp_path / "gate"
     job = queue.enqueue("tests.faults.rq_jobs.gated", str(marker), str(gate))
     first = _rq_worker(env)
-    env.wait_for(lambda: _runs(marker) == ["start"], timeout=30)
+    env.wait_for(lambda: marker_lines(marker) == ["start"], timeout=30)
     holder = env.ledger.status(job.id).claimed_by
     time.sleep(TTL)  # past the grace period: only liveness keeps the holder's claim
 
@@ -283,7 +271,7 @@ def test_duplicate_rq_delivery_while_the_first_run_is_alive_is_skipped(
     Queue("jl", connection=connection).enqueue_job(Job.fetch(job.id, connection=connection))
     second = _rq_worker(env, "--burst")
     assert second.wait(timeout=60) == 0, second.stderr.read() if second.stderr else ""
-    assert _runs(marker) == ["start"]  # the duplicate did not run
+    assert marker_lines(marker) == ["start"]  # the duplicate did not run
     history = env.ledger.history(job.id)
     assert [e.type for e in history] == ["enqueued", "claimed", "rejected"]
     skip = history[2]
@@ -293,8 +281,8 @@ def test_duplicate_rq_delivery_while_the_first_run_is_alive_is_skipped(
 
     gate.touch()  # let the first run finish
     env.wait_for(lambda: env.ledger.status(job.id).state == "completed", timeout=30)
-    _stop(first)
-    assert _runs(marker) == ["start", "done"]  # ran once
+    terminate_cleanly(first)
+    assert marker_lines(marker) == ["start", "done"]  # ran once
     assert [e.type for e in env.ledger.history(job.id)][-2:] == ["rejected", "completed"]
     # RQ's own registries: finished, neither started nor failed, nothing left in between.
     assert Job.fetch(job.id, connection=connection).get_status() == JobStatus.FINISHED
@@ -316,7 +304,7 @@ def test_duplicate_rq_delivery_of_a_completed_job_is_skipped(
     # The same RQ job enqueued again: RQ says queued, and a worker gets it.
     Queue("jl", connection=connection).enqueue_job(Job.fetch(job.id, connection=connection))
     _run_burst(env)
-    assert _runs(marker) == ["start", "done"]
+    assert marker_lines(marker) == ["start", "done"]
     history = env.ledger.history(job.id)
     assert [e.type for e in history] == ["enqueued", "claimed", "completed", "rejected"]
     assert history[3].data["reason"] == "duplicate delivery: job is completed"
@@ -413,7 +401,7 @@ def test_redeliverer_survives_its_own_sigkill(
     worker = _rq_worker(env, "--burst")
     assert worker.wait(timeout=120) == 0, worker.stderr.read() if worker.stderr else ""
     for n, job in enumerate(jobs):
-        assert _runs(tmp_path / f"{n}") == ["start", "done"]  # ran once
+        assert marker_lines(tmp_path / f"{n}") == ["start", "done"]  # ran once
         assert env.types(job.id)[-2:] == ["claimed", "completed"]
         assert Job.fetch(job.id, connection=connection).get_status() == JobStatus.FINISHED
 

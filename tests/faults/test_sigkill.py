@@ -53,7 +53,12 @@ def test_two_projectors_abandon_each_claim_exactly_once(fault_env: FaultEnv) -> 
     worker.signal(signal.SIGKILL)
     worker.kill()
     env.wait_for(lambda: {s.state for s in env.ledger.jobs()} == {"enqueued"}, timeout=TTL + 5)
-    time.sleep(0.5)  # let both finish whatever sweep they were in
+    projectors = (first, second)
+    before = [p.counters.sweeps for p in projectors]
+    # The next sweep each one finishes is the one it was in, if any: wait for both.
+    env.wait_for(
+        lambda: all(p.counters.sweeps > n for p, n in zip(projectors, before, strict=True)), 5
+    )
     for job_id in jobs:
         counts = Counter(env.types(job_id))
         assert counts["abandoned"] == 1, env.types(job_id)

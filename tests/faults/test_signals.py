@@ -5,10 +5,11 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 
 from tests.faults.conftest import FaultEnv
+from tests.helpers import wait_for
 
 
 def test_tstp_quiets_and_term_releases_and_leaves(fault_env: FaultEnv) -> None:
@@ -45,10 +46,20 @@ def test_recover_exits_cleanly_on_sigterm(fault_env: FaultEnv) -> None:
     recover = subprocess.Popen(
         [*args, "recover", "--ttl", "1", "--interval", "0.2"], stderr=subprocess.PIPE, text=True
     )
-    time.sleep(2.0)
+    said: list[str] = []
+
+    def read() -> None:
+        assert recover.stderr is not None
+        for line in recover.stderr:
+            said.append(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    # It says "started" once its signal handlers are in place and it begins to sweep.
+    wait_for(lambda: any("started" in line for line in said), timeout=30)
     recover.send_signal(signal.SIGTERM)
     assert recover.wait(timeout=5) == 0
-    assert recover.stderr is not None
-    log = recover.stderr.read()
+    reader.join(timeout=5)
+    log = "".join(said)
     assert "SIGTERM, stopping" in log
     assert "stopped" in log

@@ -22,6 +22,7 @@ from jobledger.projection import fold
 from jobledger.schema import events, jobs
 from jobledger.store import status_values
 from jobledger.testing import scratch_database
+from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 A = new_identity()
@@ -264,9 +265,7 @@ def test_a_held_back_runner_says_why(
         slow.execute(select(func.pg_current_xact_id()))
         ledger.enqueue("waiting")
         runner.start()
-        deadline = time.monotonic() + 10
-        while "waits behind" not in caplog.text and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_for(lambda: "waits behind" in caplog.text, timeout=10, step=0.02)
         slow_tx.commit()
     stop.set()
     runner.join(10)
@@ -326,9 +325,7 @@ def test_concurrent_writers_and_a_long_transaction_deliver_everything_once_in_or
         slow_tx.commit()
     assert all(writer.wait(60) == 0 for writer in writers)
     expected = _positions(ledger)
-    deadline = time.monotonic() + 60
-    while len(_delivered(ledger)) < len(expected) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: len(_delivered(ledger)) >= len(expected), timeout=60)
     stop.set()
     for thread in runners:
         thread.join(30)

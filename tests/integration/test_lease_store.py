@@ -17,17 +17,9 @@ from jobledger import Ledger, SqlLiveness
 from jobledger.errors import LivenessUnavailable, SchemaMissing
 from jobledger.liveness.sql import lease_url
 from jobledger.schema import processes
-from tests.integration.test_liveness import info
+from tests.helpers import info
 
 HoldLock = Callable[[str, float], None]
-
-
-@pytest.fixture
-def sqlite_ledger(sqlite_template: Path, tmp_path: Path) -> Iterator[Ledger]:
-    path = tmp_path / "ledger.db"
-    path.write_bytes(sqlite_template.read_bytes())
-    with Ledger(f"sqlite:///{path}") as ledger:
-        yield ledger
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
 from typing import Any
 
 import pytest
@@ -12,21 +11,9 @@ import redis
 from jobledger import RedisLiveness
 from jobledger.errors import ConfigurationError, LivenessUnavailable
 from jobledger.identity import new_identity
-from jobledger.liveness import ProcessInfo
 from jobledger.testing import free_port
 from tests.conftest import Backend
-
-
-def info(identity: str | None = None, **changes: Any) -> ProcessInfo:
-    identity = identity or new_identity()
-    host, pid, _ = identity.split(":")
-    values: dict[str, Any] = {
-        "host": host,
-        "pid": int(pid),
-        "started_at": datetime.now(timezone.utc),
-    }
-    values.update(changes)
-    return ProcessInfo(identity=identity, **values)
+from tests.helpers import info
 
 
 def test_register_refresh_lapse(backend: Backend) -> None:

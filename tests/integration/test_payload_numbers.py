@@ -28,8 +28,8 @@ from jobledger.chain import GENESIS, event_hash
 from jobledger.errors import InvalidPayload, UnknownJob
 from jobledger.identity import new_identity
 from jobledger.schema import events, jobs
+from tests.helpers import json_values
 from tests.integration.test_export import _independent_canonical
-from tests.unit.test_encoding import json_values
 
 PROCESS = new_identity()
 _ids = itertools.count()

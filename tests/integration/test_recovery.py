@@ -11,7 +11,7 @@ from pathlib import Path
 from jobledger import Ledger, RecoveryPolicy, RecoveryProjector, RedisLiveness, Worker
 from jobledger.identity import new_identity
 from tests.conftest import Backend
-from tests.integration.test_liveness import info
+from tests.helpers import info
 
 
 def _orphan_jobs(backend: Backend, count: int, ttl: float = 0.5) -> str:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from jobledger import JobStatus, Ledger, RecoveryPolicy
 from jobledger.errors import RedeliveryFailed
 from jobledger.identity import new_identity
 from jobledger.redelivery import Redeliverer, RedeliveryTarget
+from tests.helpers import run_settled
 
 DEAD = new_identity()
 
@@ -33,16 +32,6 @@ def _requeue_after_death(ledger: Ledger, job_id: str) -> None:
     ledger.enqueue(job_id, queue="q")
     claim = ledger.claim(job_id, DEAD)
     ledger.abandon(job_id, claim.token, "holder died", policy=RecoveryPolicy())
-
-
-def run_settled(redeliverer: Redeliverer, timeout: float = 15.0) -> None:
-    """Deliver until no committed event is held back. On PostgreSQL a transaction left open
-    anywhere on the (shared) server holds the catch-up horizon back for a while."""
-    deadline = time.monotonic() + timeout
-    redeliverer.run_once()
-    while redeliverer.catchup.holdup() is not None and time.monotonic() < deadline:
-        time.sleep(0.05)
-        redeliverer.run_once()
 
 
 def test_a_target_is_a_small_protocol() -> None:

@@ -11,6 +11,7 @@ from jobledger import RecoveryPolicy, Worker
 from jobledger.errors import AlreadyClaimed, AttemptsExhausted, NotClaiming, StaleClaim
 from jobledger.identity import new_identity
 from tests.conftest import Backend
+from tests.helpers import wait_for
 
 
 def test_worker_registers_works_and_leaves(backend: Backend) -> None:
@@ -48,7 +49,7 @@ def test_busy_count_and_quiet_are_published(backend: Backend) -> None:
         worker.claim("a")
         worker.claim("b")
         worker.quiet()
-        time.sleep(0.1)
+        wait_for(lambda: [(p.busy, p.quiet) for p in liveness.processes()] == [(2, True)], 5)
         (published,) = liveness.processes()
         assert (published.busy, published.quiet) == (2, True)
         with pytest.raises(NotClaiming):
@@ -131,7 +132,8 @@ def test_lost_record_is_re_registered(backend: Backend) -> None:
     with Worker(backend.ledger, liveness) as worker:
         liveness.unregister(worker.identity)  # as a FLUSH or failover would
         assert not liveness.alive([worker.identity])[worker.identity]
-        time.sleep(0.6)  # refresh runs every TTL/3
+        # Its refresh (every TTL/3) finds the record gone and registers again.
+        wait_for(lambda: liveness.alive([worker.identity])[worker.identity], liveness.ttl)
         assert liveness.alive([worker.identity])[worker.identity]
         assert not worker.presumed_dead
 

@@ -12,25 +12,7 @@ from hypothesis import strategies as st
 from jobledger.chain import GENESIS, event_hash
 from jobledger.encoding import canonical_json, canonical_time, normalize_payload
 from jobledger.errors import InvalidPayload
-
-json_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")),
-    lambda children: (
-        st.lists(children, max_size=4)
-        | st.dictionaries(
-            st.text(
-                alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
-            ),
-            children,
-            max_size=4,
-        )
-    ),
-    max_leaves=20,
-)
+from tests.helpers import json_values
 
 
 @given(json_values)

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from jobledger.encoding import StoredPayloads, canonical_json, canonical_string
-from tests.unit.test_encoding import json_values
+from tests.helpers import json_values
 
 #: The ways a payload comes back as text: SQLAlchemy's JSON (json.dumps), PostgreSQL's
 #: JSONB output (spaces after separators), compact, and padded with whitespace.
