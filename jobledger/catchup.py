@@ -60,7 +60,7 @@ from .errors import ConfigurationError
 from .lifecycle import MOVES, EventType, State
 from .records import Event
 from .schema import EVENT_FIELDS, Xid8, checkpoints, events, queue_stats
-from .store import database_clock
+from .storage import database_clock
 
 if TYPE_CHECKING:
     from .ledger import Ledger

@@ -666,7 +666,7 @@ def status(settings: Settings, job_id: str | None, at: str | None, as_json: bool
     until = _instant(at)
     with settings.ledger() as ledger:
         if job_id is None:
-            counts = audit.state_counts(ledger.engine, until)
+            counts = ledger.state_counts(until)
         else:
             job = ledger.status(job_id) if until is None else _status_at(ledger, job_id, until)
     if job_id is None:
@@ -684,7 +684,7 @@ def status(settings: Settings, job_id: str | None, at: str | None, as_json: bool
 
 
 def _status_at(ledger: Ledger, job_id: str, until: datetime) -> JobStatus:
-    found = audit.replay(ledger.engine, until, job_id).get(job_id)
+    found = ledger.replay_job(job_id, until)
     if found is None:
         ledger.status(job_id)  # UnknownJob if it never existed at all
         raise click.ClickException(f"job {job_id!r} did not exist yet at {until.isoformat()}")
