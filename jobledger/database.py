@@ -213,10 +213,7 @@ def translate(exc: sa_exc.DBAPIError, engine: Engine) -> Exception:
 class HeldConnections:
     """DBAPI connections kept checked out of an Engine's pool between commands.
 
-    A command is two short statements. Checking a connection out of the pool for
-    each command cost more than the statements: the pool's pre-ping is a round
-    trip of its own, and checkout, reset-on-return and the isolation-level swap
-    are CPU on every call. So up to ``keep`` idle connections stay checked out,
+    Up to ``keep`` idle connections stay checked out (why: ``benchmarks/README.md``),
     each used by one command at a time (``list.pop``/``append`` are atomic, so
     threads may share the holder). A fresh connection still comes from the pool
     and is pre-pinged as usual; a held one that turns out broken is discarded
