@@ -30,8 +30,8 @@ class CommandStatements:
 
     Each takes the values of :func:`~jobledger.storage.rows.write_values` (the
     load: the job id alone). ``append`` and ``create`` return the new event's
-    position, or ``None`` when the version guard (or the unique constraint)
-    refused the write and nothing was written.
+    position, or ``None`` when the version guard refused the write and nothing
+    was written (the unique constraint behind the guard raises ``IntegrityError``).
     """
 
     load: DriverStatement
