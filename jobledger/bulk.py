@@ -40,7 +40,8 @@ from sqlalchemy import Connection, Select, Text, cast, insert, literal, null, se
 from .encoding import canonical_time
 from .projection import Draft
 from .schema import EVENT_FIELDS, STATUS_FIELDS, events, jobs
-from .store import copy_sql, status_row
+from .storage.postgres import copy_sql
+from .storage.rows import status_row
 
 if TYPE_CHECKING:
     import sqlite3

@@ -56,7 +56,7 @@ from .errors import ConfigurationError
 from .records import Event
 from .runner import Runner
 from .schema import EVENT_FIELDS, Xid8, checkpoints, events
-from .store import database_clock
+from .storage import database_clock
 
 if TYPE_CHECKING:
     from .ledger import Ledger

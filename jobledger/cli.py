@@ -690,12 +690,11 @@ def history(settings: Settings, job_id: str, as_json: bool) -> None:
 @pass_settings
 def status(settings: Settings, job_id: str | None, at: str | None, as_json: bool) -> None:
     """One job's status, or how many jobs are in each state; --at replays the events."""
-    from . import audit  # noqa: PLC0415
 
     until = _instant(at)
     with settings.ledger() as ledger:
         if job_id is None:
-            counts = audit.state_counts(ledger.engine, until)
+            counts = ledger.state_counts(until)
         else:
             job = ledger.status(job_id) if until is None else _status_at(ledger, job_id, until)
     if job_id is None:
@@ -713,9 +712,7 @@ def status(settings: Settings, job_id: str | None, at: str | None, as_json: bool
 
 
 def _status_at(ledger: Ledger, job_id: str, until: datetime) -> JobStatus:
-    from . import audit  # noqa: PLC0415
-
-    found = audit.replay(ledger.engine, until, job_id).get(job_id)
+    found = ledger.replay_job(job_id, until)
     if found is None:
         ledger.status(job_id)  # UnknownJob if it never existed at all
         raise click.ClickException(f"job {job_id!r} did not exist yet at {until.isoformat()}")

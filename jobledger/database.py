@@ -1,4 +1,8 @@
-"""Engines, URLs, and the one place where driver errors become jobledger errors."""
+"""Engines, URLs, and the one place where driver errors become jobledger errors.
+
+What differs between databases (engine options, session setup) is asked of the
+engine's backend (:mod:`jobledger.storage`).
+"""
 
 from __future__ import annotations
 
@@ -13,13 +17,28 @@ from urllib.parse import unquote_plus
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.pool import NullPool, PoolProxiedConnection, StaticPool
+from sqlalchemy.pool import NullPool, PoolProxiedConnection
 
 from .errors import ConfigurationError, DatabaseUnavailable, InvalidPayload, SchemaMissing
+from .storage import backend_for, backend_named
+from .storage.sqlite import SQLITE_BUSY_TIMEOUT
 
+__all__ = [
+    "DEFAULT_URL",
+    "MASK",
+    "SQLITE_BUSY_TIMEOUT",
+    "HeldConnections",
+    "creating",
+    "engine_for",
+    "mask",
+    "missing_file",
+    "parse_url",
+    "raise_translated",
+    "refuse_missing_file",
+    "translate",
+    "translated_errors",
+]
 DEFAULT_URL = "sqlite:///jobledger.db"
-#: How long a SQLite writer waits for another process's write lock before giving up.
-SQLITE_BUSY_TIMEOUT = 30.0
 
 # SQLSTATEs meaning "the schema is not there (yet)": undefined table / column.
 _MISSING_SCHEMA_SQLSTATES = {"42P01", "42703"}
@@ -86,38 +105,40 @@ def _is_secret(parameter: re.Match[str]) -> bool:
 
 
 def engine_for(url: str | URL | Engine) -> Engine:
-    """An Engine for ``url`` (or ``url`` itself), configured for jobledger's access pattern."""
+    """An Engine for ``url`` (or ``url`` itself), configured for jobledger's access pattern.
+
+    Connecting never creates a missing database file, except inside :func:`creating`
+    (``Ledger.migrate``): a read or a typo must not leave an empty file behind.
+    """
     engine = url if isinstance(url, Engine) else _create_engine(url)
-    if engine.dialect.name == "sqlite":
-        _configure_sqlite(engine)
+    if getattr(engine, "_jobledger_configured", False):
+        return engine
+    backend = backend_for(engine)
+    backend.configure(engine)
+    if backend.database_is_a_file:
+
+        @event.listens_for(engine, "do_connect")
+        def _refuse_to_create(dialect: Any, record: Any, cargs: Any, cparams: Any) -> None:
+            if not _creating.get():
+                refuse_missing_file(engine)
+
+    engine._jobledger_configured = True  # type: ignore[attr-defined]
     return engine
 
 
 def _create_engine(url: str | URL) -> Engine:
     parsed = parse_url(url)
-    kwargs: dict[str, Any] = {}
-    if parsed.get_backend_name() == "sqlite":
-        kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT, "check_same_thread": False}
-        if parsed.database in (None, "", ":memory:"):
-            kwargs["poolclass"] = StaticPool  # one shared connection, or each sees its own DB
-    elif parsed.get_backend_name() == "postgresql":
-        kwargs["pool_pre_ping"] = True  # a worker outlives database restarts
+    options = backend_named(parsed.get_backend_name()).engine_options(parsed)
     try:
-        return create_engine(parsed, **kwargs)
+        return create_engine(parsed, **options)
     except (sa_exc.ArgumentError, sa_exc.NoSuchModuleError, ImportError) as exc:
         hint = " (install jobledger[postgres] for PostgreSQL)" if "postgres" in str(exc) else ""
         raise ConfigurationError(f"cannot use database URL {mask(parsed)}: {exc}{hint}") from None
 
 
 def missing_file(engine: Engine) -> str | None:
-    """The absolute path of ``engine``'s SQLite database file if that file does not exist."""
-    url = engine.url
-    path = url.database
-    if url.get_backend_name() != "sqlite" or path in (None, "", ":memory:"):
-        return None
-    if url.query.get("uri") in ("true", "1"):
-        return None  # an SQLite URI filename: its own options say what may be created
-    return None if os.path.exists(path) else os.path.abspath(path)
+    """The absolute path of ``engine``'s database file if it is one and does not exist."""
+    return backend_for(engine).missing_file(engine.url)
 
 
 def refuse_missing_file(engine: Engine) -> None:
@@ -141,40 +162,6 @@ def creating() -> Iterator[None]:
 
 
 _creating: contextvars.ContextVar[bool] = contextvars.ContextVar("creating", default=False)
-
-
-def _configure_sqlite(engine: Engine) -> None:
-    """Real transactions (pysqlite's own are broken: no BEGIN before SELECT) and WAL.
-
-    WAL lets readers run beside the one writer; the busy timeout makes a writer
-    wait for another process's write instead of failing at once. Connecting
-    never creates a missing database file, except inside :func:`creating`
-    (``Ledger.migrate``): a read or a typo must not leave an empty file behind.
-    """
-    if getattr(engine, "_jobledger_configured", False):
-        return
-
-    @event.listens_for(engine, "do_connect")
-    def _refuse_to_create(dialect: Any, record: Any, cargs: Any, cparams: Any) -> None:
-        if not _creating.get():
-            refuse_missing_file(engine)
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, record: Any) -> None:
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT * 1000)}")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(connection: Any) -> None:
-        # A command reads and then writes: take the write lock up front, or a
-        # WAL reader that tries to upgrade fails at once instead of waiting.
-        immediate = connection.get_execution_options().get("jobledger_write")
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-
-    engine._jobledger_configured = True  # type: ignore[attr-defined]
 
 
 @contextlib.contextmanager
@@ -226,10 +213,7 @@ def translate(exc: sa_exc.DBAPIError, engine: Engine) -> Exception:
 class HeldConnections:
     """DBAPI connections kept checked out of an Engine's pool between commands.
 
-    A command is two short statements. Checking a connection out of the pool for
-    each command cost more than the statements: the pool's pre-ping is a round
-    trip of its own, and checkout, reset-on-return and the isolation-level swap
-    are CPU on every call. So up to ``keep`` idle connections stay checked out,
+    Up to ``keep`` idle connections stay checked out (why: ``benchmarks/README.md``),
     each used by one command at a time (``list.pop``/``append`` are atomic, so
     threads may share the holder). A fresh connection still comes from the pool
     and is pre-pinged as usual; a held one that turns out broken is discarded

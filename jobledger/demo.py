@@ -23,17 +23,14 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.text import Text
-from sqlalchemy import func, select
 
 from . import terminal
 from .errors import ConfigurationError, LedgerError
 from .ledger import Ledger
 from .liveness import RedisLiveness, liveness_for
 from .policy import RecoveryPolicy
-from .records import Claim, Event
+from .records import Claim
 from .recovery import RecoveryProjector
-from .schema import events
-from .store import event_from_row
 from .worker import Worker
 
 JOBS = 30
@@ -93,13 +90,6 @@ def _claim_some(ledger: Ledger, worker: Worker, count: int) -> list[Claim]:
 # -- the demo itself -----------------------------------------------------------------------
 
 
-def events_after(ledger: Ledger, position: int) -> list[Event]:
-    """Events appended after ``position``, in position order (one writer at a time on SQLite)."""
-    query = select(events).where(events.c.position > position).order_by(events.c.position)
-    with ledger.engine.connect() as conn:
-        return [event_from_row(row) for row in conn.execute(query)]
-
-
 class _Tail(threading.Thread):
     """Prints every appended event, in order, as the demo runs."""
 
@@ -114,7 +104,7 @@ class _Tail(threading.Thread):
             self.flush()
 
     def flush(self) -> None:
-        for event in events_after(self.ledger, self.after):
+        for event in self.ledger.events_after(self.after):
             self.after = event.position
             if event.type == "heartbeat":
                 continue
@@ -169,10 +159,7 @@ def _run(path: Path, redis_url: str | None, console: Console, kept: bool) -> int
     )
     names = {projector.identity: "recovery projector"}
     tail = _Tail(ledger, console, names)
-    with ledger.engine.connect() as conn:  # the tail shows what happens from here on
-        tail.after = conn.execute(
-            select(func.coalesce(func.max(events.c.position), 0))
-        ).scalar_one()
+    tail.after = ledger.last_position()  # the tail shows what happens from here on
     workers = _start_workers(url, redis_url, names)
     tail.start()
     sweeper = threading.Thread(
@@ -266,7 +253,7 @@ def _report(
     names: dict[str, str],
     console: Console,
 ) -> int:
-    recovered = sorted({e.job_id for e in events_after(ledger, 0) if e.type == "abandoned"})
+    recovered = sorted({e.job_id for e in ledger.events_after(0) if e.type == "abandoned"})
     if recovered:
         console.rule(terminal.text(f"timeline of {recovered[0]}, orphaned by {names[victim]}"))
         history = ledger.history(recovered[0])

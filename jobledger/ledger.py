@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Concatenate, ParamSpec, TextIO
@@ -18,6 +18,7 @@ from .errors import ConcurrencyConflict, DuplicateJob, LedgerError, UnknownJob
 from .lifecycle import EventType, State
 from .policy import RecoveryPolicy
 from .records import Claim, Event, JobStatus
+from .storage.reads import HeldClaim
 from .store import LostRace, Store
 
 #: How often one command re-reads and retries after losing a race to another writer.
@@ -391,6 +392,33 @@ class Ledger:
                 raise plan.refusal
             return _Outcome(status, wrote=True)
         raise ConcurrencyConflict(job_id, expected, attempted)
+
+    # -- reading for the recovery projector, the CLI and the demo -----------------------
+
+    def claim_holders(self) -> set[str]:
+        """Every process that holds a claim now."""
+        return self._store.claim_holders()
+
+    def claims_held_by(self, holders: Collection[str]) -> list[HeldClaim]:
+        """The claimed jobs of ``holders``, each with the database clock's ``now``."""
+        return self._store.claims_held_by(holders)
+
+    def replay_job(self, job_id: str, until: datetime) -> JobStatus | None:
+        """``job_id``'s status as of ``until`` (database clock); ``None`` if it had no event
+        by then."""
+        return audit.replay(self.engine, until, job_id).get(job_id)
+
+    def state_counts(self, until: datetime | None = None) -> dict[str, int]:
+        """How many jobs are in each state: now, or replayed as of ``until``."""
+        return audit.state_counts(self.engine, until)
+
+    def events_after(self, position: int) -> list[Event]:
+        """The events appended after ``position``, in position order."""
+        return self._store.events_after(position)
+
+    def last_position(self) -> int:
+        """The position of the latest event (0 if there is none)."""
+        return self._store.last_position()
 
 
 def _text(value: object, what: str) -> str | None:

@@ -24,20 +24,15 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Row, func, select
-
 from . import bounds
-from .database import translated_errors
 from .errors import DatabaseUnavailable, LivenessUnavailable
 from .identity import new_identity
 from .ledger import Ledger
-from .lifecycle import State
 from .liveness.base import Liveness, chunked
 from .liveness.trust import LifeWatch
 from .policy import RecoveryPolicy
 from .runner import Runner
-from .schema import jobs
-from .store import database_clock
+from .storage.reads import HeldClaim
 from .takeover import end_dead_claim
 
 log = logging.getLogger("jobledger.recovery")
@@ -120,7 +115,6 @@ class RecoveryProjector(Runner):
         self.mass_death_minimum = mass_death_minimum
         self.identity = identity or new_identity()
         self.counters = Counters()
-        self._clock = database_clock(ledger.engine.dialect.name)
         # Pauses, expiry estimates and latencies run on this clock (tests drive their own);
         # claim ages are read on the database clock, as every worker's are, and the time a
         # sweep took is measured on the real one.
@@ -260,36 +254,17 @@ class RecoveryProjector(Runner):
     # -- reading the ledger --------------------------------------------------------------
 
     def _holders(self) -> set[str]:
-        # claimed_by is set exactly while a job is claimed (the fold guarantees it, verify
-        # checks it), so this reads only the partial holder index, never the table.
-        query = (
-            select(jobs.c.claimed_by)
-            .where(jobs.c.claimed_by.is_not(None))
-            .group_by(jobs.c.claimed_by)
-        )
-        with translated_errors(self.ledger.engine), self.ledger.engine.connect() as conn:
-            return set(conn.execute(query).scalars())
+        return self.ledger.claim_holders()
 
-    def _claimed_rows(self, holders: Collection[str]) -> list[Row[Any]]:
+    def _claimed_rows(self, holders: Collection[str]) -> list[HeldClaim]:
         """The claimed jobs of ``holders``, each with the database clock as ``now``."""
-        rows: list[Row[Any]] = []
+        rows: list[HeldClaim] = []
         for chunk in chunked(sorted(holders)):  # bounded IN lists
             rows += self._claimed_by(chunk)
         return rows
 
-    def _claimed_by(self, holders: list[str]) -> list[Row[Any]]:
-        query = select(
-            jobs.c.job_id,
-            jobs.c.queue,
-            jobs.c.claimed_by,
-            jobs.c.claim_token,
-            jobs.c.attempt,
-            jobs.c.claimed_at,
-            func.coalesce(jobs.c.heartbeat_at, jobs.c.claimed_at).label("seen"),
-            self._clock.label("now"),
-        ).where(jobs.c.state == State.CLAIMED.value, jobs.c.claimed_by.in_(holders))
-        with translated_errors(self.ledger.engine), self.ledger.engine.connect() as conn:
-            return list(conn.execute(query).all())
+    def _claimed_by(self, holders: list[str]) -> list[HeldClaim]:
+        return self.ledger.claims_held_by(holders)
 
     def _orphans(self, holders: Collection[str]) -> list[_Orphan]:
         grace = timedelta(seconds=self.grace)
@@ -365,5 +340,5 @@ class RecoveryProjector(Runner):
             log.info("forgot %d lapsed processes holding no jobs", len(lapsed))
 
 
-def _orphan(row: Row[Any]) -> _Orphan:
+def _orphan(row: HeldClaim) -> _Orphan:
     return _Orphan(row.job_id, row.queue, row.claimed_by, row.claim_token, row.attempt)

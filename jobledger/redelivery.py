@@ -31,7 +31,7 @@ from .lifecycle import EventType, State
 from .records import Event, JobStatus
 from .runner import Runner
 from .schema import jobs
-from .store import status_from_row
+from .storage.rows import status_from_row
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine

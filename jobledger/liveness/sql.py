@@ -37,7 +37,7 @@ from .. import bounds
 from ..database import creating, engine_for, mask, refuse_missing_file, translated_errors
 from ..errors import DatabaseUnavailable, LivenessUnavailable
 from ..schema import processes
-from ..store import database_clock
+from ..storage import database_clock
 from .base import DEFAULT_TTL, Incarnation, LivenessBackend, ProcessInfo, chunked
 
 if TYPE_CHECKING:

@@ -20,7 +20,7 @@ from jobledger.errors import LedgerError
 from jobledger.identity import new_identity
 from jobledger.projection import fold
 from jobledger.schema import events, jobs
-from jobledger.store import status_values
+from jobledger.storage.rows import status_values
 from jobledger.testing import scratch_database
 from tests.helpers import wait_for
 

@@ -1,0 +1,142 @@
+"""What one kind of database does its own way, behind one class: :class:`Backend`.
+
+A backend owns its statements, its clock, how its engines and sessions are set
+up and, where it has one, its bulk path. :func:`jobledger.storage.backend_for`
+picks one per engine, once; the rest of jobledger asks it instead of testing
+the dialect's name. This module also holds the statements most backends share.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, NamedTuple, Protocol, runtime_checkable
+
+from sqlalchemy import Dialect, Engine, bindparam, insert, literal_column, select, update
+from sqlalchemy.engine import URL
+from sqlalchemy.pool import PoolProxiedConnection
+from sqlalchemy.sql.elements import ColumnElement
+
+from ..records import Event, JobStatus
+from ..schema import STATUS_FIELDS, events, jobs
+from .driver import DriverStatement
+
+#: How a command runs one statement: ``run(connection, statement, values)``, a cursor.
+Run = Callable[[PoolProxiedConnection, DriverStatement, tuple[Any, ...]], Any]
+
+
+class CommandStatements:
+    """A backend's command statements, compiled for one dialect.
+
+    Each takes the values of :func:`~jobledger.storage.rows.write_values` (the
+    load: the job id alone). ``append`` and ``create`` return the new event's
+    position, or ``None`` when the version guard refused the write and nothing
+    was written (the unique constraint behind the guard raises ``IntegrityError``).
+    """
+
+    load: DriverStatement
+
+    @property
+    def append_unread(self) -> DriverStatement | None:
+        """The write a holder sends without reading first (``Store.append_unread``), if any."""
+        return None
+
+    def append(self, run: Run, conn: PoolProxiedConnection, values: tuple[Any, ...]) -> int | None:
+        raise NotImplementedError
+
+    def create(self, run: Run, conn: PoolProxiedConnection, values: tuple[Any, ...]) -> int | None:
+        raise NotImplementedError
+
+    def by_name(self) -> dict[str, DriverStatement]:
+        """Every statement, by name (the benchmarks run the same SQL raw)."""
+        return {name: s for name, s in vars(self).items() if isinstance(s, DriverStatement)}
+
+
+@runtime_checkable
+class BulkCopy(Protocol):
+    """Command statements that can also stream a batch of new jobs (COPY)."""
+
+    #: What the driver is told, for error messages.
+    copy_description: str
+
+    def batch_start(self, run: Run, conn: PoolProxiedConnection) -> tuple[datetime, Any]:
+        """The batch transaction's database time and the id its events carry."""
+
+    def copy(
+        self, conn: PoolProxiedConnection, pairs: Sequence[tuple[Event, JobStatus]], tx_id: Any
+    ) -> None:
+        """Stream the jobs and events of a batch, in the caller's transaction."""
+
+
+class BatchStatements(NamedTuple):
+    """What ``create_many`` runs through SQLAlchemy: the clock, then two multi-row INSERTs."""
+
+    clock: Any
+    insert_status: Any
+    insert_events: Any
+
+
+class Backend:
+    """A kind of database (see the module's docstring). This base is what any
+    SQLAlchemy dialect can do; subclasses do better where their database can."""
+
+    #: The SQLAlchemy dialect's name.
+    name: str = "default"
+    #: Commands run on autocommit connections, each write one statement that commits by
+    #: itself. Otherwise a command is one transaction on its connection, committed at its end.
+    autocommit_commands: bool = False
+    #: The SQL that opens a command's transaction (``None``: the driver opens one itself).
+    begin_command: str | None = None
+    #: A database is a file, which connecting could create (see ``database.engine_for``).
+    database_is_a_file: bool = False
+
+    def clock(self) -> ColumnElement[datetime]:
+        """The database server's current time: the only clock event timestamps come from."""
+        raise NotImplementedError
+
+    def transaction_id(self) -> ColumnElement[Any] | None:
+        """The writing transaction's id, stored with each event (``None``: not kept)."""
+        return None
+
+    def engine_options(self, url: URL) -> dict[str, Any]:
+        """Keyword arguments for ``create_engine(url)``."""
+        return {}
+
+    def configure(self, engine: Engine) -> None:
+        """Set up ``engine``'s sessions (called once per engine)."""
+
+    def missing_file(self, url: URL) -> str | None:
+        """The absolute path of the database file ``url`` names, if it is one and is missing."""
+        return None
+
+    def copies_batches(self, dialect: Dialect) -> bool:
+        """Whether ``create_many`` streams its rows (the commands are a :class:`BulkCopy`)."""
+        return False
+
+    def commands(self, dialect: Dialect) -> CommandStatements:
+        """The command statements, compiled for ``dialect`` (which must know its server)."""
+        raise NotImplementedError
+
+    def batch_statements(self) -> BatchStatements:
+        return BatchStatements(
+            clock=select(self.clock().label("now")),
+            insert_status=insert(jobs),
+            insert_events=insert(events).values(tx_id=self.transaction_id()),
+        )
+
+
+def load_statement(clock: ColumnElement[datetime]) -> Any:
+    """The job's row (all NULL if there is none) and the database clock, in one row."""
+    one = select(literal_column("1").label("one")).subquery("one")
+    return select(clock.label("now"), *jobs.c).select_from(
+        one.outerjoin(jobs, jobs.c.job_id == bindparam("job_id"))
+    )
+
+
+def guarded_update() -> Any:
+    """The projection row's update, matching only at the version the writer read."""
+    return (
+        update(jobs)
+        .where(jobs.c.job_id == bindparam("j_job_id"), jobs.c.version == bindparam("expected"))
+        .values({name: bindparam("j_" + name) for name in STATUS_FIELDS if name != "job_id"})
+    )

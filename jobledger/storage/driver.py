@@ -1,0 +1,209 @@
+"""Statements compiled once and run straight on a DBAPI cursor, values converted as
+SQLAlchemy would convert them.
+
+Commands are the hot path: they skip SQLAlchemy's per-execution machinery and
+replay only what matters of it, the column types' bind and result processors,
+so what is stored and read back is exactly what SQLAlchemy would store and read.
+Why, and what it bought: ``benchmarks/README.md``, "What was slow".
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import Dialect
+from sqlalchemy.pool import PoolProxiedConnection
+
+from ..schema import UtcDateTime
+
+
+class DriverStatement:
+    """A statement compiled once for one dialect and run straight on a DBAPI cursor.
+
+    The caller passes its values as one flat tuple laid out as ``source`` names
+    them (say ``("expected", "j_job_id", ...)``): picking the statement's
+    parameters out of it is then a single ``itemgetter`` call, with no dict built.
+    """
+
+    def __init__(
+        self,
+        statement: Any,
+        dialect: Dialect,
+        source: Sequence[str] = (),
+        column_keys: Sequence[str] | None = None,
+    ) -> None:
+        compiled = statement.compile(dialect=dialect, column_keys=column_keys)
+        self.sql: str = compiled.string
+        binds = {name: bind for bind, name in compiled.bind_names.items()}
+        #: Bind names in the order the driver takes them (positional dialects) or any order.
+        self.names: tuple[str, ...] = tuple(compiled.positiontup or binds)
+        self._positional = bool(dialect.positional)
+        # Literals the statement carries (SQLite's strftime format, a NULL tx_id) are
+        # processed once, here; the caller supplies every other value.
+        self._fixed: dict[str, Any] = {}
+        self._processors: list[tuple[int, Callable[[Any], Any]]] = []
+        for index, name in enumerate(self.names):
+            bind = binds[name]
+            process = _bind_processor(bind.type, dialect)
+            if not bind.required:
+                value = bind.effective_value
+                self._fixed[name] = process(value) if process is not None else value
+            elif process is not None:
+                self._processors.append((index, process))
+        # Fixed values ride at the end of the caller's tuple.
+        self._tail = tuple(self._fixed.values())
+        where = {name: i for i, name in enumerate((*source, *self._fixed))}
+        self._pick = _tuple_getter([where[name] for name in self.names])
+        columns = getattr(statement, "selected_columns", ())
+        self._readers = [
+            (index, reader)
+            for index, column in enumerate(columns)
+            if (reader := _result_processor(column.type, dialect))
+        ]
+
+    def parameters(self, values: tuple[Any, ...]) -> Any:
+        """The driver's parameters for ``values`` (laid out as ``source`` says)."""
+        out = self.row(values)
+        if self._positional:
+            return out
+        return dict(zip(self.names, out, strict=True))
+
+    def row(self, values: tuple[Any, ...]) -> list[Any]:
+        """The processed values, in the order of :attr:`names`."""
+        out = list(self._pick(values + self._tail if self._tail else values))
+        for index, process in self._processors:
+            out[index] = process(out[index])
+        return out
+
+    def read(self, row: Sequence[Any]) -> list[Any]:
+        """A result row with every column converted as SQLAlchemy would."""
+        out = list(row)
+        for index, reader in self._readers:
+            out[index] = reader(out[index])
+        return out
+
+
+def command_cursor(conn: PoolProxiedConnection) -> Any:
+    """``conn``'s cursor for commands, made once per DBAPI connection.
+
+    Every command reads its results to the end before the next statement, so
+    one cursor per connection serves them all (why: ``benchmarks/README.md``).
+    """
+    dbapi_connection = conn.dbapi_connection
+    made = conn.info.get(_CURSOR)
+    if made is None or made[0] is not dbapi_connection:
+        made = conn.info[_CURSOR] = (dbapi_connection, conn.cursor())
+    return made[1]
+
+
+_CURSOR = "jobledger.command_cursor"
+
+
+def first_value(cursor: Any) -> int | None:
+    """The first column of the cursor's first row, or ``None`` if it returned no row."""
+    rows = cursor.fetchall()  # to the end: SQLite cannot commit while a statement is pending
+    return int(rows[0][0]) if rows else None
+
+
+def _bind_processor(type_: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
+    processor = type_.dialect_impl(dialect).bind_processor(dialect)
+    if isinstance(type_, UtcDateTime) and processor is not None:
+        return _verified(_fast_datetime_bind(dialect), processor, _BIND_PROBES)
+    return processor  # type: ignore[no-any-return]
+
+
+def _result_processor(type_: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
+    processor = type_.dialect_impl(dialect).result_processor(dialect, None)
+    if isinstance(type_, UtcDateTime) and processor is not None:
+        probes = _TEXT_PROBES if _stores_text(dialect) else _BIND_PROBES
+        return _verified(_fast_datetime_result(dialect), processor, probes)
+    return processor  # type: ignore[no-any-return]
+
+
+# One-step versions of UtcDateTime's processors (SQLAlchemy's own are a chain of
+# three calls); used only if they give exactly SQLAlchemy's results on the probes.
+_UTC = timezone.utc
+
+
+def _stores_text(dialect: Dialect) -> bool:
+    """Whether the dialect keeps datetimes as text (SQLite), in SQLAlchemy's format."""
+    return dialect.name == "sqlite"
+
+
+def _fast_datetime_bind(dialect: Dialect) -> Callable[[Any], Any]:
+    as_text = _stores_text(dialect)
+
+    def bind(value: datetime | None) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("jobledger stores only timezone-aware datetimes")
+        value = value.astimezone(_UTC)
+        if as_text:  # SQLAlchemy's SQLite storage format, microseconds always written
+            return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+        return value
+
+    return bind
+
+
+def _fast_datetime_result(dialect: Dialect) -> Callable[[Any], Any]:
+    from_text = _stores_text(dialect)
+
+    def result(value: Any) -> datetime | None:
+        if value is None:
+            return None
+        if from_text:
+            value = datetime.fromisoformat(value)
+        if value.tzinfo is None:
+            return value.replace(tzinfo=_UTC)  # type: ignore[no-any-return]
+        return value.astimezone(_UTC)  # type: ignore[no-any-return]
+
+    return result
+
+
+def _verified(
+    fast: Callable[[Any], Any], reference: Callable[[Any], Any], probes: Sequence[Any]
+) -> Callable[[Any], Any]:
+    """``fast`` if it agrees with ``reference`` (value and type) on every probe."""
+    for probe in probes:
+        try:
+            expected = reference(probe)
+        except Exception:  # a probe the reference refuses tells nothing
+            continue
+        got = fast(probe)
+        if got != expected or type(got) is not type(expected) or _zone(got) != _zone(expected):
+            return reference
+    return fast
+
+
+def _zone(value: Any) -> Any:
+    return value.utcoffset() if isinstance(value, datetime) else None
+
+
+_BIND_PROBES: tuple[Any, ...] = (
+    None,
+    datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc),
+    datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc),
+    datetime(999, 12, 31, 23, 59, 59, 1, tzinfo=timezone(timedelta(hours=5, minutes=30))),
+    datetime(2026, 7, 1, 0, 0, 0, 5, tzinfo=timezone(timedelta(hours=-7))),
+)
+_TEXT_PROBES: tuple[Any, ...] = (
+    None,
+    "2026-01-02 03:04:05.678901",
+    "2026-01-02 03:04:05.000000",
+    "2026-01-02 03:04:05.678",  # the SQLite clock's own format (milliseconds)
+    "0999-12-31 23:59:59.000001",
+)
+
+
+def _tuple_getter(indexes: Sequence[int]) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:
+    """``values -> (values[i] for each i)`` as a tuple, in C (``itemgetter``)."""
+    if not indexes:
+        return lambda values: ()
+    if len(indexes) == 1:
+        (index,) = indexes
+        return lambda values: (values[index],)
+    return operator.itemgetter(*indexes)

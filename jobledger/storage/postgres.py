@@ -1,0 +1,146 @@
+"""PostgreSQL: each write ONE statement in autocommit, and batches by COPY.
+
+The guarded write is a data-modifying CTE: the projection row is updated
+``WHERE version = expected`` (or inserted, for a new job) and the event is
+inserted only for the row that CTE wrote, all or nothing, so a command costs
+two round trips: read, write. Every event carries its writer's
+``pg_current_xact_id()``, which catch-up readers need (``jobledger.catchup``).
+
+A holder that knows the row it wrote last may skip the read
+(``Store.append_unread``): its write is guarded by that version and by its
+timestamp lying within :data:`CLOCK_TOLERANCE` of ``now()`` as the statement runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    Dialect,
+    Integer,
+    String,
+    Text,
+    bindparam,
+    cast,
+    func,
+    insert,
+    literal_column,
+    select,
+)
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import URL
+from sqlalchemy.pool import PoolProxiedConnection
+from sqlalchemy.sql.elements import ColumnElement
+
+from ..records import Event, JobStatus
+from ..schema import EVENT_FIELDS, STATUS_FIELDS, Json, UtcDateTime, events, jobs
+from .backend import Backend, CommandStatements, Run, guarded_update, load_statement
+from .driver import DriverStatement, command_cursor, first_value
+from .rows import event_row, status_row, write_layout
+
+#: How far a timestamp chosen by this process may lie from the database clock.
+CLOCK_TOLERANCE = timedelta(milliseconds=100)
+
+
+class PostgresBackend(Backend):
+    name = "postgresql"
+    autocommit_commands = True
+
+    def clock(self) -> ColumnElement[datetime]:
+        return func.now(type_=UtcDateTime)
+
+    def transaction_id(self) -> ColumnElement[Any]:
+        return func.pg_current_xact_id()
+
+    def engine_options(self, url: URL) -> dict[str, Any]:
+        return {"pool_pre_ping": True}  # a worker outlives database restarts
+
+    def copies_batches(self, dialect: Dialect) -> bool:
+        return dialect.driver == "psycopg"
+
+    def commands(self, dialect: Dialect) -> PostgresCommands:
+        return PostgresCommands(self, dialect)
+
+
+class PostgresCommands(CommandStatements):
+    """One-statement writes, and the COPY streams of a batch."""
+
+    def __init__(self, backend: Backend, dialect: Dialect) -> None:
+        source = write_layout()
+        moved = guarded_update().returning(jobs.c.job_id)
+        self.load = DriverStatement(load_statement(backend.clock()), dialect, ("job_id",))
+        self.pg_append = DriverStatement(_append_after(moved.cte("moved")), dialect, source)
+        stamped = bindparam("e_recorded_at", type_=UtcDateTime)
+        tolerance: Any = literal_column(f"interval '{CLOCK_TOLERANCE.total_seconds():g} seconds'")
+        on_the_clock = stamped.between(func.now() - tolerance, func.now() + tolerance)
+        unread = _append_after(moved.where(on_the_clock).cte("moved"))
+        self.pg_append_unread = DriverStatement(unread, dialect, source)
+        created = (
+            postgresql.insert(jobs)
+            .values({name: bindparam("j_" + name) for name in STATUS_FIELDS})
+            .on_conflict_do_nothing(index_elements=[jobs.c.job_id])
+            .returning(jobs.c.job_id)
+            .cte("created")
+        )
+        self.pg_create = DriverStatement(_append_after(created), dialect, source)
+        # A batch: the transaction's clock and id, then the rows to COPY.
+        clock = select(backend.clock().label("now"), cast(func.pg_current_xact_id(), Text))
+        self.batch_clock = DriverStatement(clock, dialect)
+        self.jobs_rows = DriverStatement(insert(jobs), dialect, STATUS_FIELDS, STATUS_FIELDS)
+        insert_events = insert(events).values(tx_id=backend.transaction_id())
+        self.events_rows = DriverStatement(insert_events, dialect, EVENT_FIELDS, EVENT_FIELDS)
+        # COPY takes the columns in the order the rows are laid out.
+        self.jobs_copy = copy_sql(jobs.name, self.jobs_rows.names)
+        self.events_copy = copy_sql(events.name, (*self.events_rows.names, "tx_id"))
+        self.copy_description = f"{self.jobs_copy}; {self.events_copy}"
+
+    @property
+    def append_unread(self) -> DriverStatement:
+        return self.pg_append_unread
+
+    def append(self, run: Run, conn: PoolProxiedConnection, values: tuple[Any, ...]) -> int | None:
+        return first_value(run(conn, self.pg_append, values))
+
+    def create(self, run: Run, conn: PoolProxiedConnection, values: tuple[Any, ...]) -> int | None:
+        return first_value(run(conn, self.pg_create, values))
+
+    def batch_start(self, run: Run, conn: PoolProxiedConnection) -> tuple[datetime, Any]:
+        """The batch transaction's ``now()`` and ``pg_current_xact_id()`` (as text)."""
+        (row,) = run(conn, self.batch_clock, ()).fetchall()
+        now, tx_id = self.batch_clock.read(row)
+        return now, tx_id
+
+    def copy(
+        self, conn: PoolProxiedConnection, pairs: Sequence[tuple[Event, JobStatus]], tx_id: Any
+    ) -> None:
+        """COPY the jobs and events of a batch, in the caller's transaction.
+
+        The rows carry exactly what the INSERTs would: the values pass through
+        the same column processors, and ``tx_id`` is the transaction's own. A
+        duplicate id fails the COPY.
+        """
+        cursor = command_cursor(conn)
+        with cursor.copy(self.jobs_copy) as copy:
+            for _, status in pairs:
+                copy.write_row(self.jobs_rows.row(status_row(status)))
+        with cursor.copy(self.events_copy) as copy:
+            for event, _ in pairs:
+                copy.write_row([*self.events_rows.row(event_row(event)), tx_id])
+
+
+def copy_sql(table: str, columns: Sequence[str]) -> str:
+    return f"COPY {table} ({', '.join(columns)}) FROM STDIN"
+
+
+def _append_after(guard: Any) -> Any:
+    """INSERT the event only for the row the ``guard`` CTE wrote: all or nothing, one statement."""
+    types: dict[str, Any] = {"version": Integer(), "data": Json, "recorded_at": UtcDateTime}
+    row: Any = select(
+        guard.c.job_id,
+        *(bindparam("e_" + n, type_=types.get(n, String())) for n in EVENT_FIELDS[1:]),
+        func.pg_current_xact_id(),
+    ).select_from(guard)
+    columns = [events.c[name] for name in EVENT_FIELDS] + [events.c.tx_id]
+    return insert(events).from_select(columns, row).returning(events.c.position)

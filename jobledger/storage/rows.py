@@ -1,0 +1,55 @@
+"""Rows and records: projection rows as :class:`JobStatus`, event rows as :class:`Event`,
+and both back as the values a write sends."""
+
+from __future__ import annotations
+
+import dataclasses
+import operator
+from typing import Any
+
+from ..records import Event, JobStatus
+from ..schema import EVENT_FIELDS, STATUS_FIELDS
+
+# Commands build JobStatus positionally from the projection's columns.
+if tuple(field.name for field in dataclasses.fields(JobStatus)) != STATUS_FIELDS:
+    raise RuntimeError("JobStatus fields must follow the columns of jobledger_jobs, in order")
+
+
+def status_from_row(row: Any) -> JobStatus:
+    return JobStatus(**{name: row._mapping[name] for name in STATUS_FIELDS})
+
+
+def event_from_row(row: Any) -> Event:
+    return Event(position=row.position, **{name: row._mapping[name] for name in EVENT_FIELDS})
+
+
+#: A status (or a fold's draft) and an event as tuples in column order; attrgetter runs in C.
+status_row = operator.attrgetter(*STATUS_FIELDS)
+event_row = operator.attrgetter(*EVENT_FIELDS)
+
+
+def status_values(status: JobStatus) -> dict[str, Any]:
+    return dict(zip(STATUS_FIELDS, status_row(status), strict=True))
+
+
+def event_values(event: Event) -> dict[str, Any]:
+    return dict(zip(EVENT_FIELDS, event_row(event), strict=True))
+
+
+def write_layout(status_prefix: str = "j_", event_prefix: str = "e_") -> tuple[str, ...]:
+    """The names of :func:`write_values`' fields, the columns under these prefixes.
+
+    Every command statement draws its parameters from that one tuple; a statement
+    whose binds are the bare column names of one table names that table's part
+    without a prefix.
+    """
+    return (
+        "expected",
+        *(status_prefix + name for name in STATUS_FIELDS),
+        *(event_prefix + name for name in EVENT_FIELDS),
+    )
+
+
+def write_values(expected: int, status: JobStatus, event: Event) -> tuple[Any, ...]:
+    """What a write sends: the version it expects, the job's new status, the event."""
+    return (expected, *status_row(status), *event_row(event))
