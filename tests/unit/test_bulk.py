@@ -9,14 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jobledger.bulk import (
-    Bulk,
-    PostgresBulk,
-    SqliteBulk,
-    _copy_line,
-    _copy_rows,
-    parse_moment,
-)
+from jobledger.audit.bulk import Bulk, SqliteBulk, parse_moment
+from jobledger.audit.postgres import PostgresBulk, _copy_line, _copy_rows
 from jobledger.encoding import canonical_time
 
 instants = st.datetimes(
