@@ -169,8 +169,7 @@ class SqliteBulk(Bulk):
         )
         row_query = f"SELECT job_id, version, NULL, {tail} FROM {jobs.name}{where}"
         if self._python_order:
-            # Two cursors, merged here: SQLite's own merge of a UNION ALL cost more
-            # than the rest of reading an event, most of it for the padding columns.
+            # Two cursors merged here beat SQLite's own UNION ALL (benchmarks/README.md).
             return _merged_by_job(
                 self._conn.execute(f"{event_query} ORDER BY job_id, version", params),
                 self._conn.execute(f"{row_query} ORDER BY job_id", params),
@@ -209,7 +208,7 @@ def _merged_by_job(events: Iterator[Row], rows: Iterator[Row]) -> Iterator[Row]:
     """Events and projection rows, both in job order, as one stream in job order."""
     row = next(rows, None)
     for event in events:
-        while row is not None and row[0] <= event[0]:
+        while row is not None and row[0] <= event[0]:  # job ids
             yield row
             row = next(rows, None)
         yield event

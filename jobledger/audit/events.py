@@ -91,18 +91,23 @@ _decode_jsonb = json.JSONDecoder().raw_decode
 
 
 def _from_postgresql(row: Any) -> StoredEvent:
-    return StoredEvent._make((*row[:5], _decode_jsonb(row[5])[0], *row[6:]))
+    position, job_id, version, kind, process, data, moment, prev_hash, hash_ = row
+    value = _decode_jsonb(data)[0]
+    fields = (position, job_id, version, kind, process, value, moment, prev_hash, hash_)
+    return tuple.__new__(StoredEvent, fields)
 
 
 def _from_sqlite(row: Any) -> StoredEvent:
-    moment = datetime.fromisoformat(row[6]).replace(tzinfo=timezone.utc)  # stored as UTC
+    position, job_id, version, kind, process, data, moment, prev_hash, hash_ = row
+    instant = datetime.fromisoformat(moment).replace(tzinfo=timezone.utc)  # stored as UTC
     try:
-        data = json.loads(row[5])
+        value = json.loads(data)
     except ValueError:
         # Only an edit behind the ledger's back stores text that is not JSON; kept as
         # a string, the fold of an event that needs its data reports CorruptHistory.
-        data = row[5]
-    return StoredEvent._make((*row[:5], data, moment, row[7], row[8]))
+        value = data
+    fields = (position, job_id, version, kind, process, value, instant, prev_hash, hash_)
+    return tuple.__new__(StoredEvent, fields)
 
 
 _CONVERTERS: dict[str, Callable[[Any], StoredEvent]] = {

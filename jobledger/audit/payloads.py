@@ -35,10 +35,8 @@ class JsonStrings(dict[str, str]):
 class StoredPayloads:
     """Stored payload texts decoded, and canonically encoded, once per distinct text.
 
-    Verify and rebuild read every event's payload as JSON text, and most texts
-    repeat (``{"attempt": 1}``, ``{"progress": null}``): decoding and re-encoding
-    them cost more than hashing the event. Each answer depends on the text
-    alone, so serving a repeat from the cache can never change a hash. Only
+    Most texts repeat (``{"attempt": 1}``, ``{"progress": null}``). Each answer
+    depends on the text alone, so serving a repeat from the cache can never change a hash. Only
     texts of up to ``longest`` characters are kept (short payloads are the ones
     that repeat), and the cache starts over when it holds ``size`` of them, so
     its memory stays bounded. Callers must not modify the values handed out:
@@ -119,20 +117,22 @@ class StoredPayloads:
 def _sorted_encoder() -> Callable[[JSONValue], str]:
     """JSON with sorted keys and no whitespace, for decoded JSON without floats.
 
-    ``JSONEncoder.encode`` builds a new C encoder on every call, which cost as
-    much as the encoding; the C encoder is made once here instead, and used
-    only if it writes a probe value exactly as ``JSONEncoder`` does.
+    ``JSONEncoder.encode`` builds a new C encoder on every call; this one is made
+    once, and used only if it writes a probe value exactly as ``JSONEncoder`` does.
     """
     standard = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:
+    make_encoder = getattr(json.encoder, "c_make_encoder", None)
+    if make_encoder is None:
         return standard
 
     def unencodable(value: object) -> None:
         raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
 
     try:
-        encoder = make(None, unencodable, canonical_string, None, ":", ",", True, False, True)
+        # (markers, default, encoder, indent, key_sep, item_sep, sort_keys, skipkeys, allow_nan)
+        encoder = make_encoder(
+            None, unencodable, canonical_string, None, ":", ",", True, False, True
+        )
         probe = {"b": [1, None, True, "\u00e9\n"], "a": {"z": -12, "y": False}}
 
         def fast(value: JSONValue) -> str:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from ..projection import Draft
 from ..schema import EVENT_FIELDS, STATUS_FIELDS, events, jobs
 from ..store import copy_sql, status_row
-from .bulk import PADDING, PROJECTION_TAIL, Batch, Bulk, Row, where_clause
+from .bulk import PADDING, PROJECTION_TAIL, Batch, Bulk, EventRow, Row, where_clause
 
 if TYPE_CHECKING:
     import psycopg
@@ -84,8 +84,7 @@ _ZEROS = tuple("0" * (6 - n) for n in range(7))
 def prepare_postgres_session(cursor: Any) -> None:
     """UTC and ISO moments for :class:`PostgresBulk`, and no JIT, for this transaction.
 
-    JIT compilation of the stream's query costs more than it saves on every
-    size measured.
+    JIT does not pay for itself on this query (benchmarks/README.md).
     """
     cursor.execute("SET LOCAL TIME ZONE 'UTC'")
     cursor.execute("SET LOCAL DateStyle = 'ISO, YMD'")
@@ -118,9 +117,9 @@ def _copy_out(connection: psycopg.Connection[Any]) -> Iterator[memoryview]:
     """The rows of the ``COPY ... TO STDOUT`` that ``cursor.copy()`` has just started.
 
     Read from libpq's buffer directly (``PQgetCopyData``, waiting on the socket
-    when it is empty) rather than with ``Copy.read()``, which runs a generator
-    through psycopg's wait loop for every row: a quarter of reading a row. An
-    unfinished COPY is still psycopg's to cancel when its block ends early.
+    when it is empty) rather than with ``Copy.read()``, which runs psycopg's wait
+    loop for every row (benchmarks/README.md). An unfinished COPY is still
+    psycopg's to cancel when its block ends early.
     """
     import psycopg  # noqa: PLC0415 (an optional driver, imported where used)
 
@@ -152,14 +151,16 @@ def _copy_rows(chunks: Iterator[memoryview], encoding: str) -> Iterator[list[Any
             nulls = fields.count("\\N")
             if nulls != line.count("\\"):
                 fields = [_copy_value(field) for field in fields]
-            elif nulls == 1 and fields[3] == "\\N":
-                fields[3] = None  # an event without a process
+            elif nulls == 1 and fields[_PROCESS] == "\\N":
+                fields[_PROCESS] = None  # an event without a process
             else:
                 fields = [None if field == "\\N" else field for field in fields]
-        fields[1] = int(fields[1])
+        fields[_VERSION] = int(fields[_VERSION])
         yield fields
 
 
+_VERSION = EventRow._fields.index("version")
+_PROCESS = EventRow._fields.index("process")
 _COPY_ESCAPE = re.compile(r"\\(.)")
 _COPY_UNESCAPED = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
 
