@@ -397,3 +397,18 @@ def test_default_workers_follow_usable_cpus_up_to_a_cap(
     """A 64-CPU host must not open 64 database connections for one verify unasked."""
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(usable)), raising=False)
     assert audit.default_workers() == expected
+
+
+def test_the_audit_package_keeps_its_public_names() -> None:
+    """``jobledger.audit`` became a package; what callers reached through it still works."""
+    from jobledger.audit import exports, folding, session, verification
+
+    assert audit.verify is verification.verify
+    assert (audit.replay, audit.state_counts, audit.rebuild) == (
+        folding.replay,
+        folding.state_counts,
+        folding.rebuild,
+    )
+    assert (audit.export, audit.verify_export) == (exports.export, exports.verify_export)
+    assert audit.default_workers is session.default_workers
+    assert {"Problem", "Progress", "StoredEvent", "VerifyReport"} <= set(audit.__all__)
