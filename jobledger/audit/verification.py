@@ -98,7 +98,11 @@ def verify(
 def _verify_range(
     bulk: Bulk, lower: str | None, upper: str | None, emit: shards.Emit, *, batch_size: int
 ) -> VerifyReport:
-    """Verify the jobs with ``lower < job_id <= upper`` (see :func:`verify`)."""
+    """Verify the jobs with ``lower < job_id <= upper`` (see :func:`verify`).
+
+    One loop over the merged stream of events and projection rows, the job's
+    state in local variables: this runs once per event.
+    """
     report = VerifyReport()
     add = report.add
     encoded = StoredPayloads().encoded
