@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from jobledger.bulk import INSTANTS
+from jobledger.audit.bulk import INSTANTS
 from jobledger.chain import GENESIS, event_hash
 from jobledger.projection import fold_all
 from jobledger.records import Event, JobStatus

@@ -78,3 +78,21 @@ def encoded_chain_hash(
             "utf-8", "surrogatepass"
         )
     ).hexdigest()
+
+
+#: What verify and verify_export report for an event whose hash is not its contents'.
+BAD_HASH = "stored hash does not match the event's contents"
+
+
+def broken_link(expected_version: int, expected_prev: str, version: int, prev_hash: str) -> str:
+    """Why a job's event does not follow the one before it, in the audit's words.
+
+    The event follows when ``version`` is ``expected_version`` (1 for a job's
+    first event) and its ``prev_hash`` is ``expected_prev``, the previous
+    event's hash (:data:`GENESIS` for the first); callers check that equality
+    themselves (verify does, once per event) and call this to explain a mismatch.
+    """
+    if version != expected_version:
+        return f"expected version {expected_version}: events are missing or out of order"
+    previous = "GENESIS" if expected_version == 1 else f"version {expected_version - 1}'s hash"
+    return f"prev_hash is not {previous}: the chain is broken"

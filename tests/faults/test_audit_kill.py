@@ -34,7 +34,7 @@ from jobledger.database import engine_for
 from jobledger.testing import scratch_database
 
 ROOT = Path(__file__).resolve().parents[2]
-#: Well above audit.MIN_PARALLEL_EVENTS: two workers take a few seconds over these.
+#: Well above audit.session.MIN_PARALLEL_EVENTS: two workers take a few seconds over these.
 EVENTS = 300_000
 #: SQLite is filled more slowly, and read more slowly: a few seconds' work as well.
 SQLITE_EVENTS = 100_000

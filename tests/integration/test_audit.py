@@ -311,7 +311,7 @@ def test_readers_see_the_old_projection_and_writers_wait_during_a_rebuild(
     rebuilt: list[int] = []
     rebuilder = threading.Thread(target=lambda: rebuilt.append(ledger.rebuild(progress=pause)))
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("jobledger.audit.BATCH_SIZE", 2)  # pause after the first two jobs
+        patch.setattr("jobledger.audit.session.BATCH_SIZE", 2)  # pause after the first two jobs
         rebuilder.start()
         assert halfway.wait(30)
         assert _projection(ledger) == before  # the rows are deleted and half re-made, unseen
@@ -350,7 +350,7 @@ def test_batch_boundaries_change_nothing(ledger: Ledger, monkeypatch: pytest.Mon
         ("z-last", "projection row has no events"),
     }
     for size in (1, 2, 3, 100):
-        monkeypatch.setattr("jobledger.audit.BATCH_SIZE", size)
+        monkeypatch.setattr("jobledger.audit.session.BATCH_SIZE", size)
         report = ledger.verify()
         assert {(p.job_id, p.message) for p in report.problems} == expected, size
         assert (report.jobs, report.events, report.projection_rows) == (7, 7, 10)
@@ -397,3 +397,18 @@ def test_default_workers_follow_usable_cpus_up_to_a_cap(
     """A 64-CPU host must not open 64 database connections for one verify unasked."""
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(usable)), raising=False)
     assert audit.default_workers() == expected
+
+
+def test_the_audit_package_keeps_its_public_names() -> None:
+    """``jobledger.audit`` became a package; what callers reached through it still works."""
+    from jobledger.audit import exports, folding, session, verification
+
+    assert audit.verify is verification.verify
+    assert (audit.replay, audit.state_counts, audit.rebuild) == (
+        folding.replay,
+        folding.state_counts,
+        folding.rebuild,
+    )
+    assert (audit.export, audit.verify_export) == (exports.export, exports.verify_export)
+    assert audit.default_workers is session.default_workers
+    assert {"Problem", "Progress", "StoredEvent", "VerifyReport"} <= set(audit.__all__)

@@ -1,6 +1,6 @@
 """verify and rebuild in worker processes report and write exactly what one process does.
 
-Workers start only above audit.MIN_PARALLEL_EVENTS events; the ``forked``
+Workers start only above audit.session.MIN_PARALLEL_EVENTS events; the ``forked``
 fixture lowers that to 0 and records whether each run really used workers.
 Tampering is done with plain SQL, as in test_audit.
 """
@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 from sqlalchemy import delete, insert, update
 
-from jobledger import Ledger, audit, shards
+from jobledger import Ledger, audit
 from jobledger import names as name_rules
-from jobledger.bulk import CoreBulk
+from jobledger.audit import session, shards, verification
+from jobledger.audit.bulk import CoreBulk
 from jobledger.errors import CorruptHistory, DatabaseUnavailable
 from jobledger.identity import new_identity
 from jobledger.schema import events, jobs
@@ -41,7 +42,7 @@ from tests.integration.test_audit import (
 @pytest.fixture
 def forked(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     """Workers for any number of events; one entry per run: whether workers did it."""
-    monkeypatch.setattr(audit, "MIN_PARALLEL_EVENTS", 0)
+    monkeypatch.setattr(session, "MIN_PARALLEL_EVENTS", 0)
     assert shards.can_fork(), f"other threads are running: {threading.enumerate()}"
     runs: list[bool] = []
     real = shards.run
@@ -124,7 +125,7 @@ def test_an_intact_ledger_verifies_in_workers(busy: Ledger, forked: list[bool]) 
 def test_the_first_problems_are_kept_however_the_work_is_split(
     busy: Ledger, forked: list[bool], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(audit, "MAX_PROBLEMS", 4)
+    monkeypatch.setattr(verification, "MAX_PROBLEMS", 4)
     _sql(busy, update(events).values(data={"forged": True}))  # every event's hash fails
     alone = audit.verify(busy.engine, workers=1)
     assert len(alone.problems) == 4 < alone.problem_count
@@ -227,7 +228,7 @@ def test_the_generic_reader_finds_what_the_fast_one_finds(
     """CoreBulk (for other databases) on these two: the same stream, through SQLAlchemy."""
     tamper(busy)
     fast = audit.verify(busy.engine, workers=1)
-    monkeypatch.setattr(audit, "_bulk", CoreBulk)
+    monkeypatch.setattr(session, "bulk_for", CoreBulk)
     assert audit.verify(busy.engine, workers=1) == fast
 
 
@@ -236,7 +237,7 @@ def test_the_generic_reader_rebuilds_the_same_projection(
 ) -> None:
     before = _projection(busy)
     _sql(busy, delete(jobs).where(jobs.c.job_id < "m"))
-    monkeypatch.setattr(audit, "_bulk", CoreBulk)
+    monkeypatch.setattr(session, "bulk_for", CoreBulk)
     assert audit.rebuild(busy.engine, workers=1) == len(before)
     assert _projection(busy) == before
 
@@ -246,7 +247,7 @@ def test_an_interrupted_verify_leaves_the_ledger_usable(
     busy: Ledger, forked: list[bool], monkeypatch: pytest.MonkeyPatch, workers: int
 ) -> None:
     """A progress callback that raises stops verify mid-stream (a COPY in flight)."""
-    monkeypatch.setattr(audit, "BATCH_SIZE", 1)
+    monkeypatch.setattr(session, "BATCH_SIZE", 1)
 
     def interrupt(done: int, total: int) -> None:
         raise KeyboardInterrupt

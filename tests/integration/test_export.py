@@ -7,10 +7,13 @@ import io
 import json
 from typing import Any
 
+from sqlalchemy import delete
+
 from jobledger import Ledger
 from jobledger.audit import verify_export
 from jobledger.encoding import canonical_json
 from jobledger.identity import new_identity
+from jobledger.schema import events
 
 A = new_identity()
 GENESIS = "0" * 64
@@ -93,6 +96,20 @@ def test_damage_to_an_exported_file_is_detected(ledger: Ledger) -> None:
     assert not verify_export(swapped).ok
     garbage = [*lines, "not json\n"]
     assert "is not JSON" in str(verify_export(garbage).problems[0])
+
+
+def test_verify_and_verify_export_name_a_missing_event_alike(ledger: Ledger) -> None:
+    """One link rule (jobledger.chain.broken_link) words a break in the database and in a file."""
+    _populate(ledger)
+    lines = _export(ledger)
+    (in_file,) = verify_export([lines[0], *lines[2:]]).problems  # invoice-1 version 2 gone
+    with ledger.engine.begin() as conn:
+        conn.execute(delete(events).where(events.c.job_id == "invoice-1", events.c.version == 2))
+    (in_database,) = ledger.verify().problems
+    assert in_file == in_database
+    assert str(in_file) == (
+        "job 'invoice-1' version 3: expected version 2: events are missing or out of order"
+    )
 
 
 def _independent_canonical(value: Any) -> str:

@@ -9,15 +9,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jobledger.bulk import (
+from jobledger.audit.bulk import (
+    PADDING,
+    PROJECTION_TAIL,
     Bulk,
-    PostgresBulk,
+    EventRow,
+    ProjectedRow,
     SqliteBulk,
-    _copy_line,
-    _copy_rows,
     parse_moment,
 )
+from jobledger.audit.postgres import PostgresBulk, _copy_line, _copy_rows
 from jobledger.encoding import canonical_time
+from jobledger.schema import EVENT_FIELDS, STATUS_FIELDS
 
 instants = st.datetimes(
     min_value=datetime(1000, 1, 1),
@@ -118,3 +121,11 @@ def test_moments_one_second_apart_differ() -> None:
 def test_copy_lines_escape_what_needs_it(values: list[Any]) -> None:
     (parsed,) = _copy_rows(iter(chunks([_copy_line(["job", 1, *values])])), "utf-8")
     assert parsed == ["job", 1, *values]
+
+
+def test_the_stream_shapes_are_the_tables_columns() -> None:
+    """EventRow and ProjectedRow name the stream's columns; the SQL selects them in that order."""
+    assert EventRow._fields == EVENT_FIELDS
+    assert ProjectedRow._fields[:3] == ("job_id", "version", "type")
+    assert tuple(f for f in STATUS_FIELDS if f not in ("job_id", "version")) == PROJECTION_TAIL
+    assert len(EventRow._fields) + PADDING == len(ProjectedRow._fields)

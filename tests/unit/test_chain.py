@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jobledger.chain import GENESIS, chain_hash, event_hash
+from jobledger.chain import GENESIS, broken_link, chain_hash, event_hash
 from jobledger.encoding import canonical_json, canonical_time
 from tests.unit.test_encoding import json_values
 
@@ -51,3 +51,16 @@ def test_event_hash_is_sha256_of_the_canonical_event_object(
 def test_canonical_time_matches_strftime(moment: datetime) -> None:
     utc = moment.astimezone(timezone.utc)
     assert canonical_time(moment) == utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def test_a_broken_link_is_named_the_same_way_wherever_it_is_found() -> None:
+    """verify and verify_export both word a break with chain.broken_link."""
+    other = "f" * 64
+    assert broken_link(1, GENESIS, 2, GENESIS) == (
+        "expected version 1: events are missing or out of order"
+    )
+    assert broken_link(1, GENESIS, 1, other) == "prev_hash is not GENESIS: the chain is broken"
+    assert broken_link(4, other, 4, GENESIS) == (
+        "prev_hash is not version 3's hash: the chain is broken"
+    )
+    assert broken_link(4, other, 5, other).startswith("expected version 4: ")

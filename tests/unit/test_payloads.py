@@ -7,7 +7,8 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jobledger.encoding import StoredPayloads, canonical_json, canonical_string
+from jobledger.audit.payloads import StoredPayloads
+from jobledger.encoding import canonical_json, canonical_string
 from tests.helpers import json_values
 
 #: The ways a payload comes back as text: SQLAlchemy's JSON (json.dumps), PostgreSQL's

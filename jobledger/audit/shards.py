@@ -57,11 +57,12 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from .bulk import Bulk, PostgresBulk, SqliteBulk, prepare_postgres_session
-from .children import die_with_parent
-from .database import SQLITE_BUSY_TIMEOUT
-from .errors import DatabaseUnavailable
-from .schema import events
+from ..children import die_with_parent
+from ..database import SQLITE_BUSY_TIMEOUT
+from ..errors import DatabaseUnavailable
+from ..schema import events
+from .bulk import Bulk, SqliteBulk
+from .postgres import PostgresBulk, prepare_postgres_session
 
 #: Ranges per worker: small enough that a slow worker does fewer, not the last one alone.
 RANGES_PER_WORKER = 4
