@@ -317,9 +317,13 @@ def projector_main(plan: Plan, url: str, redis_url: str | None, log_path: Path) 
     )
     ledger = Ledger(url)
     projector = RecoveryProjector(
-        ledger, make_liveness(plan, ledger, redis_url), plan.policy, interval=plan.interval
+        ledger,
+        make_liveness(plan, ledger, redis_url),
+        plan.policy,
+        interval=plan.interval,
+        handle_signals=True,
     )
-    projector.run_forever(handle_signals=True)
+    projector.run_forever()
     logging.getLogger("chaos").info("summary %s", json.dumps(projector.summary()))
 
 

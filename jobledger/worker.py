@@ -66,10 +66,11 @@ class Worker:
     ``claim_delivery``, ``heartbeat``, ``complete``, ``fail``, ``release``,
     ``quiet``, ``request_stop`` and ``stop`` may be called from any thread (the
     held claims sit behind a lock; the ledger and the liveness backend are safe to
-    share). Two threads must not claim the *same* job at once: the loser may
-    adopt the winner's claim as its own lost reply (see :meth:`claim`) and both
-    would work the job. Finishing one claim from two threads is safe: the ledger
-    fences, and the later call gets ``StaleClaim``. Call :meth:`start` once.
+    share). Two threads claiming the *same* job at once (a job system delivering it
+    twice to one process) get one claim between them: the other gets
+    ``AlreadyClaimed`` (``claim``) or a recorded skip (``claim_delivery``).
+    Finishing one claim from two threads is safe: the ledger fences, and the later
+    call gets ``StaleClaim``. Call :meth:`start` once.
 
     ``policy`` decides, as the recovery projector's does, whether a job taken
     over from a dead holder may run again (``max_attempts``); use the same one.
@@ -102,6 +103,7 @@ class Worker:
         self.stop_timeout = bounds.seconds(stop_timeout, "stop_timeout", zero=True)
         self._handle_signals = handle_signals
         self._held: dict[str, Claim] = {}
+        self._claiming: dict[str, int] = {}  # job id -> this worker's claims of it in flight
         self._lock = threading.Lock()
         self._quiet = False
         self._stopping = threading.Event()
@@ -270,16 +272,25 @@ class Worker:
         if not self.claiming:
             why = "presumed dead" if self.presumed_dead else "quiet or stopping"
             raise NotClaiming(f"worker {self.identity} is {why}; not claiming {job_id!r}")
-        try:
-            claim = self.ledger.claim(job_id, self.identity)
-        except AlreadyClaimed as taken:
-            found = self._own_lost_claim(job_id, taken) or self._take_over(job_id, taken)
-            if isinstance(found, _LiveHolder):
-                return found
-            claim = found
         with self._lock:
-            self._held[job_id] = claim
-        return claim
+            self._claiming[job_id] = self._claiming.get(job_id, 0) + 1
+        try:
+            try:
+                claim = self.ledger.claim(job_id, self.identity)
+            except AlreadyClaimed as taken:
+                found = self._own_lost_claim(job_id, taken) or self._take_over(job_id, taken)
+                if isinstance(found, _LiveHolder):
+                    return found
+                claim = found
+            with self._lock:
+                self._held[job_id] = claim
+            return claim
+        finally:
+            with self._lock:
+                if self._claiming[job_id] == 1:
+                    del self._claiming[job_id]
+                else:
+                    self._claiming[job_id] -= 1
 
     def _own_lost_claim(self, job_id: str, taken: AlreadyClaimed) -> Claim | None:
         """Our own claim whose reply was lost (the connection broke after the commit), or
@@ -287,8 +298,10 @@ class Worker:
         if taken.holder != self.identity or taken.token is None:
             return None
         with self._lock:
-            if job_id in self._held:
-                return None  # claimed twice by the caller: AlreadyClaimed says so
+            # Claimed twice by the caller, or being claimed by another of its threads (whose
+            # claim this is): AlreadyClaimed says so. Only a claim nobody here knows is lost.
+            if job_id in self._held or self._claiming[job_id] > 1:
+                return None
         status = self.ledger.status(job_id)
         if status.claimed_by != self.identity or status.claim_token != taken.token:
             return None

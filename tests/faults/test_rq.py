@@ -112,10 +112,11 @@ def test_rq_horses_open_no_connection_and_the_worker_keeps_one_session(
     try:
         env.wait_for(lambda: marker_lines(marker) == ["start"], timeout=30)
         horse = _horse_of(worker.pid)
-        # The worker's database connection is the only one; the horse merely inherited it.
+        # The worker's database connections (commands, and the outcome recorded on a thread
+        # meanwhile) are the only ones; the horse merely inherited them.
         worker_connections = _database_sockets(worker.pid, env.database_url)
-        assert len(worker_connections) == 1
-        assert _database_sockets(horse, env.database_url) == worker_connections
+        assert 1 <= len(worker_connections) <= 2
+        assert _database_sockets(horse, env.database_url) <= worker_connections
         gate.touch()
         env.wait_for(lambda: env.ledger.status(gated.id).state == "completed", timeout=30)
         env.ledger.close()  # this test's own sessions

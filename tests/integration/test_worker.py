@@ -166,3 +166,44 @@ def test_a_claim_whose_reply_was_lost_is_adopted(backend: Backend) -> None:
             worker.claim("j")  # a second claim of a job it holds is still the caller's mistake
         worker.complete(lost)
     assert [e.type for e in ledger.history("j")] == ["enqueued", "claimed", "completed"]
+
+
+def test_two_threads_delivered_the_same_job_get_one_claim(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job system hands one job to two threads of one process at once: one claims it,
+    the other is told it is a duplicate (not handed the first thread's claim as a lost
+    reply, which would run the job twice)."""
+    ledger = backend.ledger
+    claim = ledger.claim
+
+    def slow_to_return(job_id: str, process: str) -> object:
+        won = claim(job_id, process)
+        time.sleep(0.05)  # the winner is descheduled before it notes its claim
+        return won
+
+    monkeypatch.setattr(ledger, "claim", slow_to_return)
+    jobs = [f"j{n}" for n in range(5)]
+    ledger.enqueue_many(jobs)
+    with Worker(ledger, backend.liveness()) as worker:
+        for job_id in jobs:
+            start = threading.Barrier(2)
+            got: list[object] = []
+
+            def deliver(
+                job_id: str = job_id, start: threading.Barrier = start, got: list[object] = got
+            ) -> None:
+                start.wait()
+                got.append(worker.claim_delivery(job_id))
+
+            threads = [threading.Thread(target=deliver) for _ in range(2)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            claims = [claim for claim in got if claim is not None]
+            assert len(claims) == 1, (job_id, got)
+            worker.complete(claims[0])  # type: ignore[arg-type]
+    for job_id in jobs:
+        types = [e.type for e in ledger.history(job_id)]
+        assert types == ["enqueued", "claimed", "rejected", "completed"], (job_id, types)
