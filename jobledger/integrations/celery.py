@@ -22,10 +22,15 @@ The lifecycle, as recorded:
   Celery acknowledges the message and records nothing.
 - ``self.retry()``: the claim is ``released`` (back to ``enqueued``) before the
   retry message is published, so the retry can be claimed wherever it lands.
-- ``Reject(requeue=True)`` raised by the task: ``released``; ``Reject`` without
-  requeue: ``failed``. ``Ignore`` raised by the task: ``completed``.
+- ``Reject(requeue=True)`` raised by a task with ``acks_late``: ``released``
+  (the broker delivers the message again); without ``acks_late`` the message was
+  acknowledged when it arrived and nothing will bring it back: ``failed``, saying
+  so. ``Reject`` without requeue: ``failed``. ``Ignore`` raised by the task:
+  ``completed``.
 - revoked before it ran (or expired): ``cancelled``; revoked with
-  ``terminate=True`` while running: ``abandoned`` and not requeued.
+  ``terminate=True`` while running: ``failed`` ("terminated: ...") by the pool
+  child as it exits, or, if it was killed outright (``signal="KILL"``),
+  ``abandoned`` by the worker a second later; never requeued.
 - a message the worker rejects (unknown task, undecodable): ``cancelled``.
 
 Redelivery (``jobledger recover --redeliver celery:MODULE:ATTR``):
@@ -238,7 +243,7 @@ class _Recorder:
             try:
                 result = run(*args, **kwargs)
             except BaseException as exc:
-                self._ended_by(worker, claim, exc)
+                self._ended_by(worker, claim, exc, acks_late=bool(task.acks_late))
                 raise
             self._end(worker.complete, claim, {"celery_state": "SUCCESS"})
             return result
@@ -269,15 +274,22 @@ class _Recorder:
             _skip(task_id, "a duplicate delivery (recorded in its history)")
         return claim
 
-    def _ended_by(self, worker: Worker, claim: Claim, exc: BaseException) -> None:
+    def _ended_by(
+        self, worker: Worker, claim: Claim, exc: BaseException, *, acks_late: bool
+    ) -> None:
         if isinstance(exc, Retry):
             if claim in worker.held:  # the retry was not published through this app
                 self._end(worker.release, claim, "Celery retries the task")
         elif isinstance(exc, Reject):
-            if exc.requeue:
+            if exc.requeue and acks_late:
                 self._end(worker.release, claim, "rejected by the task and requeued")
+            elif exc.requeue:  # acknowledged on arrival: the broker has nothing to requeue
+                why = f"rejected by the task: {exc.reason} (not requeued: acks_late is off)"
+                self._end(worker.fail, claim, why)
             else:
                 self._end(worker.fail, claim, f"rejected by the task: {exc.reason}")
+        elif isinstance(exc, SystemExit):  # the pool child is being terminated (a revoke)
+            self._end(worker.fail, claim, f"terminated: {_error_text(exc)}")
         elif isinstance(exc, Ignore):
             self._end(worker.complete, claim, {"celery_state": "IGNORED"})
         else:
@@ -318,10 +330,29 @@ class _Recorder:
             if job.state == State.ENQUEUED:
                 ledger.cancel(task_id, reason=reason)
             elif job.state == State.CLAIMED and terminated and job.claim_token is not None:
-                # Celery killed the run: not a death to recover from, so no requeue.
-                ledger.abandon(task_id, job.claim_token, reason)
+                # Celery stopped the run: its child records the end if it lives long enough
+                # (SIGTERM); if it does not (SIGKILL), abandoned here, never requeued.
+                later = threading.Timer(
+                    TERMINATED_GRACE, self._abandon_terminated, (task_id, job.claim_token, reason)
+                )
+                later.daemon = True
+                later.start()
         except LedgerError as exc:
             log.error("task %r %s, but the ledger could not record it: %s", task_id, reason, exc)
+
+    def _abandon_terminated(self, task_id: str, token: int, reason: str) -> None:
+        try:
+            if self.ledger().status(task_id).claim_token == token:
+                self.ledger().abandon(task_id, token, reason)
+        except StaleClaim:
+            pass  # the child recorded its end after all
+        except LedgerError as exc:
+            log.error("task %r %s, but the ledger could not record it: %s", task_id, reason, exc)
+
+
+#: Seconds a terminated task's pool child gets to record its own end before the worker
+#: abandons the claim for it.
+TERMINATED_GRACE = 1.0
 
 
 class _Message:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from celery import Celery
+from celery.exceptions import Ignore, Reject
 
 from jobledger.integrations.celery import record
 from tests.faults import rq_jobs
@@ -27,9 +28,12 @@ app.conf.update(
     task_default_queue=QUEUE,
     task_ignore_result=True,
     worker_prefetch_multiplier=1,
-    worker_enable_remote_control=False,  # no pidbox queues left behind on the broker
+    # No pidbox queues left behind on the broker, unless a test revokes through them.
+    worker_enable_remote_control=bool(os.environ.get("JL_TEST_CELERY_CONTROL")),
     broker_connection_retry_on_startup=True,
 )
+if os.environ.get("JL_TEST_CELERY_ACKS_LATE"):
+    app.conf.task_acks_late = True  # a message is acknowledged after its run, not before
 if os.environ.get("JL_TEST_CELERY_VISIBILITY"):
     # acks_late on Redis: a task running longer than this is delivered again meanwhile.
     app.conf.task_acks_late = True
@@ -69,6 +73,26 @@ def flaky(self: Any, marker: str) -> str:
     if first:
         raise self.retry(countdown=0)
     return "second time lucky"
+
+
+@app.task(name="jl.rejected")
+def rejected(marker: str, requeue: bool) -> str:
+    """Reject the first run's message (requeued or not); complete a second run."""
+    with open(marker, "a+") as file:
+        file.seek(0)
+        first = "start" not in file.read()
+        file.write("start\n")
+    if first:
+        raise Reject("not now", requeue=requeue)
+    return "taken the second time"
+
+
+@app.task(name="jl.ignored")
+def ignored(marker: str) -> None:
+    """Tell Celery to record no state for this run (``Ignore``)."""
+    with open(marker, "a") as file:
+        file.write("start\n")
+    raise Ignore()
 
 
 @app.task(name="jl.broken")

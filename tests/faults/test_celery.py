@@ -82,6 +82,23 @@ class CeleryEnv:
         assert done.returncode == 0, done.stderr
         return done.stdout.strip()
 
+    def revoke(self, task_id: str, terminate: bool = False) -> None:
+        """Revoke a task through the broker's control channel, from a process of its own."""
+        code = (
+            "import sys; from tests.faults.celery_app import app; "
+            "app.control.revoke(sys.argv[1], terminate=sys.argv[2] == '1')"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", code, task_id, "1" if terminate else "0"],
+            cwd=ROOT,
+            env=self.settings,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+
     def recover(self) -> subprocess.Popen[str]:
         """``jobledger recover --redeliver celery:...``, sweeping every 0.2 s."""
         args = [sys.executable, "-m", "jobledger.cli", "recover", "--ttl", str(TTL)]
@@ -306,6 +323,64 @@ def test_retry_failure_expiry_and_unknown_task_map_to_lifecycle_moves(
     assert marker_lines(marker) == ["start", "start"]
     assert _moves(env, broken) == ["enqueued", "claimed", "failed"]
     assert "RuntimeError: this task always fails" in (env.ledger.status(broken).last_error or "")
+    assert env.ledger.verify().ok
+
+
+@pytest.mark.slow
+def test_reject_ignore_and_revoke_with_terminate_map_to_lifecycle_moves(
+    celery_env: CeleryEnv, tmp_path: Path
+) -> None:
+    env = celery_env.env
+    celery_env.extra = {"JL_TEST_CELERY_CONTROL": "1"}  # revoke reaches the worker
+    celery_env.worker()
+    markers = {name: tmp_path / name for name in ("dropped", "requeued", "ignored", "held")}
+    dropped = celery_env.publish("jl.rejected", [str(markers["dropped"]), False])
+    requeued = celery_env.publish("jl.rejected", [str(markers["requeued"]), True])
+    ignored = celery_env.publish("jl.ignored", [str(markers["ignored"])])
+    held = celery_env.publish("jl.held", [str(markers["held"]), str(tmp_path / "never")])
+    _claimed_by(env, held)
+    env.wait_for(lambda: marker_lines(markers["held"]) == ["start"], timeout=30)
+    celery_env.revoke(held, terminate=True)
+
+    jobs = {"dropped": dropped, "requeued": requeued, "ignored": ignored, "held": held}
+    ended = ("completed", "failed", "abandoned")
+    try:
+        env.wait_for(
+            lambda: all(env.ledger.status(j).state in ended for j in jobs.values()), timeout=60
+        )
+    except AssertionError:
+        stories = {name: _moves(env, job_id) for name, job_id in jobs.items()}
+        raise AssertionError(f"not all ended: {stories}") from None
+    # Reject without requeue: the message is dropped, so the task failed.
+    assert _moves(env, dropped) == ["enqueued", "claimed", "failed"]
+    assert env.ledger.status(dropped).last_error == "rejected by the task: not now"
+    assert marker_lines(markers["dropped"]) == ["start"]
+    # Reject with requeue, without acks_late: the message was acknowledged on arrival, so
+    # nothing brings it back; the ledger says so instead of waiting for it.
+    assert _moves(env, requeued) == ["enqueued", "claimed", "failed"]
+    assert "not requeued: acks_late is off" in (env.ledger.status(requeued).last_error or "")
+    assert marker_lines(markers["requeued"]) == ["start"]
+    # Ignore: the task ran; Celery records no state, the ledger says it completed.
+    assert _moves(env, ignored) == ["enqueued", "claimed", "completed"]
+    # Revoked with terminate: the child records its end as it exits; never requeued.
+    assert _moves(env, held) == ["enqueued", "claimed", "failed"]
+    assert (env.ledger.status(held).last_error or "").startswith("terminated: SystemExit")
+    assert marker_lines(markers["held"]) == ["start"]
+    assert env.ledger.verify().ok
+
+
+@pytest.mark.slow
+def test_reject_with_requeue_and_acks_late_is_released_and_runs_again(
+    celery_env: CeleryEnv, tmp_path: Path
+) -> None:
+    env, marker = celery_env.env, tmp_path / "runs"
+    celery_env.extra = {"JL_TEST_CELERY_ACKS_LATE": "1"}
+    celery_env.worker()
+    task_id = celery_env.publish("jl.rejected", [str(marker), True])
+    env.wait_for(lambda: env.ledger.status(task_id).state == "completed", timeout=60)
+    assert _moves(env, task_id) == ["enqueued", "claimed", "released", "claimed", "completed"]
+    assert env.ledger.history(task_id)[2].data["reason"] == "rejected by the task and requeued"
+    assert marker_lines(marker) == ["start", "start"]
     assert env.ledger.verify().ok
 
 
