@@ -1,0 +1,207 @@
+"""``jobledger recover``: the recovery projector, and optionally a redeliverer beside it.
+
+The ``--redeliver`` target is checked before the ledger is opened, so a typo
+in ``celery:MODULE:ATTR`` is a usage error rather than a half-started daemon.
+RQ and Celery are imported only when asked for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from .. import terminal
+from ..liveness import DEFAULT_TTL
+from ..policy import RecoveryPolicy
+from . import output
+from .params import PerQueue, Seconds
+from .settings import Settings, pass_settings
+
+if TYPE_CHECKING:
+    from ..ledger import Ledger
+    from ..redelivery import Redeliverer, RedeliveryTarget
+
+
+@click.command()
+@click.option("--once", is_flag=True, help="One sweep, then exit.")
+@click.option(
+    "--interval", type=Seconds(), default=1.0, show_default=True, help="Seconds between sweeps."
+)
+@click.option(
+    "--ttl",
+    type=Seconds(),
+    default=DEFAULT_TTL,
+    show_default=True,
+    envvar="JOBLEDGER_TTL",
+    help="Liveness TTL the workers use, in seconds (env JOBLEDGER_TTL).",
+)
+@click.option(
+    "--grace",
+    type=Seconds(zero=True),
+    default=None,
+    help="Minimum claim age before abandoning [default: TTL].",
+)
+@click.option(
+    "--max-attempts",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Requeue abandoned jobs up to this many attempts.",
+)
+@click.option(
+    "--queue-max-attempts",
+    type=PerQueue(click.IntRange(min=1)),
+    multiple=True,
+    metavar="QUEUE=N",
+    help="Per-queue attempt cap.",
+)
+@click.option(
+    "--heartbeat-timeout",
+    default=None,
+    type=Seconds(),
+    help="Abandon jobs of live processes silent this long.",
+)
+@click.option(
+    "--queue-heartbeat-timeout",
+    type=PerQueue(Seconds()),
+    multiple=True,
+    metavar="QUEUE=SECONDS",
+    help="Per-queue heartbeat timeout.",
+)
+@click.option(
+    "--redeliver",
+    default=None,
+    metavar="rq|celery:MODULE:ATTR",
+    help="Hand requeued jobs back to this job system (at-least-once, from a checkpoint): "
+    "RQ, or the Celery app ATTR of MODULE.",
+)
+@click.option(
+    "--rq-url",
+    envvar="JOBLEDGER_RQ_URL",
+    default=None,
+    help="RQ's Redis for --redeliver rq [default: --redis-url] (env JOBLEDGER_RQ_URL).",
+)
+@click.option("--json", "as_json", is_flag=True, help="With --once: the decisions as JSON lines.")
+@pass_settings
+def recover(
+    settings: Settings,
+    once: bool,
+    interval: float,
+    ttl: float,
+    grace: float | None,
+    max_attempts: int,
+    queue_max_attempts: tuple[tuple[str, int], ...],
+    heartbeat_timeout: float | None,
+    queue_heartbeat_timeout: tuple[tuple[str, float], ...],
+    redeliver: str | None,
+    rq_url: str | None,
+    as_json: bool,
+) -> None:
+    """Abandon (and requeue by policy) the jobs of processes that are no longer alive.
+
+    Runs until SIGTERM or SIGINT; every decision is logged to stderr. With
+    --redeliver, requeued jobs are also handed back to their job system.
+    """
+    from ..recovery import RecoveryProjector  # noqa: PLC0415
+    from ..redelivery import Redeliverer  # noqa: PLC0415
+
+    output.log_to_stderr(settings.debug)
+    make_target = _redelivery_target(redeliver, rq_url or settings.redis_url)
+    policy = RecoveryPolicy(
+        max_attempts=max_attempts,
+        max_attempts_by_queue=dict(queue_max_attempts),
+        heartbeat_timeout=heartbeat_timeout,
+        heartbeat_timeout_by_queue=dict(queue_heartbeat_timeout),
+    )
+    with settings.ledger() as ledger:
+        liveness = settings.liveness(ledger, ttl)
+        projector = RecoveryProjector(ledger, liveness, policy, interval=interval, grace=grace)
+        target = make_target(ledger) if make_target is not None else None
+        redeliverer = Redeliverer(ledger, target) if target is not None else None
+        try:
+            if not once:
+                with _running_beside(redeliverer):
+                    projector.run_forever()
+                return
+            recovered = projector.run_once()
+            if redeliverer is not None:
+                redeliverer.run_once()
+        finally:
+            liveness.close()
+            if redeliverer is not None:
+                redeliverer.close()
+    for recovery in recovered:
+        if as_json:
+            click.echo(output.to_json(recovery))
+        else:
+            terminal.echo(
+                f"{recovery.job_id}: abandoned ({recovery.reason}); "
+                f"{'requeued' if recovery.requeued else 'left abandoned'}"
+            )
+    if not as_json:
+        click.echo(f"{len(recovered)} jobs recovered", err=True)
+
+
+def _redelivery_target(
+    spec: str | None, url: str | None
+) -> Callable[[Ledger], RedeliveryTarget] | None:
+    """What makes the ``--redeliver`` target once the ledger is open; checked up front."""
+    if spec is None:
+        return None
+    if spec == "rq":
+        if url is None:
+            raise click.UsageError("--redeliver rq needs --rq-url or --redis-url (RQ's Redis)")
+        from ..integrations.rq import RQTarget  # noqa: PLC0415 (rq is optional)
+
+        rq_url = url
+        return lambda _ledger: RQTarget(rq_url)
+    if spec.startswith("celery:"):
+        app = _celery_app(spec.removeprefix("celery:"))
+        from ..integrations.celery import CeleryTarget  # noqa: PLC0415 (celery is optional)
+
+        return lambda ledger: CeleryTarget(app, ledger)
+    raise click.BadParameter(
+        f"{terminal.visible(spec)} (expected rq or celery:MODULE:ATTR)", param_hint="--redeliver"
+    )
+
+
+def _celery_app(where: str) -> Any:
+    """The Celery app named ``MODULE:ATTR``, imported the way ``celery -A`` would."""
+    module_name, _, attr = where.partition(":")
+    shown = terminal.visible(where)
+    if not module_name or not attr:
+        raise click.BadParameter(
+            f"celery:{shown} (expected celery:MODULE:ATTR)", param_hint="--redeliver"
+        )
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as `celery -A` does: the app lives beside you
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise click.BadParameter(f"cannot import {shown}: {exc}", param_hint="--redeliver") from exc
+    app = getattr(module, attr, None)
+    if not callable(getattr(app, "send_task", None)):
+        raise click.BadParameter(f"{shown} is not a Celery app", param_hint="--redeliver")
+    return app
+
+
+@contextlib.contextmanager
+def _running_beside(redeliverer: Redeliverer | None) -> Iterator[None]:
+    """Run ``redeliverer`` in a thread for the duration of the block."""
+    if redeliverer is None:
+        yield
+        return
+    thread = threading.Thread(target=redeliverer.run_forever, name="redeliverer", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        redeliverer.stop()
+        thread.join()
