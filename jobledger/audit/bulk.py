@@ -29,10 +29,12 @@ SQLAlchemy's result layer, and other databases go through SQLAlchemy
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Select, Text, cast, insert, literal, null, select, union_all
 
@@ -40,9 +42,8 @@ from ..encoding import canonical_time
 from ..projection import Draft
 from ..schema import EVENT_FIELDS, STATUS_FIELDS, events, jobs
 from ..storage.rows import status_row
-
-if TYPE_CHECKING:
-    import sqlite3
+from ..storage.sqlite import SQLITE_BUSY_TIMEOUT
+from .shards import Source
 
 #: One row of the stream described above: an :class:`EventRow` or a :class:`ProjectedRow`.
 Row = Sequence[Any]
@@ -98,7 +99,29 @@ NUMBERS = frozenset(("attempt", "claim_token"))
 
 
 class Bulk:
-    """A backend's bulk reads and writes (see the module's docstring)."""
+    """A backend's bulk reads and writes (see the module's docstring).
+
+    ``Backend.bulk_adapter`` (:mod:`jobledger.storage`) names the class for an
+    engine; its class methods open one on a connection or in a worker process.
+    """
+
+    #: One connection can stream a read while it writes (PostgreSQL's COPY cannot).
+    reads_while_writing: bool = True
+
+    @classmethod
+    def through(cls, conn: Connection) -> Bulk:
+        """Bulk access through ``conn``'s own transaction."""
+        raise NotImplementedError
+
+    @classmethod
+    def worker_source(cls, conn: Connection) -> Source | None:
+        """How worker processes reach ``conn``'s database in its snapshot; ``None``: they cannot."""
+        return None
+
+    @classmethod
+    def open_worker(cls, source: Source) -> contextlib.AbstractContextManager[Bulk]:
+        """In a worker: a connection to ``source`` with a read transaction, as a Bulk."""
+        raise NotImplementedError
 
     def rows(self, lower: str | None, upper: str | None, projection: bool) -> Iterator[Row]:
         """Rows of jobs with ``lower < job_id <= upper`` (``None``: unbounded), in job order.
@@ -156,6 +179,29 @@ class SqliteBulk(Bulk):
         # SQLite's BINARY order of UTF-8 text is Python's order of str (code points).
         (encoding,) = connection.execute("PRAGMA encoding").fetchone()
         self._python_order = encoding == "UTF-8"
+
+    @classmethod
+    def through(cls, conn: Connection) -> Bulk:
+        return cls(conn.connection.driver_connection)  # type: ignore[arg-type]
+
+    @classmethod
+    def worker_source(cls, conn: Connection) -> Source | None:
+        database = conn.engine.url.database
+        if not database or "mode=memory" in str(conn.engine.url) or not os.path.isfile(database):
+            return None  # in memory (private to this process), or a URI this cannot follow
+        return Source(cls, (os.path.abspath(database),))
+
+    @classmethod
+    @contextlib.contextmanager
+    def open_worker(cls, source: Source) -> Iterator[Bulk]:
+        (path,) = source.args
+        conn = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT, isolation_level=None)
+        try:
+            conn.execute("BEGIN")  # one snapshot for all the worker's ranges, from its first read
+            yield cls(conn)
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
 
     def rows(self, lower: str | None, upper: str | None, projection: bool) -> Iterator[Row]:
         where = where_clause(None if lower is None else "?", None if upper is None else "?")
@@ -225,6 +271,10 @@ class CoreBulk(Bulk):
 
     def __init__(self, connection: Connection) -> None:
         self._conn = connection
+
+    @classmethod
+    def through(cls, conn: Connection) -> Bulk:
+        return cls(conn)
 
     def rows(self, lower: str | None, upper: str | None, projection: bool) -> Iterator[Row]:
         def bounded(query: Select[Any], table: Any) -> Select[Any]:

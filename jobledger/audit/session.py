@@ -17,9 +17,9 @@ from sqlalchemy import Connection, Engine, func, select
 
 from ..database import translated_errors
 from ..schema import events
+from ..storage import backend_for
 from . import shards
-from .bulk import Bulk, CoreBulk, SqliteBulk
-from .postgres import PostgresBulk, prepare_postgres_session
+from .bulk import Bulk
 
 #: Events per progress report, and jobs per batch of rows a rebuild writes.
 BATCH_SIZE = 10_000
@@ -38,34 +38,17 @@ Progress = Callable[[int, int], None]
 @contextlib.contextmanager
 def snapshot(engine: Engine) -> Iterator[Connection]:
     """A transaction whose reads all see one consistent state of the database."""
+    backend = backend_for(engine)
     with translated_errors(engine), engine.connect() as conn:
-        if engine.dialect.name == "postgresql":
-            conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+        backend.prepare_snapshot(conn)
         with conn.begin():  # SQLite: one BEGIN .. COMMIT sees one WAL snapshot
-            utc_session(conn)
+            backend.utc_session(conn)
             yield conn
 
 
-def utc_session(conn: Connection) -> None:
-    """Make PostgreSQL hand out timestamps in ``timezone.utc`` for this transaction.
-
-    That is what :class:`~jobledger.schema.UtcDateTime` returns, so event times
-    can be read as plain timestamps, skipping a Python call per value.
-    """
-    if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql("SET LOCAL TIME ZONE 'UTC'")
-
-
 def bulk_for(conn: Connection) -> Bulk:
-    """Bulk access through ``conn``'s own transaction."""
-    driver: Any = conn.connection.driver_connection
-    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
-        with driver.cursor() as cursor:
-            prepare_postgres_session(cursor)
-        return PostgresBulk(driver)
-    if conn.dialect.name == "sqlite":
-        return SqliteBulk(driver)
-    return CoreBulk(conn)
+    """Bulk access through ``conn``'s own transaction, by the backend's bulk adapter."""
+    return backend_for(conn).bulk_adapter(conn.dialect).through(conn)
 
 
 def count_events(conn: Connection, since: int | None = None) -> int:
