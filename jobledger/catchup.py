@@ -22,6 +22,8 @@ in its own transaction, started after the previous version committed, so a
 job's transaction ids grow with its versions.
 
 On SQLite there is one writer at a time, so commit order is position order.
+The queries are the backend's (``Backend.pending_events_query`` and
+``held_back_query``, :mod:`jobledger.storage`).
 """
 
 from __future__ import annotations

@@ -3,7 +3,9 @@
 :func:`backend_for` gives an engine's :class:`~jobledger.storage.backend.Backend`
 (``postgres``, ``sqlite``, or ``generic`` for any other dialect); commands run on
 :mod:`~jobledger.storage.driver` statements (``jobledger.store``), plain reads in
-:mod:`~jobledger.storage.reads`.
+:mod:`~jobledger.storage.reads`. Catch-up, the SQL lease store and the audit ask
+the backend too, for their queries, session setup and bulk adapter (the
+adapters themselves live in :mod:`jobledger.audit`, which imports storage).
 """
 
 from __future__ import annotations

@@ -95,7 +95,7 @@ class SqliteBackend(GenericBackend):
         return _stored_event
 
     def bulk_adapter(self, dialect: Dialect) -> type[Bulk]:
-        from ..audit.bulk import SqliteBulk  # noqa: PLC0415 (the audit imports storage)
+        from ..audit.sqlite import SqliteBulk  # noqa: PLC0415 (the audit imports storage)
 
         return SqliteBulk
 
