@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Concatenate, ParamSpec, TextIO
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TextIO
 
 from sqlalchemy import Engine
 from sqlalchemy.engine import URL
 
-from . import audit, decisions, identity, names
+from . import decisions, identity, names
 from .database import DEFAULT_URL, engine_for, mask
 from .decisions import JobSpec
 from .encoding import normalize_payload
@@ -20,6 +20,9 @@ from .policy import RecoveryPolicy
 from .records import Claim, Event, JobStatus
 from .storage.reads import HeldClaim
 from .store import LostRace, Store
+
+if TYPE_CHECKING:
+    from . import audit
 
 #: How often one command re-reads and retries after losing a race to another writer.
 MAX_RACE_RETRIES = 25
@@ -344,10 +347,14 @@ class Ledger:
 
         A large ledger is checked by ``workers`` processes (default: one per CPU, up to 8).
         """
+        from . import audit  # noqa: PLC0415 (processes that only command never load it)
+
         return audit.verify(self.engine, progress, workers)
 
     def replay(self, until: datetime | None = None) -> dict[str, JobStatus]:
         """Every job's status as of ``until`` (database clock), folded from the events alone."""
+        from . import audit  # noqa: PLC0415 (processes that only command never load it)
+
         return audit.replay(self.engine, until)
 
     def rebuild(self, progress: audit.Progress | None = None, workers: int | None = None) -> int:
@@ -355,12 +362,16 @@ class Ledger:
 
         A large ledger is folded by ``workers`` processes (default: one per CPU, up to 8).
         """
+        from . import audit  # noqa: PLC0415 (processes that only command never load it)
+
         return audit.rebuild(self.engine, progress, workers)
 
     def export(
         self, out: TextIO, since: int | None = None, progress: audit.Progress | None = None
     ) -> int:
         """Write the events after position ``since`` to ``out`` as JSON lines; how many."""
+        from . import audit  # noqa: PLC0415 (processes that only command never load it)
+
         return audit.export(self.engine, out, since, progress)
 
     # -- the one write path -------------------------------------------------------------
@@ -406,10 +417,14 @@ class Ledger:
     def replay_job(self, job_id: str, until: datetime) -> JobStatus | None:
         """``job_id``'s status as of ``until`` (database clock); ``None`` if it had no event
         by then."""
+        from . import audit  # noqa: PLC0415 (processes that only command never load it)
+
         return audit.replay(self.engine, until, job_id).get(job_id)
 
     def state_counts(self, until: datetime | None = None) -> dict[str, int]:
         """How many jobs are in each state: now, or replayed as of ``until``."""
+        from . import audit  # noqa: PLC0415 (processes that only command never load it)
+
         return audit.state_counts(self.engine, until)
 
     def events_after(self, position: int) -> list[Event]:

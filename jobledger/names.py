@@ -18,10 +18,9 @@ from __future__ import annotations
 import unicodedata
 
 from .errors import InvalidJobId
-from .schema import jobs
 
-#: Job ids and queue names fit the columns that hold them.
-MAX_NAME_LENGTH: int = jobs.c.job_id.type.length  # type: ignore[attr-defined]
+#: Job ids and queue names fit the columns that hold them (``schema.py`` sizes them so).
+MAX_NAME_LENGTH = 255
 _REFUSED_CATEGORIES = {
     "Cc": "a control character",
     "Cf": "an invisible format character",

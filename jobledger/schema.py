@@ -28,6 +28,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import base as postgresql_base
 from sqlalchemy.types import TypeDecorator, UserDefinedType
 
+from .names import MAX_NAME_LENGTH
+
 metadata = MetaData(
     naming_convention={
         "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -84,7 +86,7 @@ events = Table(
     "jobledger_events",
     metadata,
     Column("position", Position, primary_key=True, autoincrement=True),
-    Column("job_id", String(255), nullable=False),
+    Column("job_id", String(MAX_NAME_LENGTH), nullable=False),
     Column("version", Integer, nullable=False),
     Column("type", String(16), nullable=False),
     Column("process", String(255), nullable=True),
@@ -106,8 +108,8 @@ EVENT_FIELDS: tuple[str, ...] = tuple(
 jobs = Table(
     "jobledger_jobs",
     metadata,
-    Column("job_id", String(255), primary_key=True),
-    Column("queue", String(255), nullable=False),
+    Column("job_id", String(MAX_NAME_LENGTH), primary_key=True),
+    Column("queue", String(MAX_NAME_LENGTH), nullable=False),
     Column("state", String(16), nullable=False),
     Column("version", Integer, nullable=False),
     Column("attempt", Integer, nullable=False),
