@@ -98,8 +98,9 @@ NUMBERS = frozenset(("attempt", "claim_token"))
 class Bulk:
     """A backend's bulk reads and writes (see the module's docstring).
 
-    ``Backend.bulk_adapter`` (:mod:`jobledger.storage`) names the class for an
-    engine; its class methods open one on a connection or in a worker process.
+    :func:`jobledger.audit.session.adapter_for` picks the class for an engine's
+    ``Backend.bulk_access``; its class methods open one on a connection or in a
+    worker process.
     """
 
     #: One connection can stream a read while it writes (PostgreSQL's COPY cannot).

@@ -118,7 +118,7 @@ def rebuild(
         # the events are read on a second connection, in this transaction's snapshot.
         reader = None
         if not bulk.reads_while_writing:
-            reader = plan[0] if plan is not None else shards.source_for(conn)
+            reader = plan[0] if plan is not None else session.worker_source(conn)
         conn.execute(delete(jobs))
         written = 0
         with bulk.writer() as write:

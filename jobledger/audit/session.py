@@ -17,9 +17,11 @@ from sqlalchemy import Connection, Engine, func, select
 
 from ..database import translated_errors
 from ..schema import events
-from ..storage import backend_for
+from ..storage import BulkAccess, backend_for
 from . import shards
-from .bulk import Bulk
+from .bulk import Bulk, CoreBulk
+from .postgres import PostgresBulk
+from .sqlite import SqliteBulk
 
 #: Events per progress report, and jobs per batch of rows a rebuild writes.
 BATCH_SIZE = 10_000
@@ -46,9 +48,31 @@ def snapshot(engine: Engine) -> Iterator[Connection]:
             yield conn
 
 
+#: The bulk adapter for each way a backend offers to read and write whole tables.
+ADAPTERS: dict[BulkAccess, type[Bulk]] = {
+    BulkAccess.POSTGRES_COPY: PostgresBulk,
+    BulkAccess.SQLITE3: SqliteBulk,
+    BulkAccess.SQLALCHEMY: CoreBulk,
+}
+
+
+def adapter_for(conn: Connection) -> type[Bulk]:
+    """The bulk adapter for ``conn``'s backend and driver."""
+    return ADAPTERS[backend_for(conn).bulk_access(conn.dialect)]
+
+
 def bulk_for(conn: Connection) -> Bulk:
-    """Bulk access through ``conn``'s own transaction, by the backend's bulk adapter."""
-    return backend_for(conn).bulk_adapter(conn.dialect).through(conn)
+    """Bulk access through ``conn``'s own transaction."""
+    return adapter_for(conn).through(conn)
+
+
+def worker_source(conn: Connection) -> shards.Source | None:
+    """How workers reach ``conn``'s database in its snapshot; ``None`` if they cannot.
+
+    On PostgreSQL this exports the transaction's snapshot, so it must run before
+    the connection starts a COPY.
+    """
+    return adapter_for(conn).worker_source(conn)
 
 
 def count_events(conn: Connection, since: int | None = None) -> int:
@@ -72,14 +96,13 @@ def worker_plan(
     """How workers connect, their ranges, how many workers; ``None``: work in this process.
 
     Workers take :data:`MIN_PARALLEL_EVENTS` events or more, when they can be
-    forked (:func:`shards.can_fork`) and reach the database
-    (:func:`shards.source_for`). On PostgreSQL this exports the transaction's
-    snapshot, so it must run before the connection starts a COPY.
+    forked (:func:`shards.can_fork`) and reach the database (:func:`worker_source`,
+    which must run before the connection starts a COPY).
     """
     count = default_workers() if workers is None else workers
     if count < 2 or total < MIN_PARALLEL_EVENTS or not shards.can_fork():
         return None
-    source = shards.source_for(conn)
+    source = worker_source(conn)
     if source is None:
         return None
     ranges = shards.plan(conn, total, count * shards.RANGES_PER_WORKER)

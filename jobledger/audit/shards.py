@@ -59,7 +59,6 @@ from sqlalchemy import Connection, select
 from ..children import die_with_parent
 from ..errors import DatabaseUnavailable
 from ..schema import events
-from ..storage import backend_for
 
 if TYPE_CHECKING:
     from .bulk import Bulk
@@ -88,11 +87,6 @@ class Source:
     def open(self) -> contextlib.AbstractContextManager[Bulk]:
         """A connection with a read transaction (in the shared snapshot), as a Bulk."""
         return self.bulk.open_worker(self)
-
-
-def source_for(conn: Connection) -> Source | None:
-    """How workers reach ``conn``'s database in its snapshot; ``None`` if they cannot."""
-    return backend_for(conn).bulk_adapter(conn.dialect).worker_source(conn)
 
 
 def plan(conn: Connection, count: int, parts: int) -> list[Range]:

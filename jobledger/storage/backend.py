@@ -8,9 +8,10 @@ the dialect's name. This module also holds the statements most backends share.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from sqlalchemy import (
     Connection,
@@ -31,9 +32,6 @@ from ..records import Event, JobStatus
 from ..schema import EVENT_FIELDS, STATUS_FIELDS, events, jobs
 from .driver import DriverStatement
 from .rows import StoredEvent
-
-if TYPE_CHECKING:
-    from ..audit.bulk import Bulk
 
 #: How a command runs one statement: ``run(connection, statement, values)``, a cursor.
 Run = Callable[[PoolProxiedConnection, DriverStatement, tuple[Any, ...]], Any]
@@ -80,6 +78,18 @@ class BulkCopy(Protocol):
         self, conn: PoolProxiedConnection, pairs: Sequence[tuple[Event, JobStatus]], tx_id: Any
     ) -> None:
         """Stream the jobs and events of a batch, in the caller's transaction."""
+
+
+class BulkAccess(enum.Enum):
+    """How a backend's tables can be read and written whole, below SQLAlchemy's result
+    layer; :mod:`jobledger.audit` has one bulk adapter for each."""
+
+    #: Nothing faster than SQLAlchemy Core.
+    SQLALCHEMY = "sqlalchemy"
+    #: PostgreSQL's ``COPY`` in text format, on psycopg (3).
+    POSTGRES_COPY = "postgres-copy"
+    #: The sqlite3 module's own cursors, on the connection or the database file.
+    SQLITE3 = "sqlite3"
 
 
 class BatchStatements(NamedTuple):
@@ -185,11 +195,9 @@ class Backend:
         """Turns a row selected with :meth:`audit_event_columns` into a StoredEvent."""
         return StoredEvent._make
 
-    def bulk_adapter(self, dialect: Dialect) -> type[Bulk]:
-        """The audit's bulk reader and writer for ``dialect`` (its driver included)."""
-        from ..audit.bulk import CoreBulk  # noqa: PLC0415 (the audit imports storage)
-
-        return CoreBulk
+    def bulk_access(self, dialect: Dialect) -> BulkAccess:
+        """How the audit reads and writes whole tables through ``dialect``'s driver."""
+        return BulkAccess.SQLALCHEMY
 
     def batch_statements(self) -> BatchStatements:
         return BatchStatements(

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -50,6 +50,7 @@ from ..schema import EVENT_FIELDS, STATUS_FIELDS, Json, UtcDateTime, Xid8, event
 from .backend import (
     EVENT_COLUMNS,
     Backend,
+    BulkAccess,
     CommandStatements,
     Run,
     guarded_update,
@@ -57,9 +58,6 @@ from .backend import (
 )
 from .driver import DriverStatement, command_cursor, first_value
 from .rows import StoredEvent, event_row, status_row, write_layout
-
-if TYPE_CHECKING:
-    from ..audit.bulk import Bulk
 
 #: How far a timestamp chosen by this process may lie from the database clock.
 CLOCK_TOLERANCE = timedelta(milliseconds=100)
@@ -120,12 +118,10 @@ class PostgresBackend(Backend):
     def stored_event(self) -> Callable[[Any], StoredEvent]:
         return _stored_event
 
-    def bulk_adapter(self, dialect: Dialect) -> type[Bulk]:
-        if dialect.driver != "psycopg":
-            return super().bulk_adapter(dialect)
-        from ..audit.postgres import PostgresBulk  # noqa: PLC0415 (the audit imports storage)
-
-        return PostgresBulk
+    def bulk_access(self, dialect: Dialect) -> BulkAccess:
+        if dialect.driver == "psycopg":
+            return BulkAccess.POSTGRES_COPY
+        return BulkAccess.SQLALCHEMY  # other drivers' COPY APIs differ
 
 
 class PostgresCommands(CommandStatements):

@@ -18,7 +18,7 @@ import json
 import os
 from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Dialect, Engine, Text, bindparam, event, func, select, type_coerce
 from sqlalchemy.engine import URL
@@ -26,12 +26,9 @@ from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql.elements import ColumnElement
 
 from ..schema import UtcDateTime, events
-from .backend import EVENT_COLUMNS
+from .backend import EVENT_COLUMNS, BulkAccess
 from .generic import GenericBackend
 from .rows import StoredEvent
-
-if TYPE_CHECKING:
-    from ..audit.bulk import Bulk
 
 #: How long a SQLite writer waits for another process's write lock before giving up.
 SQLITE_BUSY_TIMEOUT = 30.0
@@ -94,10 +91,8 @@ class SqliteBackend(GenericBackend):
     def stored_event(self) -> Callable[[Any], StoredEvent]:
         return _stored_event
 
-    def bulk_adapter(self, dialect: Dialect) -> type[Bulk]:
-        from ..audit.sqlite import SqliteBulk  # noqa: PLC0415 (the audit imports storage)
-
-        return SqliteBulk
+    def bulk_access(self, dialect: Dialect) -> BulkAccess:
+        return BulkAccess.SQLITE3
 
 
 def _stored_event(row: Any) -> StoredEvent:

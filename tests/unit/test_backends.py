@@ -12,16 +12,17 @@ import sys
 from datetime import datetime, timezone
 
 import pytest
-from sqlalchemy import create_engine
+from sqlalchemy import Dialect, create_engine
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 
-from jobledger.audit.bulk import CoreBulk
+from jobledger.audit.bulk import Bulk, CoreBulk
 from jobledger.audit.events import StoredEvent, event_query
 from jobledger.audit.postgres import PostgresBulk
+from jobledger.audit.session import ADAPTERS
 from jobledger.audit.sqlite import SqliteBulk
 from jobledger.errors import ConfigurationError
-from jobledger.storage import backend_for, backend_named
+from jobledger.storage import BulkAccess, backend_for, backend_named
 
 ROW = (7, "job", 2, "claimed", "worker")
 HASHES = ("prev", "hash")
@@ -58,13 +59,16 @@ def test_catch_up_refuses_other_databases() -> None:
         backend_named("mssql").pending_events_query()
 
 
-def test_each_backend_names_its_bulk_adapter() -> None:
-    assert backend_named("sqlite").bulk_adapter(sqlite.dialect()) is SqliteBulk
-    psycopg = postgresql.psycopg.dialect()
-    assert backend_named("postgresql").bulk_adapter(psycopg) is PostgresBulk
+def test_each_backend_says_how_the_audit_reads_in_bulk() -> None:
+    def adapter(name: str, dialect: Dialect) -> type[Bulk]:
+        return ADAPTERS[backend_named(name).bulk_access(dialect)]
+
+    assert adapter("sqlite", sqlite.dialect()) is SqliteBulk
+    assert adapter("postgresql", postgresql.psycopg.dialect()) is PostgresBulk
     other_driver = postgresql.psycopg2.dialect()  # no COPY path: through SQLAlchemy
-    assert backend_named("postgresql").bulk_adapter(other_driver) is CoreBulk
-    assert backend_named("mssql").bulk_adapter(sqlite.dialect()) is CoreBulk
+    assert adapter("postgresql", other_driver) is CoreBulk
+    assert adapter("mssql", sqlite.dialect()) is CoreBulk
+    assert set(ADAPTERS) == set(BulkAccess)
     assert not PostgresBulk.reads_while_writing
     assert SqliteBulk.reads_while_writing
     assert CoreBulk.reads_while_writing
@@ -98,7 +102,7 @@ def test_replay_selects_text_where_decoding_it_is_cheaper() -> None:
 
 
 def test_storage_imports_no_audit_module() -> None:
-    """The audit imports storage; a backend imports its audit adapter only when asked."""
+    """The audit is a layer above storage (tests/unit/test_layers.py checks the imports)."""
     code = (
         "import sys, jobledger.storage, jobledger.catchup, jobledger.liveness.sql; "
         "print(sorted(m for m in sys.modules if m.startswith('jobledger.audit')))"
