@@ -133,8 +133,8 @@ class CatchUp(Runner):
         self.engine: Engine = source if isinstance(source, Engine) else source.engine
         self.projection = projection
         self.batch_size = batch_size
-        self.backend = backend_for(self.engine)
-        self._query = self.backend.pending_events_query()  # ConfigurationError elsewhere
+        self._backend = backend_for(self.engine)
+        self._query = self._backend.pending_events_query()  # ConfigurationError elsewhere
         self._writer = self.engine.execution_options(jobledger_write=True)  # SQLite: IMMEDIATE
         self._created = False
         self.poll_interval = poll_interval
@@ -193,7 +193,7 @@ class CatchUp(Runner):
         Only PostgreSQL can hold events back (see the module's docstring); on
         SQLite this is always ``None``.
         """
-        held_back = self.backend.held_back_query()
+        held_back = self._backend.held_back_query()
         if held_back is None:
             return None
         self._ensure_checkpoint()
@@ -204,7 +204,7 @@ class CatchUp(Runner):
             ).scalar_one()
             if waiting == 0:
                 return None
-            oldest = conn.execute(self.backend.oldest_writer_query()).first()
+            oldest = conn.execute(self._backend.oldest_writer_query()).first()
         if oldest is None:
             return Holdup(waiting, None, None, None, None)
         return Holdup(waiting, *oldest)
@@ -239,7 +239,7 @@ class CatchUp(Runner):
             self._advance(conn, self._origin())
 
     def _origin(self) -> Checkpoint:
-        return Checkpoint(0, self.backend.initial_checkpoint_tx)
+        return Checkpoint(0, self._backend.initial_checkpoint_tx)
 
     def _ensure_checkpoint(self) -> None:
         if self._created:
@@ -247,7 +247,7 @@ class CatchUp(Runner):
         origin = self._origin()
         row = {"name": self.projection.name, "position": origin.position, "tx_id": origin.tx_id}
         exists = select(checkpoints.c.name).where(checkpoints.c.name == row["name"])
-        create = insert(checkpoints).values(**row, updated_at=self.backend.clock())
+        create = insert(checkpoints).values(**row, updated_at=self._backend.clock())
         with translated_errors(self.engine):
             try:
                 with self._writer.begin() as conn:
@@ -276,7 +276,7 @@ class CatchUp(Runner):
             .values(
                 position=to.position,
                 tx_id=to.tx_id,
-                updated_at=self.backend.clock(),
+                updated_at=self._backend.clock(),
             )
         )
 
