@@ -22,6 +22,8 @@ in its own transaction, started after the previous version committed, so a
 job's transaction ids grow with its versions.
 
 On SQLite there is one writer at a time, so commit order is position order.
+The queries are the backend's (``Backend.pending_events_query`` and
+``held_back_query``, :mod:`jobledger.storage`).
 """
 
 from __future__ import annotations
@@ -35,28 +37,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import (
-    BigInteger,
-    Connection,
-    Engine,
-    Text,
-    bindparam,
-    cast,
-    func,
-    insert,
-    select,
-    text,
-    tuple_,
-    update,
-)
+from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy import exc as sa_exc
 
 from .database import translated_errors
-from .errors import ConfigurationError
 from .records import Event
 from .runner import Runner
-from .schema import EVENT_FIELDS, Xid8, checkpoints, events
-from .storage import database_clock
+from .schema import checkpoints
+from .storage import backend_for
 
 if TYPE_CHECKING:
     from .ledger import Ledger
@@ -88,31 +76,6 @@ class Checkpoint:
 
     position: int
     tx_id: int | None
-
-
-_EVENT_COLUMNS = (events.c.position, *(events.c[name] for name in EVENT_FIELDS))
-
-
-def _pending_query(dialect: str) -> Any:
-    """The next events after the checkpoint, in delivery order, with their writer's id."""
-    if dialect == "sqlite":
-        return (
-            select(*_EVENT_COLUMNS, events.c.tx_id)
-            .where(events.c.position > bindparam("position"))
-            .order_by(events.c.position)
-            .limit(bindparam("limit"))
-        )
-    if dialect == "postgresql":
-        return (
-            select(*_EVENT_COLUMNS, cast(cast(events.c.tx_id, Text), BigInteger).label("tx_id"))
-            .where(events.c.tx_id < _horizon(), _past_checkpoint())
-            .order_by(events.c.tx_id, events.c.position)
-            .limit(bindparam("limit"))
-        )
-    raise ConfigurationError(
-        f"catch-up projections need PostgreSQL or SQLite, not {dialect} "
-        "(elsewhere positions can commit out of order and events would be skipped)"
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,30 +111,6 @@ class Holdup:
         return f"{waiting} behind {behind}; delivered once it ends"
 
 
-_OLDEST_WRITER = text(
-    "SELECT pid, datname, state, xact_start FROM pg_stat_activity "
-    "WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid() "
-    "ORDER BY age(backend_xid) DESC LIMIT 1"
-)
-
-
-def _horizon() -> Any:
-    """PostgreSQL: every transaction with a smaller id has ended."""
-    return func.pg_snapshot_xmin(func.pg_current_snapshot())
-
-
-def _past_checkpoint() -> Any:
-    """PostgreSQL: events after the checkpoint (transaction id, position)."""
-    after = cast(cast(bindparam("tx_id", type_=BigInteger), Text), Xid8())  # no bigint -> xid8
-    return tuple_(events.c.tx_id, events.c.position) > tuple_(after, bindparam("position"))
-
-
-#: PostgreSQL: how many committed events past the checkpoint are above the horizon.
-_HELD_BACK = (
-    select(func.count()).select_from(events).where(events.c.tx_id >= _horizon(), _past_checkpoint())
-)
-
-
 class CatchUp(Runner):
     """Delivers every event to ``projection`` once, in batches of ``batch_size``.
 
@@ -194,7 +133,8 @@ class CatchUp(Runner):
         self.engine: Engine = source if isinstance(source, Engine) else source.engine
         self.projection = projection
         self.batch_size = batch_size
-        self._query = _pending_query(self.engine.dialect.name)
+        self._backend = backend_for(self.engine)
+        self._query = self._backend.pending_events_query()  # ConfigurationError elsewhere
         self._writer = self.engine.execution_options(jobledger_write=True)  # SQLite: IMMEDIATE
         self._created = False
         self.poll_interval = poll_interval
@@ -253,17 +193,18 @@ class CatchUp(Runner):
         Only PostgreSQL can hold events back (see the module's docstring); on
         SQLite this is always ``None``.
         """
-        if self.engine.dialect.name != "postgresql":
+        held_back = self._backend.held_back_query()
+        if held_back is None:
             return None
         self._ensure_checkpoint()
         with translated_errors(self.engine), self.engine.connect() as conn:
             start = self._read_checkpoint(conn)
             waiting = conn.execute(
-                _HELD_BACK, {"position": start.position, "tx_id": start.tx_id}
+                held_back, {"position": start.position, "tx_id": start.tx_id}
             ).scalar_one()
             if waiting == 0:
                 return None
-            oldest = conn.execute(_OLDEST_WRITER).first()
+            oldest = conn.execute(self._backend.oldest_writer_query()).first()
         if oldest is None:
             return Holdup(waiting, None, None, None, None)
         return Holdup(waiting, *oldest)
@@ -298,7 +239,7 @@ class CatchUp(Runner):
             self._advance(conn, self._origin())
 
     def _origin(self) -> Checkpoint:
-        return Checkpoint(0, 0 if self.engine.dialect.name == "postgresql" else None)
+        return Checkpoint(0, self._backend.initial_checkpoint_tx)
 
     def _ensure_checkpoint(self) -> None:
         if self._created:
@@ -306,9 +247,7 @@ class CatchUp(Runner):
         origin = self._origin()
         row = {"name": self.projection.name, "position": origin.position, "tx_id": origin.tx_id}
         exists = select(checkpoints.c.name).where(checkpoints.c.name == row["name"])
-        create = insert(checkpoints).values(
-            **row, updated_at=database_clock(self.engine.dialect.name)
-        )
+        create = insert(checkpoints).values(**row, updated_at=self._backend.clock())
         with translated_errors(self.engine):
             try:
                 with self._writer.begin() as conn:
@@ -337,7 +276,7 @@ class CatchUp(Runner):
             .values(
                 position=to.position,
                 tx_id=to.tx_id,
-                updated_at=database_clock(conn.dialect.name),
+                updated_at=self._backend.clock(),
             )
         )
 

@@ -6,7 +6,8 @@ Where each part lives:
 * :mod:`.folding`: ``replay``, ``state_counts`` and ``rebuild``;
 * :mod:`.exports`: ``export`` to JSON lines and ``verify_export``;
 * :mod:`.events`: :class:`StoredEvent`, the one event shape every fold reads;
-* :mod:`.bulk` and :mod:`.postgres`: reading and writing in bulk, per backend;
+* :mod:`.bulk`, :mod:`.postgres` and :mod:`.sqlite`: reading and writing in bulk, per
+  backend (:func:`.session.adapter_for` picks one by ``Backend.bulk_access``);
 * :mod:`.shards`: the work split over forked worker processes;
 * :mod:`.session`: the snapshot, the plan for workers, progress.
 

@@ -22,8 +22,8 @@ slices, cheaper than a datetime per value (see ``benchmarks/README.md``).
 
 The adapters talk to the driver directly: PostgreSQL streams COPY text
 (:mod:`jobledger.audit.postgres`), SQLite reads through sqlite3 without
-SQLAlchemy's result layer, and other databases go through SQLAlchemy
-(:class:`CoreBulk`).
+SQLAlchemy's result layer (:mod:`jobledger.audit.sqlite`), and other databases go
+through SQLAlchemy (:class:`CoreBulk`, here).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import contextlib
 import re
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Select, Text, cast, insert, literal, null, select, union_all
 
@@ -40,9 +40,7 @@ from ..encoding import canonical_time
 from ..projection import Draft
 from ..schema import EVENT_FIELDS, STATUS_FIELDS, events, jobs
 from ..storage.rows import status_row
-
-if TYPE_CHECKING:
-    import sqlite3
+from .shards import Source
 
 #: One row of the stream described above: an :class:`EventRow` or a :class:`ProjectedRow`.
 Row = Sequence[Any]
@@ -98,7 +96,30 @@ NUMBERS = frozenset(("attempt", "claim_token"))
 
 
 class Bulk:
-    """A backend's bulk reads and writes (see the module's docstring)."""
+    """A backend's bulk reads and writes (see the module's docstring).
+
+    :func:`jobledger.audit.session.adapter_for` picks the class for an engine's
+    ``Backend.bulk_access``; its class methods open one on a connection or in a
+    worker process.
+    """
+
+    #: One connection can stream a read while it writes (PostgreSQL's COPY cannot).
+    reads_while_writing: bool = True
+
+    @classmethod
+    def through(cls, conn: Connection) -> Bulk:
+        """Bulk access through ``conn``'s own transaction."""
+        raise NotImplementedError
+
+    @classmethod
+    def worker_source(cls, conn: Connection) -> Source | None:
+        """How worker processes reach ``conn``'s database in its snapshot; ``None``: they cannot."""
+        return None
+
+    @classmethod
+    def open_worker(cls, source: Source) -> contextlib.AbstractContextManager[Bulk]:
+        """In a worker: a connection to ``source`` with a read transaction, as a Bulk."""
+        raise NotImplementedError
 
     def rows(self, lower: str | None, upper: str | None, projection: bool) -> Iterator[Row]:
         """Rows of jobs with ``lower < job_id <= upper`` (``None``: unbounded), in job order.
@@ -141,82 +162,6 @@ def where_clause(lower: str | None, upper: str | None) -> str:
     return f" WHERE {' AND '.join(conditions)}" if conditions else ""
 
 
-# -- SQLite (sqlite3) -----------------------------------------------------------------------
-
-
-class SqliteBulk(Bulk):
-    """sqlite3 cursors on a connection with a read (or write) transaction open.
-
-    Moments are the stored text, ``2026-01-01 00:00:00.287000`` as
-    :class:`~jobledger.schema.UtcDateTime` writes it.
-    """
-
-    def __init__(self, connection: sqlite3.Connection) -> None:
-        self._conn = connection
-        # SQLite's BINARY order of UTF-8 text is Python's order of str (code points).
-        (encoding,) = connection.execute("PRAGMA encoding").fetchone()
-        self._python_order = encoding == "UTF-8"
-
-    def rows(self, lower: str | None, upper: str | None, projection: bool) -> Iterator[Row]:
-        where = where_clause(None if lower is None else "?", None if upper is None else "?")
-        params = [b for b in (lower, upper) if b is not None]
-        columns = ", ".join(EVENT_FIELDS)
-        event_query = f"SELECT {columns} FROM {events.name}{where}"
-        if not projection:
-            return iter(self._conn.execute(f"{event_query} ORDER BY job_id, version", params))
-        tail = ", ".join(
-            f"CAST({name} AS TEXT)" if name in NUMBERS else name for name in PROJECTION_TAIL
-        )
-        row_query = f"SELECT job_id, version, NULL, {tail} FROM {jobs.name}{where}"
-        if self._python_order:
-            # Two cursors merged here beat SQLite's own UNION ALL (benchmarks/README.md).
-            return _merged_by_job(
-                self._conn.execute(f"{event_query} ORDER BY job_id, version", params),
-                self._conn.execute(f"{row_query} ORDER BY job_id", params),
-            )
-        padding = ", ''" * PADDING
-        query = f"SELECT {columns}{padding} FROM {events.name}{where} UNION ALL {row_query}"
-        return iter(self._conn.execute(f"{query} ORDER BY 1, 2", params + params))
-
-    def by_position(self, since: int | None) -> Iterator[Row]:
-        columns = ", ".join(EVENT_FIELDS)
-        query = (
-            f"SELECT {columns}, position FROM {events.name} WHERE position > ? ORDER BY position"
-        )
-        return iter(self._conn.execute(query, (-1 if since is None else since,)))
-
-    def canonical_time(self, moment: str) -> str:
-        if len(moment) == 26 and moment[10] == " ":
-            return f"{moment[:10]}T{moment[11:]}Z"
-        return super().canonical_time(moment)
-
-    def encode(self, drafts: list[Draft]) -> Batch:
-        return [status_row(d) for d in drafts]
-
-    @contextlib.contextmanager
-    def writer(self) -> Iterator[Callable[[Batch], None]]:
-        marks = ", ".join("?" * len(STATUS_FIELDS))
-        statement = f"INSERT INTO {jobs.name} ({', '.join(STATUS_FIELDS)}) VALUES ({marks})"
-
-        def write(batch: Batch) -> None:
-            self._conn.executemany(statement, batch)
-
-        yield write
-
-
-def _merged_by_job(events: Iterator[Row], rows: Iterator[Row]) -> Iterator[Row]:
-    """Events and projection rows, both in job order, as one stream in job order."""
-    row = next(rows, None)
-    for event in events:
-        while row is not None and row[0] <= event[0]:  # job ids
-            yield row
-            row = next(rows, None)
-        yield event
-    if row is not None:
-        yield row
-        yield from rows
-
-
 # -- anything else SQLAlchemy speaks ------------------------------------------------------
 
 
@@ -225,6 +170,10 @@ class CoreBulk(Bulk):
 
     def __init__(self, connection: Connection) -> None:
         self._conn = connection
+
+    @classmethod
+    def through(cls, conn: Connection) -> Bulk:
+        return cls(conn)
 
     def rows(self, lower: str | None, upper: str | None, projection: bool) -> Iterator[Row]:
         def bounded(query: Select[Any], table: Any) -> Select[Any]:

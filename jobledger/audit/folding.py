@@ -22,11 +22,11 @@ from ..names import checked_lookup
 from ..projection import Draft, advance
 from ..records import JobStatus
 from ..schema import UtcDateTime, events, jobs
+from ..storage import backend_for
 from . import session, shards
 from .bulk import Bulk
 from .events import StoredEvent, by_job, event_query
 from .payloads import StoredPayloads
-from .postgres import PostgresBulk
 
 
 def replay(
@@ -60,7 +60,7 @@ def state_counts(engine: Engine, until: datetime | None = None) -> dict[str, int
 def _replayed(engine: Engine, until: datetime | None, job_id: str | None = None) -> Iterator[Draft]:
     if until is not None and until.tzinfo is None:
         raise ValueError("until must be timezone-aware (the ledger records UTC instants)")
-    query = event_query(engine.dialect.name)
+    query = event_query(backend_for(engine))
     if until is not None:
         query = query.where(events.c.recorded_at <= type_coerce(_in_utc(until), UtcDateTime))
     if job_id is not None:
@@ -104,21 +104,21 @@ def rebuild(
     Like :func:`verify`, large ledgers are folded in ``workers`` processes;
     their rows are all written by this one transaction.
     """
+    backend = backend_for(engine)
     writer = engine.execution_options(jobledger_write=True)  # BEGIN IMMEDIATE on SQLite
     with translated_errors(engine), writer.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.exec_driver_sql("LOCK TABLE jobledger_jobs IN SHARE ROW EXCLUSIVE MODE")
-        session.utc_session(conn)
+        backend.lock_for_rebuild(conn)
+        backend.utc_session(conn)
         bulk = session.bulk_for(conn)
         total = session.count_events(conn)
         tracker = session.Tracker(progress, total)
         task = functools.partial(_fold_range, batch_size=session.BATCH_SIZE)
         plan = session.worker_plan(conn, total, workers)
-        # PostgreSQL cannot read one COPY and write another on one connection: without
-        # workers, the events are read on a second one, in this transaction's snapshot.
+        # A bulk that cannot read while it writes (PostgreSQL's COPY): without workers,
+        # the events are read on a second connection, in this transaction's snapshot.
         reader = None
-        if isinstance(bulk, PostgresBulk):
-            reader = plan[0] if plan is not None else shards.source_for(conn)
+        if not bulk.reads_while_writing:
+            reader = plan[0] if plan is not None else session.worker_source(conn)
         conn.execute(delete(jobs))
         written = 0
         with bulk.writer() as write:

@@ -14,11 +14,15 @@ import selectors
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import Connection
+
+from ..errors import DatabaseUnavailable
 from ..projection import Draft
 from ..schema import EVENT_FIELDS, STATUS_FIELDS, events, jobs
 from ..storage.postgres import copy_sql
 from ..storage.rows import status_row
 from .bulk import PADDING, PROJECTION_TAIL, Batch, Bulk, EventRow, Row, where_clause
+from .shards import Source
 
 if TYPE_CHECKING:
     import psycopg
@@ -32,9 +36,45 @@ class PostgresBulk(Bulk):
     :func:`prepare_postgres_session` sets.
     """
 
+    #: A connection that writes by COPY cannot read another COPY meanwhile.
+    reads_while_writing = False
+
     def __init__(self, connection: psycopg.Connection[Any]) -> None:
         self._conn = connection
         self._encoding = connection.info.encoding
+
+    @classmethod
+    def through(cls, conn: Connection) -> Bulk:
+        driver: Any = conn.connection.driver_connection
+        with driver.cursor() as cursor:
+            prepare_postgres_session(cursor)
+        return cls(driver)
+
+    @classmethod
+    def worker_source(cls, conn: Connection) -> Source:
+        args, kwargs = conn.dialect.create_connect_args(conn.engine.url)
+        snapshot = conn.exec_driver_sql("SELECT pg_export_snapshot()").scalar_one()
+        return Source(cls, tuple(args), dict(kwargs), snapshot)
+
+    @classmethod
+    @contextlib.contextmanager
+    def open_worker(cls, source: Source) -> Iterator[Bulk]:
+        import psycopg  # noqa: PLC0415 (an optional driver, imported where used)
+
+        try:
+            conn = psycopg.connect(*source.args, **source.kwargs)
+        except psycopg.OperationalError as exc:
+            raise DatabaseUnavailable(f"an audit worker cannot connect: {exc}") from None
+        with conn:
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            conn.read_only = True
+            with conn.cursor() as cursor:
+                if source.snapshot is not None:  # must come first in the transaction
+                    statement = psycopg.sql.SQL("SET TRANSACTION SNAPSHOT {}")
+                    cursor.execute(statement.format(psycopg.sql.Literal(source.snapshot)))
+                prepare_postgres_session(cursor)
+            yield cls(conn)
+            conn.rollback()
 
     def rows(self, lower: str | None, upper: str | None, projection: bool) -> Iterator[Row]:
         from psycopg import sql  # noqa: PLC0415 (an optional driver, imported where used)

@@ -17,9 +17,11 @@ from sqlalchemy import Connection, Engine, func, select
 
 from ..database import translated_errors
 from ..schema import events
+from ..storage import BulkAccess, backend_for
 from . import shards
-from .bulk import Bulk, CoreBulk, SqliteBulk
-from .postgres import PostgresBulk, prepare_postgres_session
+from .bulk import Bulk, CoreBulk
+from .postgres import PostgresBulk
+from .sqlite import SqliteBulk
 
 #: Events per progress report, and jobs per batch of rows a rebuild writes.
 BATCH_SIZE = 10_000
@@ -38,34 +40,39 @@ Progress = Callable[[int, int], None]
 @contextlib.contextmanager
 def snapshot(engine: Engine) -> Iterator[Connection]:
     """A transaction whose reads all see one consistent state of the database."""
+    backend = backend_for(engine)
     with translated_errors(engine), engine.connect() as conn:
-        if engine.dialect.name == "postgresql":
-            conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+        backend.prepare_snapshot(conn)
         with conn.begin():  # SQLite: one BEGIN .. COMMIT sees one WAL snapshot
-            utc_session(conn)
+            backend.utc_session(conn)
             yield conn
 
 
-def utc_session(conn: Connection) -> None:
-    """Make PostgreSQL hand out timestamps in ``timezone.utc`` for this transaction.
+#: The bulk adapter for each way a backend offers to read and write whole tables.
+ADAPTERS: dict[BulkAccess, type[Bulk]] = {
+    BulkAccess.POSTGRES_COPY: PostgresBulk,
+    BulkAccess.SQLITE3: SqliteBulk,
+    BulkAccess.SQLALCHEMY: CoreBulk,
+}
 
-    That is what :class:`~jobledger.schema.UtcDateTime` returns, so event times
-    can be read as plain timestamps, skipping a Python call per value.
-    """
-    if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql("SET LOCAL TIME ZONE 'UTC'")
+
+def adapter_for(conn: Connection) -> type[Bulk]:
+    """The bulk adapter for ``conn``'s backend and driver."""
+    return ADAPTERS[backend_for(conn).bulk_access(conn.dialect)]
 
 
 def bulk_for(conn: Connection) -> Bulk:
     """Bulk access through ``conn``'s own transaction."""
-    driver: Any = conn.connection.driver_connection
-    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
-        with driver.cursor() as cursor:
-            prepare_postgres_session(cursor)
-        return PostgresBulk(driver)
-    if conn.dialect.name == "sqlite":
-        return SqliteBulk(driver)
-    return CoreBulk(conn)
+    return adapter_for(conn).through(conn)
+
+
+def worker_source(conn: Connection) -> shards.Source | None:
+    """How workers reach ``conn``'s database in its snapshot; ``None`` if they cannot.
+
+    On PostgreSQL this exports the transaction's snapshot, so it must run before
+    the connection starts a COPY.
+    """
+    return adapter_for(conn).worker_source(conn)
 
 
 def count_events(conn: Connection, since: int | None = None) -> int:
@@ -89,14 +96,13 @@ def worker_plan(
     """How workers connect, their ranges, how many workers; ``None``: work in this process.
 
     Workers take :data:`MIN_PARALLEL_EVENTS` events or more, when they can be
-    forked (:func:`shards.can_fork`) and reach the database
-    (:func:`shards.source_for`). On PostgreSQL this exports the transaction's
-    snapshot, so it must run before the connection starts a COPY.
+    forked (:func:`shards.can_fork`) and reach the database (:func:`worker_source`,
+    which must run before the connection starts a COPY).
     """
     count = default_workers() if workers is None else workers
     if count < 2 or total < MIN_PARALLEL_EVENTS or not shards.can_fork():
         return None
-    source = shards.source_for(conn)
+    source = worker_source(conn)
     if source is None:
         return None
     ranges = shards.plan(conn, total, count * shards.RANGES_PER_WORKER)

@@ -9,11 +9,11 @@ free, and the results come back in range order, so the outcome does not depend
 on which worker did what.
 
 Each worker process opens its own connection (:class:`Source`: the engine's URL,
-read by the engine's dialect). On PostgreSQL it imports the coordinating
-transaction's snapshot, so every worker reads the same state of the database, as
-one transaction would. SQLite cannot share a snapshot; each worker reads its own,
-which still shows every job whole (a job's events and projection row commit
-together and are read by one worker).
+read by the engine's dialect, and the backend's bulk adapter, which connects). On
+PostgreSQL it imports the coordinating transaction's snapshot, so every worker
+reads the same state of the database, as one transaction would. SQLite cannot
+share a snapshot; each worker reads its own, which still shows every job whole
+(a job's events and projection row commit together and are read by one worker).
 
 Workers are forked, which is cheap (no import, no pickling) and safe as long
 as the coordinator runs no other thread: a child forked beside other threads
@@ -45,24 +45,23 @@ import multiprocessing
 import os
 import pickle
 import signal
-import sqlite3
 import stat
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection as Pipe
 from multiprocessing.connection import wait
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, select
 
 from ..children import die_with_parent
-from ..database import SQLITE_BUSY_TIMEOUT
 from ..errors import DatabaseUnavailable
 from ..schema import events
-from .bulk import Bulk, SqliteBulk
-from .postgres import PostgresBulk, prepare_postgres_session
+
+if TYPE_CHECKING:
+    from .bulk import Bulk
 
 #: Ranges per worker: small enough that a slow worker does fewer, not the last one alone.
 RANGES_PER_WORKER = 4
@@ -71,73 +70,23 @@ Range = tuple[str | None, str | None]
 #: How a task reports to the coordinator: ``emit(kind, payload)``.
 Emit = Callable[[str, Any], None]
 #: Work on one range: ``task(bulk, lower, upper, emit)``; its result goes to the coordinator.
-Task = Callable[[Bulk, str | None, str | None, Emit], Any]
+Task = Callable[["Bulk", str | None, str | None, Emit], Any]
 
 
 @dataclass(frozen=True)
 class Source:
     """How a worker process connects to the coordinator's database."""
 
-    dialect: str
+    #: The bulk adapter that connects, and that the worker reads through.
+    bulk: type[Bulk]
     args: tuple[Any, ...]
     kwargs: dict[str, Any] = field(default_factory=dict)
     #: PostgreSQL: the exported snapshot every worker reads.
     snapshot: str | None = None
 
-    @contextlib.contextmanager
-    def open(self) -> Iterator[Bulk]:
+    def open(self) -> contextlib.AbstractContextManager[Bulk]:
         """A connection with a read transaction (in the shared snapshot), as a Bulk."""
-        if self.dialect == "postgresql":
-            with self._postgres() as bulk:
-                yield bulk
-        else:
-            with self._sqlite() as bulk:
-                yield bulk
-
-    @contextlib.contextmanager
-    def _postgres(self) -> Iterator[Bulk]:
-        import psycopg  # noqa: PLC0415 (an optional driver, imported where used)
-
-        try:
-            conn = psycopg.connect(*self.args, **self.kwargs)
-        except psycopg.OperationalError as exc:
-            raise DatabaseUnavailable(f"an audit worker cannot connect: {exc}") from None
-        with conn:
-            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-            conn.read_only = True
-            with conn.cursor() as cursor:
-                if self.snapshot is not None:  # must come first in the transaction
-                    statement = psycopg.sql.SQL("SET TRANSACTION SNAPSHOT {}")
-                    cursor.execute(statement.format(psycopg.sql.Literal(self.snapshot)))
-                prepare_postgres_session(cursor)
-            yield PostgresBulk(conn)
-            conn.rollback()
-
-    @contextlib.contextmanager
-    def _sqlite(self) -> Iterator[Bulk]:
-        (path,) = self.args
-        conn = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT, isolation_level=None)
-        try:
-            conn.execute("BEGIN")  # one snapshot for all the worker's ranges, from its first read
-            yield SqliteBulk(conn)
-            conn.execute("COMMIT")
-        finally:
-            conn.close()
-
-
-def source_for(conn: Connection) -> Source | None:
-    """How workers reach ``conn``'s database in its snapshot; ``None`` if they cannot."""
-    dialect = conn.dialect
-    if dialect.name == "postgresql" and dialect.driver == "psycopg":
-        args, kwargs = dialect.create_connect_args(conn.engine.url)
-        snapshot = conn.exec_driver_sql("SELECT pg_export_snapshot()").scalar_one()
-        return Source("postgresql", tuple(args), dict(kwargs), snapshot)
-    if dialect.name == "sqlite":
-        database = conn.engine.url.database
-        if not database or "mode=memory" in str(conn.engine.url) or not os.path.isfile(database):
-            return None  # in memory (private to this process), or a URI this cannot follow
-        return Source("sqlite", (os.path.abspath(database),))
-    return None
+        return self.bulk.open_worker(self)
 
 
 def plan(conn: Connection, count: int, parts: int) -> list[Range]:

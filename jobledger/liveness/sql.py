@@ -29,7 +29,7 @@ from collections.abc import Collection, Iterator
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Engine, delete, event, insert, select, update
+from sqlalchemy import Connection, Engine, delete, insert, select, update
 from sqlalchemy.engine import URL
 from sqlalchemy.schema import CreateIndex, CreateTable
 
@@ -37,7 +37,7 @@ from .. import bounds
 from ..database import creating, engine_for, mask, refuse_missing_file, translated_errors
 from ..errors import DatabaseUnavailable, LivenessUnavailable
 from ..schema import processes
-from ..storage import database_clock
+from ..storage import backend_for, backend_named
 from .base import DEFAULT_TTL, Incarnation, LivenessBackend, ProcessInfo, chunked
 
 if TYPE_CHECKING:
@@ -60,22 +60,7 @@ def lease_url(ledger_url: URL) -> URL | None:
     ``-wal`` and ``-shm`` companions); an in-memory SQLite database, private to
     one process, and every other database keep them in the ledger's database.
     """
-    if ledger_url.get_backend_name() != "sqlite":
-        return None
-    database = ledger_url.database
-    if not database or database == ":memory:" or "mode=memory" in str(ledger_url):
-        return None
-    return ledger_url.set(database=f"{database}-leases")
-
-
-def _no_fsync_per_commit(dbapi_connection: Any, record: Any) -> None:
-    """WAL with ``synchronous=NORMAL``: commits stop waiting for fsync, which a big write
-    elsewhere on the disk can hold up for seconds. Power loss may undo the latest
-    refreshes, and leaves no process of this host alive to need them; the file stays
-    consistent."""
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()
+    return backend_named(ledger_url.get_backend_name()).lease_url(ledger_url)
 
 
 class SqlLiveness(LivenessBackend):
@@ -104,14 +89,15 @@ class SqlLiveness(LivenessBackend):
         place = lease_url(ledger_engine.url) if leases is None else leases
         self.engine = ledger_engine if place is None else self._engine_for(place)
         made_for_leases = place is not None and not isinstance(place, Engine)
-        if made_for_leases and self.engine.dialect.name == "sqlite":
-            event.listen(self.engine, "connect", _no_fsync_per_commit)
+        backend = backend_for(self.engine)
+        if made_for_leases:
+            backend.configure_lease_store(self.engine)
         # Migrations create the table in the ledger's database; elsewhere it is ours to make.
         self._table_ready = self.engine is ledger_engine
         self._ledger_engine = ledger_engine
         self._writer = self.engine.execution_options(jobledger_write=True)
-        self._clock = database_clock(self.engine.dialect.name)
-        self._one_write_lock = self.engine.dialect.name == "sqlite"
+        self._clock = backend.clock()
+        self._one_write_lock = backend.one_write_lock
         self._blocked_until = 0.0  # time.monotonic() until which lapses are not trusted
         self._blocked_for = 0.0
 

@@ -3,7 +3,9 @@
 :func:`backend_for` gives an engine's :class:`~jobledger.storage.backend.Backend`
 (``postgres``, ``sqlite``, or ``generic`` for any other dialect); commands run on
 :mod:`~jobledger.storage.driver` statements (``jobledger.store``), plain reads in
-:mod:`~jobledger.storage.reads`.
+:mod:`~jobledger.storage.reads`. Catch-up, the SQL lease store and the audit ask
+the backend too, for their queries and session setup; the audit's bulk adapters
+live in :mod:`jobledger.audit` (a layer above), one per :class:`BulkAccess`.
 """
 
 from __future__ import annotations
@@ -14,12 +16,12 @@ from datetime import datetime
 from sqlalchemy import Connection, Engine
 from sqlalchemy.sql.elements import ColumnElement
 
-from .backend import Backend
+from .backend import Backend, BulkAccess
 from .generic import GenericBackend
 from .postgres import PostgresBackend
 from .sqlite import SqliteBackend
 
-__all__ = ["Backend", "backend_for", "backend_named", "database_clock"]
+__all__ = ["Backend", "BulkAccess", "backend_for", "backend_named", "database_clock"]
 
 
 def backend_for(engine: Engine | Connection) -> Backend:

@@ -8,18 +8,30 @@ the dialect's name. This module also holds the statements most backends share.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
-from sqlalchemy import Dialect, Engine, bindparam, insert, literal_column, select, update
+from sqlalchemy import (
+    Connection,
+    Dialect,
+    Engine,
+    bindparam,
+    insert,
+    literal_column,
+    select,
+    update,
+)
 from sqlalchemy.engine import URL
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql.elements import ColumnElement
 
+from ..errors import ConfigurationError
 from ..records import Event, JobStatus
-from ..schema import STATUS_FIELDS, events, jobs
+from ..schema import EVENT_FIELDS, STATUS_FIELDS, events, jobs
 from .driver import DriverStatement
+from .rows import StoredEvent
 
 #: How a command runs one statement: ``run(connection, statement, values)``, a cursor.
 Run = Callable[[PoolProxiedConnection, DriverStatement, tuple[Any, ...]], Any]
@@ -68,6 +80,18 @@ class BulkCopy(Protocol):
         """Stream the jobs and events of a batch, in the caller's transaction."""
 
 
+class BulkAccess(enum.Enum):
+    """How a backend's tables can be read and written whole, below SQLAlchemy's result
+    layer; :mod:`jobledger.audit` has one bulk adapter for each."""
+
+    #: Nothing faster than SQLAlchemy Core.
+    SQLALCHEMY = "sqlalchemy"
+    #: PostgreSQL's ``COPY`` in text format, on psycopg (3).
+    POSTGRES_COPY = "postgres-copy"
+    #: The sqlite3 module's own cursors, on the connection or the database file.
+    SQLITE3 = "sqlite3"
+
+
 class BatchStatements(NamedTuple):
     """What ``create_many`` runs through SQLAlchemy: the clock, then two multi-row INSERTs."""
 
@@ -89,6 +113,10 @@ class Backend:
     begin_command: str | None = None
     #: A database is a file, which connecting could create (see ``database.engine_for``).
     database_is_a_file: bool = False
+    #: One write lock for the whole database: a read under it shows that writes get through.
+    one_write_lock: bool = False
+    #: The transaction id a new catch-up checkpoint starts from (``None``: ids are not read).
+    initial_checkpoint_tx: int | None = None
 
     def clock(self) -> ColumnElement[datetime]:
         """The database server's current time: the only clock event timestamps come from."""
@@ -117,6 +145,60 @@ class Backend:
         """The command statements, compiled for ``dialect`` (which must know its server)."""
         raise NotImplementedError
 
+    # -- liveness: lease tables (jobledger.liveness.sql) --
+
+    def lease_url(self, ledger_url: URL) -> URL | None:
+        """Where the leases of the ledger at ``ledger_url`` live, if not in its own database."""
+        return None
+
+    def configure_lease_store(self, engine: Engine) -> None:
+        """Set up an engine made for a lease table alone (called once per engine)."""
+
+    # -- catch-up projections (jobledger.catchup) --
+
+    def pending_events_query(self) -> Any:
+        """The next events after a checkpoint, in delivery order, with their writer's id.
+
+        Binds ``position``, ``tx_id`` (the checkpoint) and ``limit``.
+        """
+        raise ConfigurationError(
+            f"catch-up projections need PostgreSQL or SQLite, not {self.name} "
+            "(elsewhere positions can commit out of order and events would be skipped)"
+        )
+
+    def held_back_query(self) -> Any | None:
+        """How many committed events past a checkpoint cannot be delivered yet (binds
+        ``position`` and ``tx_id``); ``None`` where none ever wait."""
+        return None
+
+    def oldest_writer_query(self) -> Any:
+        """The open transaction held-back events wait for: ``(pid, database, state, since)``
+        (``None`` where none ever wait)."""
+        return None
+
+    # -- audit (jobledger.audit) --
+
+    def prepare_snapshot(self, conn: Connection) -> None:
+        """Make ``conn``'s next transaction read one consistent state of the database."""
+
+    def utc_session(self, conn: Connection) -> None:
+        """Make the transaction on ``conn`` hand out timestamps in UTC (where it has a zone)."""
+
+    def lock_for_rebuild(self, conn: Connection) -> None:
+        """Keep writers off the projection until the rebuild's transaction on ``conn`` ends."""
+
+    def audit_event_columns(self) -> tuple[Any, Any]:
+        """The ``data`` and ``recorded_at`` columns as replay selects them."""
+        return events.c.data, events.c.recorded_at
+
+    def stored_event(self) -> Callable[[Any], StoredEvent]:
+        """Turns a row selected with :meth:`audit_event_columns` into a StoredEvent."""
+        return StoredEvent._make
+
+    def bulk_access(self, dialect: Dialect) -> BulkAccess:
+        """How the audit reads and writes whole tables through ``dialect``'s driver."""
+        return BulkAccess.SQLALCHEMY
+
     def batch_statements(self) -> BatchStatements:
         return BatchStatements(
             clock=select(self.clock().label("now")),
@@ -131,6 +213,10 @@ def load_statement(clock: ColumnElement[datetime]) -> Any:
     return select(clock.label("now"), *jobs.c).select_from(
         one.outerjoin(jobs, jobs.c.job_id == bindparam("job_id"))
     )
+
+
+#: Every column of an event, position first.
+EVENT_COLUMNS = (events.c.position, *(events.c[name] for name in EVENT_FIELDS))
 
 
 def guarded_update() -> Any:

@@ -9,15 +9,23 @@ two round trips: read, write. Every event carries its writer's
 A holder that knows the row it wrote last may skip the read
 (``Store.append_unread``): its write is guarded by that version and by its
 timestamp lying within :data:`CLOCK_TOLERANCE` of ``now()`` as the statement runs.
+
+Catch-up reads below the transaction-id horizon (why: :mod:`jobledger.catchup`);
+the audit reads in a REPEATABLE READ snapshot, in a UTC session, and in bulk by
+COPY (:mod:`jobledger.audit.postgres`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
+    Connection,
+    DateTime,
     Dialect,
     Integer,
     String,
@@ -28,6 +36,9 @@ from sqlalchemy import (
     insert,
     literal_column,
     select,
+    text,
+    tuple_,
+    type_coerce,
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import URL
@@ -35,10 +46,18 @@ from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql.elements import ColumnElement
 
 from ..records import Event, JobStatus
-from ..schema import EVENT_FIELDS, STATUS_FIELDS, Json, UtcDateTime, events, jobs
-from .backend import Backend, CommandStatements, Run, guarded_update, load_statement
+from ..schema import EVENT_FIELDS, STATUS_FIELDS, Json, UtcDateTime, Xid8, events, jobs
+from .backend import (
+    EVENT_COLUMNS,
+    Backend,
+    BulkAccess,
+    CommandStatements,
+    Run,
+    guarded_update,
+    load_statement,
+)
 from .driver import DriverStatement, command_cursor, first_value
-from .rows import event_row, status_row, write_layout
+from .rows import StoredEvent, event_row, status_row, write_layout
 
 #: How far a timestamp chosen by this process may lie from the database clock.
 CLOCK_TOLERANCE = timedelta(milliseconds=100)
@@ -47,6 +66,7 @@ CLOCK_TOLERANCE = timedelta(milliseconds=100)
 class PostgresBackend(Backend):
     name = "postgresql"
     autocommit_commands = True
+    initial_checkpoint_tx = 0
 
     def clock(self) -> ColumnElement[datetime]:
         return func.now(type_=UtcDateTime)
@@ -62,6 +82,46 @@ class PostgresBackend(Backend):
 
     def commands(self, dialect: Dialect) -> PostgresCommands:
         return PostgresCommands(self, dialect)
+
+    def pending_events_query(self) -> Any:
+        return (
+            select(*EVENT_COLUMNS, cast(cast(events.c.tx_id, Text), BigInteger).label("tx_id"))
+            .where(events.c.tx_id < _horizon(), _past_checkpoint())
+            .order_by(events.c.tx_id, events.c.position)
+            .limit(bindparam("limit"))
+        )
+
+    def held_back_query(self) -> Any:
+        return _HELD_BACK
+
+    def oldest_writer_query(self) -> Any:
+        return _OLDEST_WRITER
+
+    def prepare_snapshot(self, conn: Connection) -> None:
+        conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+
+    def utc_session(self, conn: Connection) -> None:
+        """Timestamps in ``timezone.utc``, as :class:`~jobledger.schema.UtcDateTime` returns
+        them, so that the audit can read event times as plain timestamps."""
+        conn.exec_driver_sql("SET LOCAL TIME ZONE 'UTC'")
+
+    def lock_for_rebuild(self, conn: Connection) -> None:
+        # Every append writes a jobs row first, so appends wait; readers do not.
+        conn.exec_driver_sql(f"LOCK TABLE {jobs.name} IN SHARE ROW EXCLUSIVE MODE")
+
+    def audit_event_columns(self) -> tuple[Any, Any]:
+        data = cast(events.c.data, Text)  # psycopg's JSONB loader costs twice json's decoder
+        # The session runs in UTC (utc_session), so plain timestamps are already what
+        # UtcDateTime would return.
+        return data, type_coerce(events.c.recorded_at, DateTime(timezone=True))
+
+    def stored_event(self) -> Callable[[Any], StoredEvent]:
+        return _stored_event
+
+    def bulk_access(self, dialect: Dialect) -> BulkAccess:
+        if dialect.driver == "psycopg":
+            return BulkAccess.POSTGRES_COPY
+        return BulkAccess.SQLALCHEMY  # other drivers' COPY APIs differ
 
 
 class PostgresCommands(CommandStatements):
@@ -128,6 +188,40 @@ class PostgresCommands(CommandStatements):
         with cursor.copy(self.events_copy) as copy:
             for event, _ in pairs:
                 copy.write_row([*self.events_rows.row(event_row(event)), tx_id])
+
+
+def _horizon() -> Any:
+    """Every transaction with a smaller id has ended."""
+    return func.pg_snapshot_xmin(func.pg_current_snapshot())
+
+
+def _past_checkpoint() -> Any:
+    """Events after the checkpoint (transaction id, position)."""
+    after = cast(cast(bindparam("tx_id", type_=BigInteger), Text), Xid8())  # no bigint -> xid8
+    return tuple_(events.c.tx_id, events.c.position) > tuple_(after, bindparam("position"))
+
+
+#: How many committed events past the checkpoint are above the horizon.
+_HELD_BACK = (
+    select(func.count()).select_from(events).where(events.c.tx_id >= _horizon(), _past_checkpoint())
+)
+
+_OLDEST_WRITER = text(
+    "SELECT pid, datname, state, xact_start FROM pg_stat_activity "
+    "WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid() "
+    "ORDER BY age(backend_xid) DESC LIMIT 1"
+)
+
+# json.loads minus its two Python-level wrappers, which only strip surrounding
+# whitespace: JSONB's text output never has any.
+_decode_jsonb = json.JSONDecoder().raw_decode
+
+
+def _stored_event(row: Any) -> StoredEvent:
+    position, job_id, version, kind, process, data, moment, prev_hash, hash_ = row
+    value = _decode_jsonb(data)[0]
+    fields = (position, job_id, version, kind, process, value, moment, prev_hash, hash_)
+    return tuple.__new__(StoredEvent, fields)
 
 
 def copy_sql(table: str, columns: Sequence[str]) -> str:

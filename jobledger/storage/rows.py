@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import operator
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..records import Event, JobStatus
 from ..schema import EVENT_FIELDS, STATUS_FIELDS
@@ -21,6 +21,24 @@ def status_from_row(row: Any) -> JobStatus:
 
 def event_from_row(row: Any) -> Event:
     return Event(position=row.position, **{name: row._mapping[name] for name in EVENT_FIELDS})
+
+
+class StoredEvent(NamedTuple):
+    """An event as the audit folds it (:mod:`jobledger.audit`).
+
+    The fields of :class:`~jobledger.records.Event`, as a tuple that hot loops
+    build with ``tuple.__new__(StoredEvent, fields)``: no Python frame per event.
+    """
+
+    position: int | None
+    job_id: str
+    version: int
+    type: str
+    process: str | None
+    data: Any
+    recorded_at: Any  # a datetime; the backend's moment text when read by bulk
+    prev_hash: str
+    hash: str
 
 
 #: A status (or a fold's draft) and an event as tuples in column order; attrgetter runs in C.

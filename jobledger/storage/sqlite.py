@@ -6,21 +6,29 @@ WAL lets readers run beside the one writer; the busy timeout makes a writer wait
 for another process's write instead of failing at once. A command takes the
 write lock up front: a WAL reader that later tries to upgrade to a writer fails
 at once instead of waiting its turn.
+
+One writer at a time also means commit order is position order, so catch-up
+reads events by position alone, and a ledger keeps its leases in a file of its
+own (see :mod:`jobledger.liveness.sql`).
 """
 
 from __future__ import annotations
 
+import json
 import os
-from datetime import datetime
+from collections.abc import Callable
+from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Engine, event, func
+from sqlalchemy import Dialect, Engine, Text, bindparam, event, func, select, type_coerce
 from sqlalchemy.engine import URL
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql.elements import ColumnElement
 
-from ..schema import UtcDateTime
+from ..schema import UtcDateTime, events
+from .backend import EVENT_COLUMNS, BulkAccess
 from .generic import GenericBackend
+from .rows import StoredEvent
 
 #: How long a SQLite writer waits for another process's write lock before giving up.
 SQLITE_BUSY_TIMEOUT = 30.0
@@ -29,6 +37,7 @@ SQLITE_BUSY_TIMEOUT = 30.0
 class SqliteBackend(GenericBackend):
     begin_command = "BEGIN IMMEDIATE"
     database_is_a_file = True
+    one_write_lock = True
 
     def __init__(self) -> None:
         super().__init__("sqlite")
@@ -55,6 +64,58 @@ class SqliteBackend(GenericBackend):
         if url.query.get("uri") in ("true", "1"):
             return None  # an SQLite URI filename: its own options say what may be created
         return None if os.path.exists(path) else os.path.abspath(path)
+
+    def lease_url(self, ledger_url: URL) -> URL | None:
+        """A file's in ``<file>-leases``, an in-memory database's in itself (the rules:
+        :func:`jobledger.liveness.sql.lease_url`)."""
+        database = ledger_url.database
+        if not database or database == ":memory:" or "mode=memory" in str(ledger_url):
+            return None
+        return ledger_url.set(database=f"{database}-leases")
+
+    def configure_lease_store(self, engine: Engine) -> None:
+        event.listen(engine, "connect", _no_fsync_per_commit)
+
+    def pending_events_query(self) -> Any:
+        return (
+            select(*EVENT_COLUMNS, events.c.tx_id)
+            .where(events.c.position > bindparam("position"))
+            .order_by(events.c.position)
+            .limit(bindparam("limit"))
+        )
+
+    def audit_event_columns(self) -> tuple[Any, Any]:
+        # Decoding the text here costs less than the column types' own processing.
+        return type_coerce(events.c.data, Text), type_coerce(events.c.recorded_at, Text)
+
+    def stored_event(self) -> Callable[[Any], StoredEvent]:
+        return _stored_event
+
+    def bulk_access(self, dialect: Dialect) -> BulkAccess:
+        return BulkAccess.SQLITE3
+
+
+def _stored_event(row: Any) -> StoredEvent:
+    position, job_id, version, kind, process, data, moment, prev_hash, hash_ = row
+    instant = datetime.fromisoformat(moment).replace(tzinfo=timezone.utc)  # stored as UTC
+    try:
+        value = json.loads(data)
+    except ValueError:
+        # Only an edit behind the ledger's back stores text that is not JSON; kept as
+        # a string, the fold of an event that needs its data reports CorruptHistory.
+        value = data
+    fields = (position, job_id, version, kind, process, value, instant, prev_hash, hash_)
+    return tuple.__new__(StoredEvent, fields)
+
+
+def _no_fsync_per_commit(dbapi_connection: Any, record: Any) -> None:
+    """WAL with ``synchronous=NORMAL``: commits stop waiting for fsync, which a big write
+    elsewhere on the disk can hold up for seconds. Power loss may undo the latest
+    refreshes, and leaves no process of this host alive to need them; the file stays
+    consistent."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
 
 
 def _on_connect(dbapi_connection: Any, record: Any) -> None:

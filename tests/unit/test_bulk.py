@@ -15,10 +15,10 @@ from jobledger.audit.bulk import (
     Bulk,
     EventRow,
     ProjectedRow,
-    SqliteBulk,
     parse_moment,
 )
 from jobledger.audit.postgres import PostgresBulk, _copy_line, _copy_rows
+from jobledger.audit.sqlite import SqliteBulk
 from jobledger.encoding import canonical_time
 from jobledger.schema import EVENT_FIELDS, STATUS_FIELDS
 
