@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hypothesis import strategies as st
+from sqlalchemy import text
 
+from jobledger.database import engine_for
 from jobledger.identity import new_identity
 from jobledger.liveness import ProcessInfo
 
@@ -106,3 +108,19 @@ def run_settled(redeliverer: Redeliverer, timeout: float = 15.0) -> None:
     while redeliverer.catchup.holdup() is not None and time.monotonic() < deadline:
         time.sleep(0.05)
         redeliverer.run_once()
+
+
+def terminate_backends(server_url: str, database: str | None) -> None:
+    """End every session on ``database`` (a scratch database of the test's own) but ours."""
+    admin = engine_for(server_url)
+    try:
+        with admin.begin() as conn:
+            conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = :name AND pid <> pg_backend_pid()"
+                ),
+                {"name": database},
+            )
+    finally:
+        admin.dispose()

@@ -66,11 +66,7 @@ def held(marker: str, release: str) -> str:
 @app.task(name="jl.flaky", bind=True)
 def flaky(self: Any, marker: str) -> str:
     """Retry at once on the first run; succeed on the second."""
-    with open(marker, "a+") as file:
-        file.seek(0)
-        first = "start" not in file.read()
-        file.write("start\n")
-    if first:
+    if rq_jobs.started(marker):
         raise self.retry(countdown=0)
     return "second time lucky"
 
@@ -78,11 +74,7 @@ def flaky(self: Any, marker: str) -> str:
 @app.task(name="jl.rejected")
 def rejected(marker: str, requeue: bool) -> str:
     """Reject the first run's message (requeued or not); complete a second run."""
-    with open(marker, "a+") as file:
-        file.seek(0)
-        first = "start" not in file.read()
-        file.write("start\n")
-    if first:
+    if rq_jobs.started(marker):
         raise Reject("not now", requeue=requeue)
     return "taken the second time"
 

@@ -20,13 +20,18 @@ def broken() -> None:
     raise RuntimeError("this job always fails")
 
 
-def counted(marker: str, first_run_seconds: float) -> str:
-    """Write ``start`` and ``done`` lines to ``marker``; only the first run is slow."""
+def started(marker: str) -> bool:
+    """Write ``start`` to ``marker``; whether this is the first run that did."""
     with open(marker, "a+") as file:
         file.seek(0)
         first = "start" not in file.read()
         file.write("start\n")
-    if first:
+    return first
+
+
+def counted(marker: str, first_run_seconds: float) -> str:
+    """Write ``start`` and ``done`` lines to ``marker``; only the first run is slow."""
+    if started(marker):
         time.sleep(first_run_seconds)
     with open(marker, "a") as file:
         file.write("done\n")

@@ -68,10 +68,21 @@ class CeleryEnv:
         self, task: str, args: list[object], task_id: str | None = None, **options: object
     ) -> str:
         """Publish through the recorded app, in a process of its own; the task id."""
-        command = [sys.executable, "-m", APP, task, json.dumps(args)]
-        command += [task_id or "", json.dumps(options)]
+        command = ["-m", APP, task, json.dumps(args), task_id or "", json.dumps(options)]
+        return self._python(command)
+
+    def revoke(self, task_id: str, terminate: bool = False) -> None:
+        """Revoke a task through the broker's control channel, from a process of its own."""
+        code = (
+            "import sys; from tests.faults.celery_app import app; "
+            "app.control.revoke(sys.argv[1], terminate=sys.argv[2] == '1')"
+        )
+        self._python(["-c", code, task_id, "1" if terminate else "0"])
+
+    def _python(self, args: list[str]) -> str:
+        """Run ``python ARGS`` with the app's settings; what it printed (it must succeed)."""
         done = subprocess.run(
-            command,
+            [sys.executable, *args],
             cwd=ROOT,
             env=self.settings,
             capture_output=True,
@@ -81,23 +92,6 @@ class CeleryEnv:
         )
         assert done.returncode == 0, done.stderr
         return done.stdout.strip()
-
-    def revoke(self, task_id: str, terminate: bool = False) -> None:
-        """Revoke a task through the broker's control channel, from a process of its own."""
-        code = (
-            "import sys; from tests.faults.celery_app import app; "
-            "app.control.revoke(sys.argv[1], terminate=sys.argv[2] == '1')"
-        )
-        done = subprocess.run(
-            [sys.executable, "-c", code, task_id, "1" if terminate else "0"],
-            cwd=ROOT,
-            env=self.settings,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr
 
     def recover(self) -> subprocess.Popen[str]:
         """``jobledger recover --redeliver celery:...``, sweeping every 0.2 s."""

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import event
 
 from jobledger import Ledger
 from jobledger.database import engine_for, mask
@@ -21,6 +21,7 @@ from jobledger.errors import (
 )
 from jobledger.identity import new_identity
 from jobledger.testing import free_port, scratch_database
+from tests.helpers import terminate_backends
 
 
 def test_unreachable_postgresql(postgres_server_url: str) -> None:
@@ -56,16 +57,7 @@ def test_database_dropping_connections_mid_session(postgres_server_url: str) -> 
         ledger = Ledger(url)
         ledger.migrate()
         ledger.enqueue("before")
-        admin = engine_for(postgres_server_url)
-        with admin.begin() as conn:
-            conn.execute(
-                text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = :name AND pid <> pg_backend_pid()"
-                ),
-                {"name": url.database},
-            )
-        admin.dispose()
+        terminate_backends(postgres_server_url, url.database)
         ledger.enqueue("after")  # pool_pre_ping replaces the dead connection
         assert [s.job_id for s in ledger.jobs()] == ["after", "before"]
         ledger.close()

@@ -19,12 +19,12 @@ import pytest
 from sqlalchemy import text
 
 from jobledger import Ledger, RecoveryPolicy
-from jobledger.database import engine_for
 from jobledger.errors import StaleClaim
 from jobledger.identity import new_identity
 from jobledger.store import CLOCK_TOLERANCE, Store
 from jobledger.testing import scratch_database
 from tests.conftest import truncate_all
+from tests.helpers import terminate_backends
 
 A, B = new_identity("host-a"), new_identity("host-b")
 
@@ -154,16 +154,7 @@ def test_a_holder_whose_connection_died_reconnects(postgres_server_url: str) -> 
         ledger.migrate()
         ledger.enqueue("j")
         claim = ledger.claim("j", A)
-        admin = engine_for(postgres_server_url)
-        with admin.begin() as conn:
-            conn.execute(
-                text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = :name AND pid <> pg_backend_pid()"
-                ),
-                {"name": url.database},
-            )
-        admin.dispose()
+        terminate_backends(postgres_server_url, url.database)
         ledger.heartbeat(claim)  # the unread write meets a dead connection; the command retries
         ledger.complete(claim)
         assert [e.type for e in ledger.history("j")] == [

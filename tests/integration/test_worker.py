@@ -34,9 +34,11 @@ def test_worker_registers_works_and_leaves(backend: Backend) -> None:
 
 
 def test_refresh_thread_keeps_a_busy_worker_alive(backend: Backend) -> None:
-    liveness = backend.liveness(ttl=0.6)
+    # A TTL long enough that a lease write slowed by this busy thread (and by a loaded
+    # machine) is not taken for a blocked SQLite store (a quarter of the TTL).
+    liveness = backend.liveness(ttl=1.2)
     with Worker(backend.ledger, liveness) as worker:
-        deadline = time.monotonic() + 2.0  # more than 3 TTLs of a main thread doing "work"
+        deadline = time.monotonic() + 4.0  # more than 3 TTLs of a main thread doing "work"
         while time.monotonic() < deadline:
             sum(range(10_000))
             assert liveness.alive([worker.identity])[worker.identity]
