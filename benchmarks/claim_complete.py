@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
+import os
 import sqlite3
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -40,7 +41,13 @@ WARM_UP = 20
 
 
 def run(settings: Settings) -> list[Row]:
-    return [postgres_one_process(settings), postgres_processes(settings, 4), sqlite(settings)]
+    return [
+        postgres_one_process(settings),
+        postgres_processes(settings, 4),
+        sqlite(settings),
+        postgres_one_process(settings, limit=True),
+        postgres_processes(settings, 4, limit=True),
+    ]
 
 
 # -- the two sides --------------------------------------------------------------------
@@ -149,6 +156,68 @@ class RawPostgres:
         self.connection.close()
 
 
+class LimitPostgres:
+    """The limit for this work (issue 13): ONE data-modifying CTE per command, autocommit.
+
+    Each command is guarded by the job's current state (and the claim's token), moves
+    the projection row to version + 1 and inserts the event chained to the row's last
+    hash, all in one statement and one round trip. Its hashes are random (right
+    length, no canonical JSON), its event data minimal: nothing a ledger could skip.
+    """
+
+    CLAIM = """
+WITH old AS (SELECT job_id, last_hash FROM jobledger_jobs WHERE job_id = %(j)s),
+moved AS (
+    UPDATE jobledger_jobs AS jobs SET state = 'claimed', version = jobs.version + 1,
+        attempt = jobs.attempt + 1, claimed_by = %(p)s, claim_token = jobs.version + 1,
+        claimed_at = now(), heartbeat_at = NULL, updated_at = now(), last_hash = %(h)s
+    FROM old WHERE jobs.job_id = old.job_id AND jobs.state = 'enqueued'
+    RETURNING jobs.job_id, jobs.version, jobs.attempt, old.last_hash AS prev)
+INSERT INTO jobledger_events (job_id, version, type, process, data, recorded_at, prev_hash,
+    hash, tx_id)
+SELECT job_id, version, 'claimed', %(p)s, jsonb_build_object('attempt', attempt), now(), prev,
+    %(h)s, pg_current_xact_id() FROM moved
+RETURNING version"""
+
+    COMPLETE = """
+WITH old AS (SELECT job_id, last_hash FROM jobledger_jobs WHERE job_id = %(j)s),
+moved AS (
+    UPDATE jobledger_jobs AS jobs SET state = 'completed', version = jobs.version + 1,
+        claimed_by = NULL, claim_token = NULL, finished_at = now(), updated_at = now(),
+        last_hash = %(h)s
+    FROM old WHERE jobs.job_id = old.job_id AND jobs.state = 'claimed'
+        AND jobs.claim_token = %(t)s
+    RETURNING jobs.job_id, jobs.version, old.last_hash AS prev)
+INSERT INTO jobledger_events (job_id, version, type, process, data, recorded_at, prev_hash,
+    hash, tx_id)
+SELECT job_id, version, 'completed', %(p)s, '{"result": null}'::jsonb, now(), prev, %(h)s,
+    pg_current_xact_id() FROM moved
+RETURNING version"""
+
+    def __init__(self, url: str, sql: dict[str, tuple[str, tuple[str, ...]]]) -> None:
+        import psycopg
+
+        self.connection = psycopg.connect(libpq_url(url), autocommit=True)
+
+    def run(self, job_ids: Sequence[str]) -> None:
+        execute = self.connection.execute
+        for job_id in job_ids:
+            claimed = execute(self.CLAIM, {"j": job_id, "p": PROCESS, "h": os.urandom(32).hex()})
+            (token,) = claimed.fetchone() or (None,)
+            if token is None:
+                raise RuntimeError(f"limit baseline could not claim {job_id}")
+            values = {"j": job_id, "p": PROCESS, "h": os.urandom(32).hex(), "t": token}
+            if execute(self.COMPLETE, values).fetchone() is None:
+                raise RuntimeError(f"limit baseline could not complete {job_id}")
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+#: The raw sides a benchmark process can run, by name (processes are spawned: no classes).
+RAW_SIDES: dict[str, type[Any]] = {"same": RawPostgres, "limit": LimitPostgres}
+
+
 class RawSqlite:
     """claim+complete by hand: sqlite3 with the ledger's pragmas and statements."""
 
@@ -253,10 +322,16 @@ def row(name: str, baseline_name: str, paired: Paired, target: float) -> Row:
     )
 
 
-def postgres_one_process(settings: Settings) -> Row:
+def postgres_one_process(settings: Settings, limit: bool = False) -> Row:
     with postgres_database() as url:
-        paired = one_process(settings, url, RawPostgres)
-    return row("claim+complete, 1 process, PostgreSQL", "raw psycopg, same SQL", paired, 0.8)
+        paired = one_process(settings, url, LimitPostgres if limit else RawPostgres)
+    name = "claim+complete, 1 process, PostgreSQL"
+    if limit:
+        return row(f"{name}, against the limit", LIMIT_BASELINE, paired, 0.8)
+    return row(name, "raw psycopg, same SQL", paired, 0.8)
+
+
+LIMIT_BASELINE = "raw psycopg, one CTE per command, autocommit"
 
 
 def sqlite(settings: Settings) -> Row:
@@ -280,6 +355,7 @@ def _process_main(
     blocks: int,
     per_block: int,
     barriers: dict[str, Any],
+    raw_side: str,
 ) -> None:
     """One benchmark process of one side: warm up, then run a block whenever released."""
     if side == "ours":
@@ -287,7 +363,7 @@ def _process_main(
         work = lambda job_ids: ledger_side(ledger, job_ids)  # noqa: E731
         close = ledger.close
     else:
-        raw = RawPostgres(url, sql)
+        raw = RAW_SIDES[raw_side](url, sql)
         work, close = raw.run, raw.close
     work(ids(f"warm-{side}-{number}", 0, WARM_UP))
     mine = [ids(f"{side}-{number}", b, per_block) for b in range(blocks)]
@@ -299,7 +375,7 @@ def _process_main(
     close()
 
 
-def postgres_processes(settings: Settings, processes: int) -> Row:
+def postgres_processes(settings: Settings, processes: int, limit: bool = False) -> Row:
     """``processes`` processes per side, all started up front; the sides take turns.
 
     In each block every process of one side completes ``per_process`` jobs while
@@ -320,13 +396,15 @@ def postgres_processes(settings: Settings, processes: int) -> Row:
             ],
         )
         sql = command_sql(url)
+        raw_side = "limit" if limit else "same"
         barriers = {"ready": context.Barrier(2 * processes + 1)}
         for side in SIDES:
             barriers[f"{side}-start"] = context.Barrier(processes + 1)
             barriers[f"{side}-done"] = context.Barrier(processes + 1)
         workers = [
             context.Process(
-                target=_process_main, args=(side, url, sql, p, blocks, per_process, barriers)
+                target=_process_main,
+                args=(side, url, sql, p, blocks, per_process, barriers, raw_side),
             )
             for side in SIDES
             for p in range(processes)
@@ -348,4 +426,8 @@ def postgres_processes(settings: Settings, processes: int) -> Row:
             if worker.exitcode != 0:
                 raise RuntimeError(f"a benchmark process failed (exit code {worker.exitcode})")
     name = f"claim+complete, {processes} processes, PostgreSQL"
+    if limit:
+        return row(
+            f"{name}, against the limit", f"{LIMIT_BASELINE}, {processes} processes", paired, 0.8
+        )
     return row(name, f"raw psycopg, {processes} processes", paired, 0.8)
