@@ -40,8 +40,6 @@ RQ = Path(sys.executable).parent / "rq"
 TARGET = 0.8
 #: Liveness TTL of the workers (seconds); the jobs are far shorter.
 TTL = 5.0
-#: Rates from the worker's start to its exit, start-up included, by side (for the note).
-WALL_RATES: dict[str, list[float]] = {"LedgerWorker": [], "plain RQ": []}
 
 
 def run(settings: Settings) -> list[Row]:
@@ -139,7 +137,6 @@ def _burst(redis_url: str, queue: Queue, jobs: int, database_url: str | None) ->
         file=sys.stderr,
         flush=True,
     )
-    WALL_RATES[side].append(jobs / spent)
     return rate
 
 

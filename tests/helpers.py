@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -124,3 +125,45 @@ def terminate_backends(server_url: str, database: str | None) -> None:
             )
     finally:
         admin.dispose()
+
+
+# -- processes, as /proc shows them (Linux) ---------------------------------------------
+
+
+def parent_and_state(pid: int) -> tuple[int, str] | None:
+    """``pid``'s parent and state letter, or ``None`` once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return int(fields[1]), fields[0]
+
+
+def parent_of(pid: int) -> int | None:
+    found = parent_and_state(pid)
+    return None if found is None else found[0]
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs still (a zombie waiting for its reaper is dead)."""
+    found = parent_and_state(pid)
+    return found is not None and found[1] not in ("Z", "X")
+
+
+def children(parent: int) -> list[int]:
+    """Live (not zombie) processes whose parent is ``parent``."""
+    pids = [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
+    return [pid for pid in pids if alive(pid) and parent_of(pid) == parent]
+
+
+def sockets(pid: int) -> set[str]:
+    """The sockets ``pid`` holds open, as ``socket:[inode]``."""
+    found = set()
+    with contextlib.suppress(OSError):  # the process ended
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):  # closed since the listing
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:"):
+                    found.add(target)
+    return found

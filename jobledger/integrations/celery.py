@@ -342,8 +342,7 @@ class _Recorder:
 
     def _abandon_terminated(self, task_id: str, token: int, reason: str) -> None:
         try:
-            if self.ledger().status(task_id).claim_token == token:
-                self.ledger().abandon(task_id, token, reason)
+            self.ledger().abandon(task_id, token, reason)  # refused once the claim has ended
         except StaleClaim:
             pass  # the child recorded its end after all
         except LedgerError as exc:

@@ -15,7 +15,6 @@ that every other session on it is one the command left behind.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
@@ -32,6 +31,7 @@ from benchmarks.audit_data import populate
 from jobledger import Ledger
 from jobledger.database import engine_for
 from jobledger.testing import scratch_database
+from tests.helpers import alive, children, sockets
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Well above audit.session.MIN_PARALLEL_EVENTS: two workers take a few seconds over these.
@@ -83,55 +83,18 @@ def _sessions(observer: psycopg.Connection[tuple[object, ...]]) -> list[tuple[in
     return [(int(pid), str(state), str(query)) for pid, state, query in rows]  # type: ignore[call-overload]
 
 
-def _children(parent: int) -> list[int]:
-    """Live (not zombie) processes whose parent is ``parent``."""
-    pids = [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
-    return [pid for pid in pids if _alive(pid) and _parent(pid) == parent]
-
-
-def _parent_and_state(pid: int) -> tuple[int, str] | None:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return int(fields[1]), fields[0]
-
-
-def _parent(pid: int) -> int | None:
-    found = _parent_and_state(pid)
-    return None if found is None else found[0]
-
-
 def _assert_share_no_socket(coordinator: int, workers: list[int]) -> None:
     """Running workers hold none of the sockets the coordinator holds."""
-    assert all(_alive(pid) for pid in workers), "the workers ended too soon to be tested"
-    assert not _shared_sockets(coordinator, workers), (
-        f"workers hold the coordinator's {_shared_sockets(coordinator, workers)}"
+    assert all(alive(pid) for pid in workers), "the workers ended too soon to be tested"
+    assert not _sharedsockets(coordinator, workers), (
+        f"workers hold the coordinator's {_sharedsockets(coordinator, workers)}"
     )
 
 
-def _shared_sockets(coordinator: int, workers: list[int]) -> set[str]:
+def _sharedsockets(coordinator: int, workers: list[int]) -> set[str]:
     """Sockets the coordinator holds that a worker holds too (its connections, pipe ends)."""
-    theirs = set().union(*(_sockets(pid) for pid in workers))
-    return _sockets(coordinator) & theirs
-
-
-def _sockets(pid: int) -> set[str]:
-    found = set()
-    with contextlib.suppress(OSError):  # the process ended
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            with contextlib.suppress(OSError):  # closed since the listing
-                target = os.readlink(f"/proc/{pid}/fd/{fd}")
-                if target.startswith("socket:"):
-                    found.add(target)
-    return found
-
-
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` runs still (a zombie waiting for its reaper is dead)."""
-    found = _parent_and_state(pid)
-    return found is not None and found[1] not in ("Z", "X")
+    theirs = set().union(*(sockets(pid) for pid in workers))
+    return sockets(coordinator) & theirs
 
 
 def _until(deadline: float, condition: Callable[[], bool]) -> bool:
@@ -167,7 +130,7 @@ def test_killed_audit_leaves_nothing_behind(
         assert _until(time.monotonic() + 60, lambda: _reading(_sessions(observer)) == 2), (
             "workers never ran"
         )
-        workers = _children(coordinator.pid)
+        workers = children(coordinator.pid)
         assert len(workers) == 2, workers
         time.sleep(0.5)  # well into their ranges
         _assert_share_no_socket(coordinator.pid, workers)
@@ -234,13 +197,13 @@ def _frozen_mid_run(coordinator: subprocess.Popen[bytes]) -> list[int]:
     half a second: stopped, the coordinator hands out no more work, so its
     workers (waiting for it) are still there when it is killed.
     """
-    assert _until(time.monotonic() + 60, lambda: len(_children(coordinator.pid)) == 2), (
+    assert _until(time.monotonic() + 60, lambda: len(children(coordinator.pid)) == 2), (
         "workers never ran"
     )
     coordinator.send_signal(signal.SIGSTOP)
-    workers = _children(coordinator.pid)
+    workers = children(coordinator.pid)
     # Seen just after the fork, they may not have let go of what they inherited yet.
-    _until(time.monotonic() + 2, lambda: not _shared_sockets(coordinator.pid, workers))
+    _until(time.monotonic() + 2, lambda: not _sharedsockets(coordinator.pid, workers))
     return workers
 
 
@@ -269,14 +232,14 @@ def _stop(
     coordinator: subprocess.Popen[bytes], signum: int, workers: list[int], stderr: Path
 ) -> float:
     """Send ``signum``; check the exit and that the workers are gone; the cleanup deadline."""
-    assert all(_alive(pid) for pid in workers), "the workers ended before they were killed"
+    assert all(alive(pid) for pid in workers), "the workers ended before they were killed"
     coordinator.send_signal(signum)
     coordinator.send_signal(signal.SIGCONT)  # if frozen: SIGTERM acts only on a running process
     deadline = time.monotonic() + CLEANUP_SECONDS
     code = coordinator.wait(timeout=10)
     assert code != 0, "the command ended before it was killed"
-    assert _until(deadline, lambda: not any(_alive(pid) for pid in workers)), (
-        f"workers survived their coordinator: {[pid for pid in workers if _alive(pid)]}"
+    assert _until(deadline, lambda: not any(alive(pid) for pid in workers)), (
+        f"workers survived their coordinator: {[pid for pid in workers if alive(pid)]}"
     )
     # SIGTERM: the CLI exits through its cleanup (143, no traceback); SIGKILL allows none.
     expected = -signum if signum == signal.SIGKILL else 128 + signum
@@ -293,10 +256,10 @@ def _append_at_once(url: str, job_id: str) -> None:
 
 def _clean_up(coordinator: subprocess.Popen[bytes], workers: list[int]) -> None:
     """Leftovers of a failed run, so that the next test starts clean."""
-    workers = [*workers, *_children(coordinator.pid)]
+    workers = [*workers, *children(coordinator.pid)]
     if coordinator.poll() is None:
         coordinator.kill()
         coordinator.wait()
     for pid in workers:
-        if _alive(pid):
+        if alive(pid):
             os.kill(pid, signal.SIGKILL)

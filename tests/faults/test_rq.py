@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import queue as queues
@@ -31,7 +30,7 @@ from jobledger.redelivery import Redeliverer
 from jobledger.testing import RedisServer
 from tests.conftest import RECOVERED_STORY
 from tests.faults.conftest import ROOT, TTL, FaultEnv
-from tests.helpers import marker_lines, run_settled, terminate_cleanly
+from tests.helpers import alive, children, marker_lines, run_settled, sockets, terminate_cleanly
 
 RQ = Path(sys.executable).parent / "rq"
 
@@ -133,27 +132,20 @@ def test_rq_horses_open_no_connection_and_the_worker_keeps_one_session(
 
 def _horse_of(worker_pid: int) -> int:
     """The RQ worker's one child process (its work horse)."""
-    children = Path(f"/proc/{worker_pid}/task/{worker_pid}/children").read_text().split()
-    assert len(children) == 1, children
-    return int(children[0])
+    (horse,) = children(worker_pid)
+    return horse
 
 
-def _database_sockets(pid: int, database_url: str) -> set[int]:
-    """Inodes of the TCP sockets ``pid`` holds open to the database server's port."""
+def _database_sockets(pid: int, database_url: str) -> set[str]:
+    """The TCP sockets ``pid`` holds open to the database server's port."""
     port = make_url(parse_url(database_url)).port or 5432
-    held = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        with contextlib.suppress(FileNotFoundError):
-            link = os.readlink(fd)
-            if link.startswith("socket:["):
-                held.add(int(link[8:-1]))
     to_database = set()
     for table in ("tcp", "tcp6"):
         for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
             fields = line.split()
             if int(fields[2].rsplit(":", 1)[1], 16) == port:  # the remote address's port
-                to_database.add(int(fields[9]))
-    return held & to_database
+                to_database.add(f"socket:[{fields[9]}]")
+    return sockets(pid) & to_database
 
 
 def _other_sessions(database_url: str) -> int:
@@ -186,7 +178,7 @@ def test_killed_rq_worker_and_horse_are_recovered_while_rq_says_started(
     os.kill(worker.pid, signal.SIGKILL)  # the horse has its own process group; it dies too
     killed_at = time.monotonic()
     worker.wait()
-    env.wait_for(lambda: not Path(f"/proc/{horse}").exists(), timeout=2)
+    env.wait_for(lambda: not alive(horse), timeout=2)
 
     env.wait_for(lambda: env.ledger.status(job.id).state != "claimed", timeout=TTL + 5)
     assert time.monotonic() - killed_at <= TTL + 2
