@@ -266,7 +266,10 @@ class Ledger:
         return True
 
     def _remember(self, status: JobStatus) -> None:
-        """Keep the row just written while the job is claimed (a bounded memory)."""
+        """Keep the row just written while the job is claimed (a bounded memory), where a
+        holder's next write can use it."""
+        if not self._store.appends_unread:
+            return
         if status.state == State.CLAIMED:
             if len(self._claimed_rows) >= _CLAIMED_ROWS_KEPT:
                 self._claimed_rows.clear()
