@@ -66,6 +66,13 @@ class Projection(abc.ABC):
     def handle(self, event: Event, connection: Connection) -> None:
         """Apply one event, writing only through ``connection`` (the batch's transaction)."""
 
+    def flush(self, connection: Connection) -> None:  # noqa: B027 (optional hook)
+        """Write what the batch's :meth:`handle` calls gathered, before the checkpoint moves.
+
+        A projection that writes a batch at once (one multi-row INSERT rather than
+        one per event) does it here; a batch that fails rolls back either way.
+        """
+
     def reset(self, connection: Connection) -> None:  # noqa: B027 (optional hook)
         """Forget everything, before the events are delivered again from the start."""
 
@@ -221,6 +228,7 @@ class CatchUp(Runner):
             for row in rows:
                 self.projection.handle(Event(*row[:9]), conn)
             if rows:
+                self.projection.flush(conn)
                 self._advance(conn, Checkpoint(rows[-1].position, rows[-1].tx_id))
         return len(rows)
 

@@ -202,3 +202,7 @@ class RedeliveryFailed(LedgerError):
         super().__init__(
             f"job {job_id!r}: redelivery to {target} failed: {type(cause).__name__}: {cause}"
         )
+
+
+class InvalidHead(LedgerError, ValueError):
+    """A published anchor head that is not ``SEQ:DIGEST`` (a positive integer, 64 hex digits)."""

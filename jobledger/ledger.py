@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import URL
 
 from . import decisions, identity, names
+from .anchor import Head
 from .database import DEFAULT_URL, engine_for, mask
 from .decisions import JobSpec
 from .encoding import normalize_payload
@@ -370,15 +371,21 @@ class Ledger:
     # -- auditing (see jobledger.audit) -------------------------------------------------
 
     def verify(
-        self, progress: audit.Progress | None = None, workers: int | None = None
+        self,
+        progress: audit.Progress | None = None,
+        workers: int | None = None,
+        head: Head | str | None = None,
     ) -> audit.VerifyReport:
-        """Check every hash chain, every lifecycle path and the projection; a report.
+        """Check every hash chain, every lifecycle path, the projection and the anchor.
 
         A large ledger is checked by ``workers`` processes (default: one per CPU, up to 8).
+        ``head`` is a published anchor head (``SEQ:DIGEST`` or a :class:`Head`): its link
+        must still be in the anchor, unchanged.
         """
         from . import audit  # noqa: PLC0415 (processes that only command never load it)
 
-        return audit.verify(self.engine, progress, workers)
+        published = Head.parse(head) if isinstance(head, str) else head
+        return audit.verify(self.engine, progress, workers, published)
 
     def replay(self, until: datetime | None = None) -> dict[str, JobStatus]:
         """Every job's status as of ``until`` (database clock), folded from the events alone."""

@@ -142,6 +142,20 @@ checkpoints = Table(
     Column("updated_at", UtcDateTime, nullable=False),
 )
 
+#: The ledger-wide anchor (jobledger.sealer): every event once, in commit order, each row
+#: chained to the one before by ``digest`` (jobledger.anchor). ``seq`` is the seal order;
+#: ``position`` is unique so that no event is sealed twice, and indexed for verify's join.
+anchor = Table(
+    "jobledger_anchor",
+    metadata,
+    Column("seq", Position, primary_key=True, autoincrement=False),
+    Column("position", BigInteger, nullable=False),
+    Column("job_id", String(MAX_NAME_LENGTH), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("digest", String(64), nullable=False),
+    UniqueConstraint("position"),
+)
+
 #: The projection's columns, in table order; ``JobStatus`` has these fields, in this order.
 STATUS_FIELDS: tuple[str, ...] = tuple(c.name for c in jobs.columns)
 

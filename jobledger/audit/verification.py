@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from ..anchor import Head
 from ..chain import BAD_HASH, GENESIS, broken_link, encoded_chain_hash
 from ..encoding import canonical_string
 from ..errors import CorruptHistory
@@ -47,13 +48,20 @@ class Problem:
 
 @dataclass
 class VerifyReport:
-    """What :func:`verify` found. ``problems`` holds the first :data:`MAX_PROBLEMS`."""
+    """What :func:`verify` found. ``problems`` holds the first :data:`MAX_PROBLEMS`.
+
+    ``sealed`` counts the anchor's links, ``unsealed`` the events not sealed yet (the
+    tail after the sealer's checkpoint), ``head`` is the anchor's last link.
+    """
 
     jobs: int = 0
     events: int = 0
     projection_rows: int = 0
     problem_count: int = 0
     problems: list[Problem] = field(default_factory=list)
+    sealed: int = 0
+    unsealed: int = 0
+    head: Head | None = None
 
     @property
     def ok(self) -> bool:
@@ -66,9 +74,12 @@ class VerifyReport:
 
 
 def verify(
-    engine: Engine, progress: session.Progress | None = None, workers: int | None = None
+    engine: Engine,
+    progress: session.Progress | None = None,
+    workers: int | None = None,
+    head: Head | None = None,
 ) -> VerifyReport:
-    """Check every history and the projection; a report listing what is wrong.
+    """Check every history, the projection and the anchor; a report listing what is wrong.
 
     For each job, in ``(job_id, version)`` order: each event's hash is
     recomputed, versions run 1, 2, 3 ... without gaps, each ``prev_hash`` is the
@@ -81,7 +92,13 @@ def verify(
     by ranges of ids over ``workers`` processes (default: one per CPU, up to 8), which on
     PostgreSQL all read the snapshot of this call's transaction; the report is
     the same however the work was split.
+
+    Then the ledger-wide anchor is checked in the same snapshot
+    (:mod:`jobledger.audit.anchored`), and with ``head`` that its link
+    ``head.seq`` still has ``head.digest``.
     """
+    from .anchored import check_anchor  # noqa: PLC0415 (it imports this module)
+
     with session.snapshot(engine) as conn:
         bulk = session.bulk_for(conn)
         total = session.count_events(conn)
@@ -91,8 +108,10 @@ def verify(
         reports = shards.run(task, *plan, tracker.handle) if plan is not None else None
         if reports is None:
             reports = [task(bulk, None, None, tracker.handle)]
+        report = _merged(reports)
+        check_anchor(conn, report, head)
     tracker.finish()
-    return _merged(reports)
+    return report
 
 
 def _verify_range(

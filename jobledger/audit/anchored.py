@@ -1,0 +1,229 @@
+"""Checking the ledger-wide anchor (:mod:`jobledger.sealer` writes it) against the events.
+
+verify streams the anchor once in ``seq`` order, each link joined to the event
+at its position (the events' primary key), in verify's snapshot, and checks:
+
+* the links run 1, 2, 3 ... and each digest recomputes from the previous link's
+  digest and the event at its position (:func:`jobledger.anchor.link_digest`):
+  an edited event hash, a moved event or an edited link breaks it;
+* an event exists at each sealed position, the sealed job and version: a deleted
+  job, a dropped event, a renumbered position, a truncated log each leave a link
+  without its event;
+* no position is sealed twice;
+* the last link seals the position the sealer's checkpoint names: links cut off
+  the end of the anchor are missed otherwise;
+* every event the sealer has passed is sealed. The events after its checkpoint
+  are the *unsealed tail*: counted, not a problem. Counting costs one indexed
+  count of that tail; the events are named only when some are missing.
+
+With a published head (``SEQ:DIGEST``, :class:`jobledger.anchor.Head`) it also
+checks that link ``SEQ`` still has that digest, so that history up to the head
+cannot have been rewritten and re-sealed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Engine,
+    Text,
+    and_,
+    cast,
+    exists,
+    func,
+    literal,
+    not_,
+    select,
+    tuple_,
+)
+
+from ..anchor import GENESIS, NAME, Head, encoded_link_digest
+from ..database import translated_errors
+from ..encoding import canonical_string
+from ..schema import TransactionId, anchor, checkpoints, events
+from .verification import MAX_PROBLEMS, VerifyReport
+
+#: Positions below this are remembered in a bitmap (one bit each) to find a position
+#: sealed twice; larger ones (only a tampered row has them) in a set.
+_BITMAP_LIMIT = 1 << 31
+
+
+def check_anchor(conn: Connection, report: VerifyReport, head: Head | None = None) -> None:
+    """Check the anchor in ``conn``'s snapshot; ``report.events`` must hold the event count."""
+    checkpoint = conn.execute(
+        select(checkpoints.c.position, checkpoints.c.tx_id).where(checkpoints.c.name == NAME)
+    ).first()
+    sealed, last = _check_links(conn, report, head)
+    report.head = last
+    if checkpoint is not None and checkpoint.position > 0:
+        last_position = None if last is None else _position_of(conn, last.seq)
+        if last_position != checkpoint.position:
+            report.add(
+                "?",
+                None,
+                f"the sealer's checkpoint is at position {checkpoint.position} but the anchor's "
+                f"last link seals {last_position}: links were removed from the anchor's end",
+            )
+    tail = 0 if checkpoint is None else _count_past(conn, checkpoint)
+    if checkpoint is None:
+        tail = report.events  # nothing was ever sealed
+    report.unsealed = tail
+    if report.events - sealed != tail:
+        _report_unsealed(conn, report, checkpoint)
+
+
+def _check_links(
+    conn: Connection, report: VerifyReport, head: Head | None
+) -> tuple[int, Head | None]:
+    """Stream the links; how many sealed events exist as sealed, and the last link."""
+    query = (
+        select(
+            anchor.c.seq,
+            anchor.c.position,
+            anchor.c.job_id,
+            anchor.c.version,
+            anchor.c.digest,
+            events.c.job_id,
+            events.c.version,
+            events.c.hash,
+        )
+        .select_from(anchor.outerjoin(events, events.c.position == anchor.c.position))
+        .order_by(anchor.c.seq)
+    )
+    add = report.add
+    seen = _Positions()
+    previous, expected, matched = GENESIS, 1, 0
+    last: Head | None = None
+    head_digest: str | None = None
+    options = {"stream_results": True, "yield_per": 10_000}
+    for seq, position, job_id, version, digest, event_job, event_version, event_hash in (
+        conn.execute(query, execution_options=options)
+    ):
+        report.sealed += 1
+        if seq != expected:
+            missing = f"{expected}" if seq == expected + 1 else f"{expected} to {seq - 1}"
+            if seq < expected:
+                add(job_id, version, f"anchor link {seq} is out of order")
+            else:
+                add(job_id, version, f"anchor links {missing} are missing before link {seq}")
+        elif event_job is None:
+            add(job_id, version, f"the event sealed at position {position} (link {seq}) is gone")
+        elif (event_job, event_version) != (job_id, version):
+            add(
+                job_id,
+                version,
+                f"position {position} (link {seq}) holds job {event_job!r} version "
+                f"{event_version}, not this sealed event",
+            )
+        else:
+            if not seen.add(position):
+                add(job_id, version, f"position {position} is sealed twice (link {seq})")
+            else:
+                matched += 1
+            recomputed = encoded_link_digest(
+                previous, seq, position, canonical_string(job_id), version, event_hash
+            )
+            if recomputed != digest:
+                add(
+                    job_id,
+                    version,
+                    f"anchor link {seq} does not match the event it seals "
+                    "(the event's hash or the link was changed)",
+                )
+        previous, expected = digest, max(expected, seq + 1)
+        if head is not None and seq == head.seq:
+            head_digest = digest
+        last = Head(seq, digest)
+    if head is not None:
+        _check_head(report, head, head_digest, last)
+    return matched, last
+
+
+def _check_head(report: VerifyReport, head: Head, found: str | None, last: Head | None) -> None:
+    if found is None:
+        ends = "is empty" if last is None else f"ends at link {last.seq}"
+        report.add("?", None, f"the published head's link {head.seq} is gone (the anchor {ends})")
+    elif found != head.digest:
+        report.add(
+            "?",
+            None,
+            f"anchor link {head.seq} is not the published head: history up to it was rewritten",
+        )
+
+
+def _position_of(conn: Connection, seq: int) -> int | None:
+    position: int | None = conn.execute(
+        select(anchor.c.position).where(anchor.c.seq == seq)
+    ).scalar()
+    return position
+
+
+def _past(checkpoint: Any) -> Any:
+    """Events after the sealer's checkpoint, in catch-up's order (the writer's id first)."""
+    if checkpoint.tx_id is None:  # one writer at a time: position order is commit order
+        return events.c.position > checkpoint.position
+    after = cast(cast(literal(checkpoint.tx_id, BigInteger), Text), TransactionId)
+    return tuple_(events.c.tx_id, events.c.position) > tuple_(after, literal(checkpoint.position))
+
+
+def _count_past(conn: Connection, checkpoint: Any) -> int:
+    count: int = conn.execute(
+        select(func.count()).select_from(events).where(_past(checkpoint))
+    ).scalar_one()
+    return count
+
+
+def _report_unsealed(conn: Connection, report: VerifyReport, checkpoint: Any) -> None:
+    """Name the events the sealer has passed that the anchor does not hold."""
+    if checkpoint is None:
+        return  # every event is in the tail
+    unsealed = not_(exists().where(anchor.c.position == events.c.position))
+    passed = and_(unsealed, not_(_past(checkpoint)))
+    query = (
+        select(events.c.job_id, events.c.version, events.c.position)
+        .where(passed)
+        .order_by(events.c.position)
+        .limit(MAX_PROBLEMS)
+    )
+    for job_id, version, position in conn.execute(query):
+        report.add(
+            job_id,
+            version,
+            f"event at position {position} is not in the anchor, though the sealer has passed it",
+        )
+
+
+def last_link(engine: Engine) -> Head | None:
+    """The anchor's last link, the head to publish; ``None`` before anything is sealed."""
+    with translated_errors(engine), engine.connect() as conn:
+        row = conn.execute(
+            select(anchor.c.seq, anchor.c.digest).order_by(anchor.c.seq.desc()).limit(1)
+        ).first()
+    return None if row is None else Head(row.seq, row.digest)
+
+
+class _Positions:
+    """A set of positions: a bitmap for plausible ones, a set for the rest."""
+
+    def __init__(self) -> None:
+        self._bits = bytearray()
+        self._others: set[int] = set()
+
+    def add(self, position: int) -> bool:
+        """Remember ``position``; ``False`` if it was already there."""
+        if not 0 <= position < _BITMAP_LIMIT:
+            if position in self._others:
+                return False
+            self._others.add(position)
+            return True
+        index, bit = divmod(position, 8)
+        if index >= len(self._bits):
+            self._bits.extend(bytes(max(index + 1 - len(self._bits), len(self._bits))))
+        mask = 1 << bit
+        if self._bits[index] & mask:
+            return False
+        self._bits[index] |= mask
+        return True
