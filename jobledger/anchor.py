@@ -14,10 +14,12 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from .chain import GENESIS as GENESIS
+from . import chain
 from .encoding import canonical_string
 from .errors import InvalidHead
 
+#: The digest the first link chains from: 64 zeros, as a job's first event's ``prev_hash``.
+GENESIS = chain.GENESIS
 #: The anchor's catch-up projection name: its checkpoint row's key.
 NAME = "anchor"
 
@@ -25,7 +27,9 @@ _sha256 = hashlib.sha256
 _HEAD = re.compile(r"([1-9][0-9]{0,18}):([0-9a-f]{64})")
 
 
-def link_digest(previous: str, seq: int, position: int, job_id: str, version: int, hash_: str) -> str:
+def link_digest(
+    previous: str, seq: int, position: int, job_id: str, version: int, hash_: str
+) -> str:
     """Hex SHA-256 of one sealed event chained to the link before it."""
     return encoded_link_digest(previous, seq, position, canonical_string(job_id), version, hash_)
 

@@ -99,9 +99,16 @@ def _check_links(
     last: Head | None = None
     head_digest: str | None = None
     options = {"stream_results": True, "yield_per": 10_000}
-    for seq, position, job_id, version, digest, event_job, event_version, event_hash in (
-        conn.execute(query, execution_options=options)
-    ):
+    for (
+        seq,
+        position,
+        job_id,
+        version,
+        digest,
+        event_job,
+        event_version,
+        event_hash,
+    ) in conn.execute(query, execution_options=options):
         report.sealed += 1
         if seq != expected:
             missing = f"{expected}" if seq == expected + 1 else f"{expected} to {seq - 1}"

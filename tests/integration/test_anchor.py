@@ -1,0 +1,329 @@
+"""The ledger-wide anchor: sealing, and verify catching what per-job chains cannot.
+
+Each attack is made as an attacker with write access would make it: plain SQL
+behind the ledger's back, then ``rebuild`` so that the projection agrees with
+the remaining events and every per-job check passes. Only the anchor can tell.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+from sqlalchemy import Connection, delete, func, insert, select, update
+
+from jobledger import Ledger
+from jobledger.anchor import NAME, Head
+from jobledger.audit import VerifyReport
+from jobledger.catchup import CatchUp
+from jobledger.chain import GENESIS, event_hash
+from jobledger.errors import InvalidHead
+from jobledger.identity import new_identity
+from jobledger.projection import fold
+from jobledger.records import Event
+from jobledger.schema import anchor, checkpoints, events, jobs
+from jobledger.sealer import Anchor, Sealer
+from jobledger.storage.rows import status_values
+
+A = new_identity()
+
+
+def _populate(ledger: Ledger) -> None:
+    ledger.enqueue("done", queue="mail", data={"to": "a@b.c"})
+    claim = ledger.claim("done", A)
+    ledger.heartbeat(claim, progress={"sent": 1})
+    ledger.complete(claim, result={"ok": True})
+    ledger.enqueue("waiting")
+    ledger.enqueue("victim", data={"amount": 10})
+    ledger.cancel("victim")
+    ledger.enqueue("last")
+
+
+def _count(ledger: Ledger, table: Any) -> int:
+    with ledger.engine.connect() as conn:
+        count: int = conn.execute(select(func.count()).select_from(table)).scalar_one()
+    return count
+
+
+def _seal_all(ledger: Ledger, sealer: Sealer | None = None, timeout: float = 30.0) -> Sealer:
+    """Seal until every event is sealed (on PostgreSQL, other sessions' open
+    transactions anywhere on the server hold the horizon back for a while)."""
+    sealer = sealer or Sealer(ledger)
+    deadline = time.monotonic() + timeout
+    while sealer.run_once() >= 0 and _count(ledger, anchor) < _count(ledger, events):
+        assert time.monotonic() < deadline, "the sealer did not catch up"
+        time.sleep(0.02)
+    return sealer
+
+
+def _sql(ledger: Ledger, *statements: Any) -> None:
+    with ledger.engine.begin() as conn:
+        for statement in statements:
+            conn.execute(statement)
+
+
+def _anchor_problems(report: VerifyReport) -> list[str]:
+    return [str(p) for p in report.problems]
+
+
+@pytest.fixture
+def sealed(ledger: Ledger) -> Ledger:
+    _populate(ledger)
+    _seal_all(ledger)
+    return ledger
+
+
+def test_a_sealed_ledger_verifies_and_names_its_head(sealed: Ledger) -> None:
+    report = sealed.verify()
+    assert report.ok, report.problems
+    assert (report.sealed, report.unsealed, report.events) == (8, 0, 8)
+    assert report.head is not None
+    assert report.head.seq == 8
+    assert sealed.verify(head=report.head).ok
+    assert sealed.verify(head=str(report.head)).ok
+
+
+def test_an_unsealed_tail_is_counted_not_a_problem(sealed: Ledger) -> None:
+    sealed.enqueue("new-1")
+    sealed.enqueue("new-2")
+    report = sealed.verify()
+    assert report.ok, report.problems
+    assert (report.sealed, report.unsealed) == (8, 2)
+    _seal_all(sealed)
+    assert sealed.verify().unsealed == 0
+
+
+def test_a_ledger_never_sealed_is_all_tail(ledger: Ledger) -> None:
+    _populate(ledger)
+    report = ledger.verify()
+    assert report.ok
+    assert (report.sealed, report.unsealed, report.head) == (0, 8, None)
+
+
+def _delete_job(ledger: Ledger) -> None:
+    _sql(ledger, delete(events).where(events.c.job_id == "victim"))
+    _sql(ledger, delete(jobs).where(jobs.c.job_id == "victim"))
+
+
+def _drop_last_event(ledger: Ledger) -> None:
+    _sql(ledger, delete(events).where((events.c.job_id == "victim") & (events.c.version == 2)))
+    ledger.rebuild()  # the projection agrees: "victim" is enqueued again
+
+
+def _renumber(ledger: Ledger) -> None:
+    with ledger.engine.connect() as conn:
+        position = conn.execute(
+            select(events.c.position).where(events.c.job_id == "victim", events.c.version == 1)
+        ).scalar_one()
+    _sql(
+        ledger, update(events).where(events.c.position == position).values(position=position + 1000)
+    )
+
+
+def _truncate(ledger: Ledger) -> None:
+    _sql(ledger, delete(events), delete(jobs))
+
+
+def _rewrite_payload(ledger: Ledger) -> None:
+    """Change the victim's first event's data and re-hash its chain: per job, all is well."""
+    with ledger.engine.connect() as conn:
+        rows = conn.execute(
+            select(events).where(events.c.job_id == "victim").order_by(events.c.version)
+        ).all()
+    previous = rows[0].prev_hash
+    for row in rows:
+        data = {**row.data, "data": {"amount": 10_000}} if row.version == 1 else row.data
+        new_hash = event_hash(
+            previous, row.job_id, row.version, row.type, row.process, data, row.recorded_at
+        )
+        _sql(
+            ledger,
+            update(events)
+            .where(events.c.position == row.position)
+            .values(data=data, prev_hash=previous, hash=new_hash),
+        )
+        previous = new_hash
+    ledger.rebuild()
+
+
+def _edit_hash(ledger: Ledger) -> None:
+    _sql(
+        ledger,
+        update(events)
+        .where((events.c.job_id == "done") & (events.c.version == 2))
+        .values(hash="f" * 64),
+    )
+
+
+@pytest.mark.parametrize(
+    ("attack", "expected"),
+    [
+        (_delete_job, "is gone"),
+        (_drop_last_event, "is gone"),
+        (_renumber, "is gone"),
+        (_truncate, "is gone"),
+        (_rewrite_payload, "does not match the event it seals"),
+        (_edit_hash, "does not match the event it seals"),
+    ],
+)
+def test_verify_detects_an_attack_through_the_anchor(
+    sealed: Ledger, attack: Any, expected: str
+) -> None:
+    attack(sealed)
+    report = sealed.verify()
+    assert not report.ok
+    assert any(expected in message for message in _anchor_problems(report)), report.problems
+
+
+def test_per_job_checks_alone_miss_a_deleted_job(sealed: Ledger) -> None:
+    """What the anchor adds: with it gone, deleting a whole job passes verify."""
+    _delete_job(sealed)
+    report = sealed.verify()
+    gone = [(p.job_id, p.version) for p in report.problems]
+    assert gone == [("victim", 1), ("victim", 2)]  # the anchor's problems, nothing else
+    assert all("is gone" in str(p) for p in report.problems)
+
+
+def test_a_renumbered_event_is_also_reported_unsealed(sealed: Ledger) -> None:
+    _renumber(sealed)
+    messages = _anchor_problems(sealed.verify())
+    assert any("not in the anchor, though the sealer has passed it" in m for m in messages) or (
+        sealed.engine.dialect.name == "sqlite"  # moved past the checkpoint: the tail
+    )
+
+
+def test_links_cut_off_the_anchors_end_are_detected(sealed: Ledger) -> None:
+    _sql(sealed, delete(anchor).where(anchor.c.seq > 6))
+    messages = _anchor_problems(sealed.verify())
+    assert any("links were removed from the anchor's end" in m for m in messages)
+    assert any("not in the anchor, though the sealer has passed it" in m for m in messages)
+
+
+def test_an_edited_link_is_detected(sealed: Ledger) -> None:
+    _sql(sealed, update(anchor).where(anchor.c.seq == 3).values(digest="0" * 64))
+    messages = _anchor_problems(sealed.verify())
+    assert any("anchor link 3 does not match" in m for m in messages)
+
+
+def test_a_missing_link_in_the_middle_is_detected(sealed: Ledger) -> None:
+    _sql(sealed, delete(anchor).where(anchor.c.seq == 4))
+    messages = _anchor_problems(sealed.verify())
+    assert any("anchor links 4 are missing" in m for m in messages)
+
+
+def _reseal_from_scratch(ledger: Ledger) -> None:
+    """What an attacker with write access does to hide a rewrite: seal it all again."""
+    CatchUp(ledger, Anchor()).reset()
+    _seal_all(ledger)
+
+
+def test_a_published_head_catches_a_rewrite_resealed_from_scratch(sealed: Ledger) -> None:
+    head = sealed.verify().head
+    assert head is not None
+    sealed.enqueue("after")
+    _seal_all(sealed)
+    assert sealed.verify(head=head).ok  # history grew past the head: fine
+    _delete_job(sealed)
+    sealed.enqueue("cover-1")  # as many events as were deleted, so link 8 exists again
+    sealed.enqueue("cover-2")
+    _reseal_from_scratch(sealed)
+    assert sealed.verify().ok  # without the head, a full rewrite is consistent
+    report = sealed.verify(head=head)
+    assert [str(p) for p in report.problems] == [
+        f"job '?': anchor link {head.seq} is not the published head: history up to it was rewritten"
+    ]
+
+
+def test_a_head_beyond_the_anchor_is_reported(sealed: Ledger) -> None:
+    report = sealed.verify(head=Head(99, "a" * 64))
+    assert [str(p) for p in report.problems] == [
+        "job '?': the published head's link 99 is gone (the anchor ends at link 8)"
+    ]
+
+
+@pytest.mark.parametrize("text_", ["", "8", "8:xyz", "0:" + "a" * 64, "8:" + "A" * 64])
+def test_a_malformed_head_is_refused(sealed: Ledger, text_: str) -> None:
+    with pytest.raises(InvalidHead, match="SEQ:DIGEST"):
+        sealed.verify(head=text_)
+
+
+def test_two_sealers_at_once_seal_each_event_once(ledger: Ledger) -> None:
+    """Both queue on the checkpoint row: never a link twice, never a gap."""
+    url = ledger.engine.url.render_as_string(hide_password=False)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def seal() -> None:
+        with Ledger(url) as own:
+            sealer = Sealer(own, batch_size=7)
+            try:
+                while not stop.is_set():
+                    sealer.run_once()
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+    threads = [threading.Thread(target=seal) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    try:
+        for n in range(150):
+            ledger.enqueue(f"job-{n}")
+    finally:
+        time.sleep(0.2)
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert errors == []
+    _seal_all(ledger)
+    report = ledger.verify()
+    assert report.ok, report.problems
+    assert report.sealed == report.events == 150
+
+
+def _append_in(conn: Connection, job_id: str) -> None:
+    """Enqueue ``job_id`` by hand inside ``conn``'s open transaction, as the ledger would."""
+    now = conn.execute(select(func.now())).scalar_one()
+    data = {"queue": "late", "data": None}
+    digest = event_hash(GENESIS, job_id, 1, "enqueued", None, data, now)
+    event = Event(-1, job_id, 1, "enqueued", None, data, now, GENESIS, digest)
+    conn.execute(insert(jobs).values(status_values(fold(None, event))))
+    columns = {name: getattr(event, name) for name in ("job_id", "version", "type", "process")}
+    conn.execute(
+        insert(events).values(
+            **columns,
+            data=data,
+            recorded_at=now,
+            prev_hash=GENESIS,
+            hash=digest,
+            tx_id=func.pg_current_xact_id(),
+        )
+    )
+
+
+def test_commit_order_not_position_order_is_sealed(ledger: Ledger) -> None:
+    """On PostgreSQL seal order is the writers' order, not positions': both verify."""
+    if ledger.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite commits in position order")
+    with ledger.engine.connect() as slow:
+        transaction = slow.begin()
+        slow.execute(select(func.pg_current_xact_id()))  # the older writer ...
+        ledger.enqueue("early")  # ... a younger one takes the lower position
+        _append_in(slow, "late")
+        transaction.commit()
+    _seal_all(ledger)
+    with ledger.engine.connect() as conn:
+        sealed = conn.execute(select(anchor.c.job_id).order_by(anchor.c.seq)).scalars().all()
+        by_position = conn.execute(select(events.c.job_id).order_by(events.c.position)).scalars()
+        assert (sealed, by_position.all()) == (["late", "early"], ["early", "late"])
+    assert ledger.verify().ok
+
+
+def test_the_checkpoint_follows_the_last_link(sealed: Ledger) -> None:
+    with sealed.engine.connect() as conn:
+        checkpoint = conn.execute(
+            select(checkpoints.c.position).where(checkpoints.c.name == NAME)
+        ).scalar_one()
+        last = conn.execute(select(anchor.c.position).where(anchor.c.seq == 8)).scalar_one()
+    assert checkpoint == last
