@@ -387,6 +387,12 @@ class Ledger:
         published = Head.parse(head) if isinstance(head, str) else head
         return audit.verify(self.engine, progress, workers, published)
 
+    def head(self) -> Head | None:
+        """The ledger-wide anchor's last link, to publish; ``None`` before any is sealed."""
+        from . import audit  # noqa: PLC0415 (processes that only command never load it)
+
+        return audit.last_link(self.engine)
+
     def replay(self, until: datetime | None = None) -> dict[str, JobStatus]:
         """Every job's status as of ``until`` (database clock), folded from the events alone."""
         from . import audit  # noqa: PLC0415 (processes that only command never load it)

@@ -23,7 +23,7 @@ from sqlalchemy import Connection, delete, insert, select
 from .anchor import GENESIS, NAME, encoded_link_digest
 from .catchup import CatchUp, Projection
 from .encoding import canonical_string
-from .errors import DatabaseUnavailable
+from .errors import LedgerError
 from .records import Event
 from .runner import Runner
 from .schema import anchor
@@ -94,8 +94,8 @@ class Sealer(Runner):
     """Seals every committed event into the anchor; run it beside the recovery projector.
 
     A :class:`~jobledger.runner.Runner`: :meth:`run_forever` polls every
-    ``interval`` seconds when idle and retries with a growing delay while the
-    database is unreachable.
+    ``interval`` seconds when idle and retries with a growing delay after an
+    error (the database unreachable, the anchor's table not migrated yet).
     """
 
     def __init__(
@@ -132,7 +132,7 @@ class Sealer(Runner):
             if self.run_once() > 0:
                 return 0.0  # more may have come meanwhile
             self._delay = self.interval
-        except DatabaseUnavailable as exc:
+        except LedgerError as exc:  # unreachable, not migrated yet: say so, keep trying
             self._delay = min(max(self._delay * 2, 1.0), MAX_BACKOFF)
             log.error("sealing stopped; retrying in %.1fs: %s", self._delay, exc)
         return self._delay

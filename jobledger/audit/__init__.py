@@ -3,6 +3,7 @@
 Where each part lives:
 
 * :mod:`.verification`: ``verify``, its :class:`VerifyReport` and :class:`Problem`;
+* :mod:`.anchored`: the ledger-wide anchor's check, and its last link (``last_link``);
 * :mod:`.folding`: ``replay``, ``state_counts`` and ``rebuild``;
 * :mod:`.exports`: ``export`` to JSON lines and ``verify_export``;
 * :mod:`.events`: :class:`StoredEvent`, the one event shape every fold reads;
@@ -16,6 +17,7 @@ The hash chain and its one link rule are :mod:`jobledger.chain`'s.
 
 from __future__ import annotations
 
+from .anchored import last_link
 from .events import StoredEvent
 from .exports import export, verify_export
 from .folding import rebuild, replay, state_counts
@@ -29,6 +31,7 @@ __all__ = [
     "VerifyReport",
     "default_workers",
     "export",
+    "last_link",
     "rebuild",
     "replay",
     "state_counts",

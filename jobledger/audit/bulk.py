@@ -38,9 +38,15 @@ from sqlalchemy import Connection, Select, Text, cast, insert, literal, null, se
 
 from ..encoding import canonical_time
 from ..projection import Draft
-from ..schema import EVENT_FIELDS, STATUS_FIELDS, events, jobs
+from ..schema import EVENT_FIELDS, STATUS_FIELDS, anchor, events, jobs
 from ..storage.rows import status_row
 from .shards import Source
+
+#: What ``by_position(anchored=True)`` joins to each event: its link, and the link before.
+ANCHOR_JOIN = (
+    f" LEFT JOIN {anchor.name} link ON link.position = e.position"
+    f" LEFT JOIN {anchor.name} previous ON previous.seq = link.seq - 1"
+)
 
 #: One row of the stream described above: an :class:`EventRow` or a :class:`ProjectedRow`.
 Row = Sequence[Any]
@@ -128,9 +134,12 @@ class Bulk:
         """
         raise NotImplementedError
 
-    def by_position(self, since: int | None) -> Iterator[Row]:
+    def by_position(self, since: int | None, anchored: bool = False) -> Iterator[Row]:
         """Events after position ``since`` (all if ``None``) in position order, as
         ``(job_id, version, type, process, data, recorded_at, prev_hash, hash, position)``.
+
+        ``anchored`` adds the event's anchor link: its ``seq``, ``digest`` and the
+        previous link's digest (``None`` each where unsealed; the last ``None`` for link 1).
         """
         raise NotImplementedError
 
@@ -195,9 +204,16 @@ class CoreBulk(Bulk):
         merged = union_all(event_rows, rows).subquery()
         return self._stream(select(merged).order_by(merged.c.job_id, merged.c.version))
 
-    def by_position(self, since: int | None) -> Iterator[Row]:
+    def by_position(self, since: int | None, anchored: bool = False) -> Iterator[Row]:
         texts = [cast(events.c[name], Text) for name in EVENT_FIELDS[2:]]
         query = select(events.c.job_id, events.c.version, *texts, events.c.position)
+        if anchored:
+            link, previous = anchor.alias("link"), anchor.alias("previous")
+            query = query.add_columns(link.c.seq, link.c.digest, previous.c.digest).select_from(
+                events.outerjoin(link, link.c.position == events.c.position).outerjoin(
+                    previous, previous.c.seq == link.c.seq - 1
+                )
+            )
         if since is not None:
             query = query.where(events.c.position > since)
         return self._stream(query.order_by(events.c.position))

@@ -4,6 +4,15 @@ Each line is one event with its position, hashes and canonical timestamp,
 enough to check every hash and every job's chain with any SHA-256 and JSON
 tool (README.md, "Hash chain"). export reads in bulk, in position order
 (:meth:`jobledger.audit.bulk.Bulk.by_position`), in one snapshot.
+
+A full export (no ``since``) also carries each sealed event's anchor link
+(:mod:`jobledger.anchor`) in the event's line: ``"anchor": {"digest", "prev",
+"seq"}``, ``prev`` being the digest of link ``seq - 1``. Each link is checked
+against its own line, and links are matched to their neighbours as they come
+(they come in position order, not seal order, so the few that wait for a
+neighbour are kept): a missing link is a gap, and a published head names one
+link that must be there with its digest. Lines without ``anchor`` are events
+not sealed when the export ran; older exports have none and still verify.
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ from typing import Any, TextIO
 
 from sqlalchemy import Engine
 
+from ..anchor import Head, link_digest
 from ..chain import BAD_HASH, GENESIS, broken_link, chain_hash
 from ..encoding import canonical_string
 from . import session
@@ -38,12 +48,12 @@ def export(
         canonical = bulk.canonical_time
         strings = JsonStrings()  # event types and processes
         write = out.write
-        for row in bulk.by_position(since):
-            job_id, version, kind, process, data, moment, prev_hash, hash_, position = row
+        for row in bulk.by_position(since, anchored=since is None):
+            job_id, version, kind, process, data, moment, prev_hash, hash_, position = row[:9]
             type_json = strings[kind]
             process_json = "null" if process is None else strings[process]
             write(
-                f'{{"data":{encoded(data)[0]},"hash":"{hash_}",'
+                f'{{{_anchor_member(row)}"data":{encoded(data)[0]},"hash":"{hash_}",'
                 f'"job_id":{canonical_string(job_id)},"position":{int(position):d},'
                 f'"prev_hash":"{prev_hash}","process":{process_json},'
                 f'"recorded_at":"{canonical(moment)}","type":{type_json},"version":{version:d}}}\n'
@@ -56,14 +66,23 @@ def export(
     return written
 
 
-#: The keys of every exported line.
+def _anchor_member(row: Any) -> str:
+    """``"anchor":{...},`` for a sealed event's row of ``by_position(anchored=True)``."""
+    if len(row) == 9 or row[9] is None:
+        return ""
+    seq, digest, previous = int(row[9]), row[10], row[11] or GENESIS
+    return f'"anchor":{{"digest":"{digest}","prev":"{previous}","seq":{seq:d}}},'
+
+
+#: The keys of every exported line (a sealed event's line in a full export adds "anchor").
 EXPORT_KEYS = frozenset(
     ("data", "hash", "job_id", "position", "prev_hash", "process", "recorded_at", "type", "version")
 )
+ANCHOR_KEYS = frozenset(("digest", "prev", "seq"))
 
 
-def verify_export(lines: Iterable[str | bytes]) -> VerifyReport:
-    """Check an exported file without a database: every hash, and every job's chain.
+def verify_export(lines: Iterable[str | bytes], head: Head | None = None) -> VerifyReport:
+    """Check an exported file without a database: every hash, every job's chain, the anchor.
 
     ``lines`` are text, or bytes of UTF-8 text (a file opened in binary mode: a line
     that is not UTF-8 is then one problem, not the end of the check). A line that
@@ -72,8 +91,13 @@ def verify_export(lines: Iterable[str | bytes]) -> VerifyReport:
     Memory grows with the number of jobs (one hash each), not events. A job
     whose first line has a version above 1 is taken to continue an earlier
     export (``--since``): its chain is checked from there on.
+
+    The anchor links the lines carry must chain from link 1 without a gap, each
+    matching its event; with ``head``, link ``head.seq`` must be there with
+    ``head.digest``.
     """
     report = VerifyReport()
+    links = _Links(report, head)
     #: job -> (the version its next line must have, the hash it must chain from)
     expected: dict[str, tuple[int, str]] = {}
     last_position = 0
@@ -107,7 +131,13 @@ def verify_export(lines: Iterable[str | bytes]) -> VerifyReport:
         if link is not None and (version, record["prev_hash"]) != link:
             report.add(job_id, version, broken_link(*link, version, record["prev_hash"]))
         expected[job_id] = (version + 1, record["hash"])
+        link = record.get("anchor")
+        if link is None:
+            report.unsealed += 1
+        else:
+            links.add(link, record)
     report.jobs = len(expected)
+    links.finish(head)
     return report
 
 
@@ -123,10 +153,14 @@ def _parse_line(line: str | bytes, number: int, report: VerifyReport) -> dict[st
     except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply to read
         report.add("?", None, f"line {number} is not JSON ({exc})")
         return None
-    if not isinstance(record, dict) or set(record) != EXPORT_KEYS:
+    if not isinstance(record, dict) or set(record) - {"anchor"} != EXPORT_KEYS:
         report.add("?", None, f"line {number} is not an exported event")
         return None
     job_id = record["job_id"] if isinstance(record["job_id"], str) else "?"
+    link = record.get("anchor")
+    if "anchor" in record and not _is_link(link):
+        report.add(job_id, None, f"line {number}: anchor must be {_LINK_SHAPE}, not {link!r}")
+        return None
     for key, wanted, fits in _FIELD_TYPES:
         if not fits(record[key]):
             report.add(job_id, None, f"line {number}: {key} must be {wanted}, not {record[key]!r}")
@@ -149,3 +183,99 @@ _FIELD_TYPES: tuple[tuple[str, str, Callable[[Any], bool]], ...] = (
     ("prev_hash", "a string", lambda v: isinstance(v, str)),
     ("hash", "a string", lambda v: isinstance(v, str)),
 )
+
+
+_LINK_SHAPE = "an object of digest, prev (strings) and seq (an integer of at least 1)"
+
+
+def _is_link(value: Any) -> bool:
+    return (
+        isinstance(value, dict)
+        and set(value) == ANCHOR_KEYS
+        and _is_int(value["seq"])
+        and value["seq"] >= 1
+        and isinstance(value["digest"], str)
+        and isinstance(value["prev"], str)
+    )
+
+
+class _Links:
+    """The anchor links of an export, checked as they come (in position order).
+
+    Each link must recompute from its ``prev`` and its line's event; and link
+    ``n``'s ``prev`` must be link ``n - 1``'s digest. A link whose neighbour has
+    not come yet waits in a dict: seal order and position order differ only by
+    the few transactions in flight at once, so few wait. Links that still wait
+    at the end are gaps.
+    """
+
+    def __init__(self, report: VerifyReport, head: Head | None) -> None:
+        self.report = report
+        self.digests: dict[int, tuple[str, str, int]] = {}  # seq -> digest, for link seq + 1
+        self.prevs: dict[int, tuple[str, str, int]] = {}  # seq -> prev, for link seq - 1
+        self.seen: dict[int, str] = {}  # head.seq -> its digest, once seen
+        self.highest = 0
+        self.head_seq = None if head is None else head.seq
+
+    def add(self, link: dict[str, Any], record: dict[str, Any]) -> None:
+        report = self.report
+        seq, digest, previous = link["seq"], link["digest"], link["prev"]
+        job_id, version = record["job_id"], record["version"]
+        report.sealed += 1
+        self.highest = max(self.highest, seq)
+        if (
+            link_digest(previous, seq, record["position"], job_id, version, record["hash"])
+            != digest
+        ):
+            report.add(job_id, version, f"anchor link {seq} does not match the event it seals")
+        if seq == self.head_seq:
+            self.seen[seq] = digest
+        if seq in self.digests or seq in self.prevs:
+            report.add(job_id, version, f"anchor link {seq} appears twice")
+            return
+        if seq == 1:
+            if previous != GENESIS:
+                report.add(job_id, version, "anchor link 1 does not start from GENESIS")
+        elif seq - 1 in self.digests:
+            before, _, _ = self.digests.pop(seq - 1)
+            if before != previous:
+                report.add(job_id, version, f"anchor link {seq} does not follow link {seq - 1}")
+        else:
+            self.prevs[seq] = (previous, job_id, version)
+        if seq + 1 in self.prevs:
+            after, after_job, after_version = self.prevs.pop(seq + 1)
+            if after != digest:
+                report.add(
+                    after_job, after_version, f"anchor link {seq + 1} does not follow link {seq}"
+                )
+        else:
+            self.digests[seq] = (digest, job_id, version)
+
+    def finish(self, head: Head | None) -> None:
+        """Report the gaps, and check ``head``; ``report.head`` is the last link."""
+        report = self.report
+        for seq, (_, job_id, version) in sorted(self.prevs.items()):
+            report.add(job_id, version, f"anchor link {seq - 1} is missing (link {seq} follows it)")
+        last = self.digests.pop(self.highest, None)
+        for seq, (_, job_id, version) in sorted(self.digests.items()):
+            report.add(
+                job_id, version, f"anchor link {seq + 1} is missing (link {seq} leads to it)"
+            )
+        if report.sealed > self.highest:
+            extra = report.sealed - self.highest
+            report.add("?", None, f"{extra} anchor links appear more than once")
+        if last is not None:
+            report.head = Head(self.highest, last[0])
+        if head is None:
+            return
+        if head.seq > self.highest:
+            ends = f"ends at link {self.highest}" if self.highest else "carries no anchor"
+            report.add(
+                "?", None, f"the published head's link {head.seq} is gone (the export {ends})"
+            )
+        elif self.seen.get(head.seq) != head.digest:
+            report.add(
+                "?",
+                None,
+                f"anchor link {head.seq} is not the published head: history up to it was rewritten",
+            )

@@ -21,7 +21,7 @@ from ..projection import Draft
 from ..schema import EVENT_FIELDS, STATUS_FIELDS, events, jobs
 from ..storage.postgres import copy_sql
 from ..storage.rows import status_row
-from .bulk import PADDING, PROJECTION_TAIL, Batch, Bulk, EventRow, Row, where_clause
+from .bulk import ANCHOR_JOIN, PADDING, PROJECTION_TAIL, Batch, Bulk, EventRow, Row, where_clause
 from .shards import Source
 
 if TYPE_CHECKING:
@@ -88,11 +88,21 @@ class PostgresBulk(Bulk):
         with self._conn.cursor() as cursor, cursor.copy(query):
             yield from _copy_rows(_copy_out(self._conn), self._encoding)
 
-    def by_position(self, since: int | None) -> Iterator[Row]:
+    def by_position(self, since: int | None, anchored: bool = False) -> Iterator[Row]:
         from psycopg import sql  # noqa: PLC0415 (an optional driver, imported where used)
 
-        where = "" if since is None else " WHERE position > {since}"
-        select_sql = f"SELECT {_EVENT_TEXT}, position FROM {events.name}{where} ORDER BY position"
+        where = "" if since is None else " WHERE e.position > {since}"
+        columns = ", ".join(
+            f"e.{name}" if name in ("job_id", "version") else f"e.{name}::text"
+            for name in EVENT_FIELDS
+        )
+        if anchored:
+            columns += ", e.position, link.seq, link.digest, previous.digest"
+            source = f"{events.name} e{ANCHOR_JOIN}"
+        else:
+            columns += ", e.position"
+            source = f"{events.name} e"
+        select_sql = f"SELECT {columns} FROM {source}{where} ORDER BY e.position"
         query = sql.SQL(f"COPY ({select_sql}) TO STDOUT").format(since=sql.Literal(since))
         with self._conn.cursor() as cursor, cursor.copy(query):
             yield from _copy_rows(_copy_out(self._conn), self._encoding)

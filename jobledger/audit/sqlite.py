@@ -18,7 +18,7 @@ from ..projection import Draft
 from ..schema import EVENT_FIELDS, STATUS_FIELDS, events, jobs
 from ..storage.rows import status_row
 from ..storage.sqlite import SQLITE_BUSY_TIMEOUT
-from .bulk import NUMBERS, PADDING, PROJECTION_TAIL, Batch, Bulk, Row, where_clause
+from .bulk import ANCHOR_JOIN, NUMBERS, PADDING, PROJECTION_TAIL, Batch, Bulk, Row, where_clause
 from .shards import Source
 
 
@@ -79,11 +79,15 @@ class SqliteBulk(Bulk):
         query = f"SELECT {columns}{padding} FROM {events.name}{where} UNION ALL {row_query}"
         return iter(self._conn.execute(f"{query} ORDER BY 1, 2", params + params))
 
-    def by_position(self, since: int | None) -> Iterator[Row]:
-        columns = ", ".join(EVENT_FIELDS)
-        query = (
-            f"SELECT {columns}, position FROM {events.name} WHERE position > ? ORDER BY position"
-        )
+    def by_position(self, since: int | None, anchored: bool = False) -> Iterator[Row]:
+        columns = ", ".join(f"e.{name}" for name in EVENT_FIELDS)
+        if anchored:
+            columns += ", e.position, link.seq, link.digest, previous.digest"
+            source = f"{events.name} e{ANCHOR_JOIN}"
+        else:
+            columns += ", e.position"
+            source = f"{events.name} e"
+        query = f"SELECT {columns} FROM {source} WHERE e.position > ? ORDER BY e.position"
         return iter(self._conn.execute(query, (-1 if since is None else since,)))
 
     def canonical_time(self, moment: str) -> str:

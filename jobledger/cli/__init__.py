@@ -2,7 +2,7 @@
 
 One module per concern: ``settings`` (what the group's options set), ``params``
 (option types), ``output`` (tables, JSON, reports, progress) and the commands by
-what they do (``query``, ``operate``, ``recover``, ``audit``, ``db``, ``demo``).
+what they do (``query``, ``operate``, ``recover``, ``audit``, ``anchor``, ``db``, ``demo``).
 
 Commands import what they use (the ledger, Alembic, Rich, redis-py) in their own
 bodies, so `--help` and each command start without the others' dependencies.
@@ -18,7 +18,7 @@ import click
 from .. import terminal
 from ..database import DEFAULT_URL
 from ..errors import LedgerError
-from . import audit, db, demo, operate, query, recover
+from . import anchor, audit, db, demo, operate, query, recover
 from .params import PerQueue, Seconds
 from .settings import Settings, warn_of_secrets_on_argv
 
@@ -65,6 +65,8 @@ for _command in (
     audit.rebuild,
     audit.export,
     audit.verify_export,
+    anchor.seal,
+    anchor.head,
 ):
     cli.add_command(_command)
 

@@ -10,12 +10,13 @@ import contextlib
 import io
 import os
 import sys
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import click
 
 from .. import signals
 from . import output
+from .params import AnchorHead
 from .settings import Settings, pass_settings
 
 _workers_option = click.option(
@@ -26,14 +27,26 @@ _workers_option = click.option(
 )
 
 
+_head_option = click.option(
+    "--head",
+    type=AnchorHead(),
+    default=None,
+    metavar="SEQ:DIGEST",
+    help="A published anchor head (`jobledger head`): it must still be there, unchanged.",
+)
+
+
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="The report as one JSON object.")
 @_workers_option
+@_head_option
 @pass_settings
-def verify(settings: Settings, as_json: bool, workers: int | None) -> None:
-    """Check every hash chain, every lifecycle path and the projection; exit 1 on problems."""
+def verify(settings: Settings, as_json: bool, workers: int | None, head: Any) -> None:
+    """Check every hash chain, lifecycle path, the projection and the anchor; exit 1 on problems."""
     with signals.sigterm_exits(), settings.ledger() as ledger, output.progress_bar() as bar:
-        report = ledger.verify(progress=output.tracked(bar, "verifying"), workers=workers)
+        report = ledger.verify(
+            progress=output.tracked(bar, "verifying"), workers=workers, head=head
+        )
     output.report(report, as_json, "verify")
 
 
@@ -71,8 +84,9 @@ def export(settings: Settings, since: int | None) -> None:
 @click.command("verify-export")
 @click.argument("path", type=click.File("rb"))  # bytes: a line that is not UTF-8 is a problem
 @click.option("--json", "as_json", is_flag=True, help="The report as one JSON object.")
-def verify_export(path: BinaryIO, as_json: bool) -> None:
-    """Check an exported file (hashes and chains) without any database; exit 1 on problems."""
+@_head_option
+def verify_export(path: BinaryIO, as_json: bool, head: Any) -> None:
+    """Check an exported file (hashes, chains, anchor) without any database; exit 1 on problems."""
     from .. import audit  # noqa: PLC0415
 
-    output.report(audit.verify_export(path), as_json, "verify-export")
+    output.report(audit.verify_export(path, head=head), as_json, "verify-export")

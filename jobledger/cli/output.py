@@ -74,6 +74,9 @@ def report(found: audit.VerifyReport, as_json: bool, what: str) -> None:
                     "events": found.events,
                     "problem_count": found.problem_count,
                     "problems": found.problems,
+                    "sealed": found.sealed,
+                    "unsealed": found.unsealed,
+                    "head": None if found.head is None else str(found.head),
                 }
             )
         )
@@ -85,6 +88,9 @@ def report(found: audit.VerifyReport, as_json: bool, what: str) -> None:
             click.echo(f"... and {hidden} more problems")
         verdict = "OK" if found.ok else f"{found.problem_count} problems"
         click.echo(f"{what}: {found.events} events of {found.jobs} jobs: {verdict}", err=True)
+        if found.head is not None or found.unsealed:
+            anchored = f"anchor: {found.sealed} events sealed, {found.unsealed} not yet"
+            click.echo(f"{anchored}; head {found.head or '(none)'}", err=True)
     if not found.ok:
         sys.exit(1)
 

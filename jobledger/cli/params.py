@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from .. import bounds
+from ..anchor import Head
 from ..encoding import json_int
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, InvalidHead
 
 
 class Seconds(click.types.FloatParamType):
@@ -92,3 +93,23 @@ def instant(value: str | None) -> datetime | None:
             f"{value!r} is not an ISO-8601 time (e.g. 2026-11-26T12:00:00Z)", param_hint="--at"
         ) from None
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+
+
+if TYPE_CHECKING:
+    _HeadBase = click.ParamType[Head]
+else:
+    _HeadBase = click.ParamType
+
+
+class AnchorHead(_HeadBase):
+    """A published anchor head, ``SEQ:DIGEST`` as ``jobledger head`` prints it."""
+
+    name = "head"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Head:
+        if isinstance(value, Head):
+            return value
+        try:
+            return Head.parse(str(value))
+        except InvalidHead as exc:
+            self.fail(str(exc), param, ctx)

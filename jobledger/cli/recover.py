@@ -1,4 +1,8 @@
-"""``jobledger recover``: the recovery projector, and optionally a redeliverer beside it.
+"""``jobledger recover``: the recovery projector, a sealer and optionally a redeliverer beside it.
+
+The sealer (:mod:`jobledger.sealer`) runs by default, so that a deployment that
+runs the projector keeps the ledger-wide anchor sealed; ``--no-seal`` leaves it to a
+``jobledger seal`` elsewhere. Several sealers at once take turns on its checkpoint.
 
 The ``--redeliver`` target is checked before the ledger is opened, so a typo
 in ``celery:MODULE:ATTR`` is a usage error rather than a half-started daemon.
@@ -26,7 +30,8 @@ from .settings import Settings, pass_settings, warn_of_secrets_on_argv
 
 if TYPE_CHECKING:
     from ..ledger import Ledger
-    from ..redelivery import Redeliverer, RedeliveryTarget
+    from ..redelivery import RedeliveryTarget
+    from ..runner import Runner
 
 
 @click.command()
@@ -88,6 +93,12 @@ if TYPE_CHECKING:
     default=None,
     help="RQ's Redis for --redeliver rq [default: --redis-url] (env JOBLEDGER_RQ_URL).",
 )
+@click.option(
+    "--seal/--no-seal",
+    default=True,
+    show_default=True,
+    help="Also seal new events into the ledger-wide anchor (see `jobledger seal`).",
+)
 @click.option("--json", "as_json", is_flag=True, help="With --once: the decisions as JSON lines.")
 @pass_settings
 def recover(
@@ -102,15 +113,18 @@ def recover(
     queue_heartbeat_timeout: tuple[tuple[str, float], ...],
     redeliver: str | None,
     rq_url: str | None,
+    seal: bool,
     as_json: bool,
 ) -> None:
     """Abandon (and requeue by policy) the jobs of processes that are no longer alive.
 
-    Runs until SIGTERM or SIGINT; every decision is logged to stderr. With
+    Runs until SIGTERM or SIGINT; every decision is logged to stderr. It also
+    seals new events into the ledger-wide anchor (unless --no-seal). With
     --redeliver, requeued jobs are also handed back to their job system.
     """
     from ..recovery import RecoveryProjector  # noqa: PLC0415
     from ..redelivery import Redeliverer  # noqa: PLC0415
+    from ..sealer import Sealer  # noqa: PLC0415
 
     output.log_to_stderr(settings.debug)
     warn_of_secrets_on_argv(click.get_current_context(), rq_url="JOBLEDGER_RQ_URL")
@@ -126,14 +140,17 @@ def recover(
         projector = RecoveryProjector(ledger, liveness, policy, interval=interval, grace=grace)
         target = make_target(ledger) if make_target is not None else None
         redeliverer = Redeliverer(ledger, target) if target is not None else None
+        sealer = Sealer(ledger, interval=interval) if seal else None
         try:
             if not once:
-                with _running_beside(redeliverer):
+                with _running_beside(redeliverer), _running_beside(sealer):
                     projector.run_forever()
                 return
             recovered = projector.run_once()
             if redeliverer is not None:
                 redeliverer.run_once()
+            if sealer is not None:
+                sealer.run_once()
         finally:
             liveness.close()
             if redeliverer is not None:
@@ -194,15 +211,15 @@ def _celery_app(where: str) -> Any:
 
 
 @contextlib.contextmanager
-def _running_beside(redeliverer: Redeliverer | None) -> Iterator[None]:
-    """Run ``redeliverer`` in a thread for the duration of the block."""
-    if redeliverer is None:
+def _running_beside(runner: Runner | None) -> Iterator[None]:
+    """Run ``runner`` (the redeliverer, the sealer) in a thread for the duration of the block."""
+    if runner is None:
         yield
         return
-    thread = threading.Thread(target=redeliverer.run_forever, name="redeliverer", daemon=True)
+    thread = threading.Thread(target=runner.run_forever, name=str(runner), daemon=True)
     thread.start()
     try:
         yield
     finally:
-        redeliverer.stop()
+        runner.stop()
         thread.join()
