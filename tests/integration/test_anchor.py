@@ -7,6 +7,9 @@ the remaining events and every per-job check passes. Only the anchor can tell.
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import threading
 import time
 from typing import Any
@@ -14,7 +17,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, delete, func, insert, select, update
 
-from jobledger import Ledger
+from jobledger import Ledger, audit
 from jobledger.anchor import NAME, Head
 from jobledger.audit import VerifyReport
 from jobledger.catchup import CatchUp
@@ -327,3 +330,86 @@ def test_the_checkpoint_follows_the_last_link(sealed: Ledger) -> None:
         ).scalar_one()
         last = conn.execute(select(anchor.c.position).where(anchor.c.seq == 8)).scalar_one()
     assert checkpoint == last
+
+
+# --- exports ---------------------------------------------------------------------------------
+
+
+def _exported(ledger: Ledger) -> list[dict[str, Any]]:
+    out = io.StringIO()
+    ledger.export(out)
+    return [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+def _lines(records: list[dict[str, Any]]) -> list[str]:
+    return [
+        json.dumps(r, sort_keys=True, separators=(",", ":"), ensure_ascii=False) for r in records
+    ]
+
+
+def test_a_full_export_carries_the_anchor_and_checks_the_head(sealed: Ledger) -> None:
+    sealed.enqueue("unsealed")
+    head = sealed.head()
+    assert head is not None
+    records = _exported(sealed)
+    assert [r["anchor"]["seq"] for r in records if "anchor" in r] == list(range(1, 9))
+    assert "anchor" not in records[-1]
+    report = audit.verify_export(_lines(records), head=head)
+    assert report.ok, report.problems
+    assert (report.sealed, report.unsealed, report.head) == (8, 1, head)
+    bad = audit.verify_export(_lines(records), head=Head(head.seq, "b" * 64))
+    assert [p.message for p in bad.problems] == [
+        "anchor link 8 is not the published head: history up to it was rewritten"
+    ]
+
+
+def test_a_link_can_be_checked_with_the_standard_library_alone(sealed: Ledger) -> None:
+    record = _exported(sealed)[2]
+    link = {k: record[k] for k in ("hash", "job_id", "position", "version")}
+    link["seq"] = record["anchor"]["seq"]
+    text_ = (
+        record["anchor"]["prev"]
+        + "\n"
+        + json.dumps(link, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    )
+    assert hashlib.sha256(text_.encode()).hexdigest() == record["anchor"]["digest"]
+
+
+def test_an_export_with_a_job_removed_fails_verify_export(sealed: Ledger) -> None:
+    records = [r for r in _exported(sealed) if r["job_id"] != "victim"]
+    messages = [p.message for p in audit.verify_export(_lines(records)).problems]
+    assert messages
+    assert all("is missing" in m for m in messages)
+
+
+def test_an_export_with_its_end_cut_off_needs_the_head(sealed: Ledger) -> None:
+    head = sealed.head()
+    records = _exported(sealed)[:-1]
+    assert audit.verify_export(_lines(records)).ok  # without a head, a shorter ledger is fine
+    report = audit.verify_export(_lines(records), head=head)
+    assert [p.message for p in report.problems] == [
+        "the published head's link 8 is gone (the export ends at link 7)"
+    ]
+
+
+def test_an_edited_or_duplicated_link_fails_verify_export(sealed: Ledger) -> None:
+    records = _exported(sealed)
+    edited = [dict(r) for r in records]
+    edited[3] = {**edited[3], "anchor": {**edited[3]["anchor"], "digest": "c" * 64}}
+    messages = [p.message for p in audit.verify_export(_lines(edited)).problems]
+    assert "anchor link 4 does not match the event it seals" in messages
+    assert "anchor link 5 does not follow link 4" in messages
+    malformed = [*records[:-1], {**records[-1], "anchor": {"seq": 0}}]
+    messages = [p.message for p in audit.verify_export(_lines(malformed)).problems]
+    assert any("anchor must be an object" in m for m in messages)
+
+
+def test_old_exports_and_since_exports_verify_without_links(sealed: Ledger) -> None:
+    old = [{k: v for k, v in r.items() if k != "anchor"} for r in _exported(sealed)]
+    report = audit.verify_export(_lines(old))
+    assert report.ok
+    assert (report.sealed, report.unsealed) == (0, 8)
+    out = io.StringIO()
+    sealed.export(out, since=2)
+    assert '"anchor"' not in out.getvalue()
+    assert audit.verify_export(out.getvalue().splitlines()).ok
