@@ -47,6 +47,8 @@ BENCHMARKS: list[tuple[str, list[Row]]] = [
             )
         ],
     ),
+    # Issue 15: the sealer must outrun the writers.
+    ("seal_throughput", []),
     (
         "recovery_sweep",
         [
