@@ -44,6 +44,7 @@ from ..anchor import GENESIS, NAME, Head, encoded_link_digest
 from ..database import translated_errors
 from ..encoding import canonical_string
 from ..schema import TransactionId, anchor, checkpoints, events
+from . import session
 from .verification import MAX_PROBLEMS, VerifyReport
 
 #: Positions below this are remembered in a bitmap (one bit each) to find a position
@@ -79,26 +80,11 @@ def _check_links(
     conn: Connection, report: VerifyReport, head: Head | None
 ) -> tuple[int, Head | None]:
     """Stream the links; how many sealed events exist as sealed, and the last link."""
-    query = (
-        select(
-            anchor.c.seq,
-            anchor.c.position,
-            anchor.c.job_id,
-            anchor.c.version,
-            anchor.c.digest,
-            events.c.job_id,
-            events.c.version,
-            events.c.hash,
-        )
-        .select_from(anchor.outerjoin(events, events.c.position == anchor.c.position))
-        .order_by(anchor.c.seq)
-    )
     add = report.add
     seen = _Positions()
-    previous, expected, matched = GENESIS, 1, 0
-    last: Head | None = None
+    previous, expected, matched, last_seq, links = GENESIS, 1, 0, 0, 0
+    head_seq = None if head is None else head.seq
     head_digest: str | None = None
-    options = {"stream_results": True, "yield_per": 10_000}
     for (
         seq,
         position,
@@ -108,28 +94,13 @@ def _check_links(
         event_job,
         event_version,
         event_hash,
-    ) in conn.execute(query, execution_options=options):
-        report.sealed += 1
-        if seq != expected:
-            missing = f"{expected}" if seq == expected + 1 else f"{expected} to {seq - 1}"
-            if seq < expected:
-                add(job_id, version, f"anchor link {seq} is out of order")
-            else:
-                add(job_id, version, f"anchor links {missing} are missing before link {seq}")
-        elif event_job is None:
-            add(job_id, version, f"the event sealed at position {position} (link {seq}) is gone")
-        elif (event_job, event_version) != (job_id, version):
-            add(
-                job_id,
-                version,
-                f"position {position} (link {seq}) holds job {event_job!r} version "
-                f"{event_version}, not this sealed event",
-            )
-        else:
-            if not seen.add(position):
-                add(job_id, version, f"position {position} is sealed twice (link {seq})")
-            else:
+    ) in session.bulk_for(conn).links():
+        links += 1
+        if seq == expected and event_job == job_id and event_version == version:
+            if seen.add(position):
                 matched += 1
+            else:
+                add(job_id, version, f"position {position} is sealed twice (link {seq})")
             recomputed = encoded_link_digest(
                 previous, seq, position, canonical_string(job_id), version, event_hash
             )
@@ -140,13 +111,35 @@ def _check_links(
                     f"anchor link {seq} does not match the event it seals "
                     "(the event's hash or the link was changed)",
                 )
-        previous, expected = digest, max(expected, seq + 1)
-        if head is not None and seq == head.seq:
+        else:
+            add(job_id, version, _broken(seq, expected, position, event_job, event_version))
+        previous, last_seq = digest, seq
+        if seq >= expected:
+            expected = seq + 1
+        if seq == head_seq:
             head_digest = digest
-        last = Head(seq, digest)
+    report.sealed = links
+    last = Head(last_seq, previous) if last_seq else None
     if head is not None:
         _check_head(report, head, head_digest, last)
     return matched, last
+
+
+def _broken(
+    seq: int, expected: int, position: int, event_job: str | None, event_version: int | None
+) -> str:
+    """Why link ``seq`` (``expected`` was due) is not a link to its event."""
+    if seq < expected:
+        return f"anchor link {seq} is out of order"
+    if seq > expected:
+        missing = f"{expected}" if seq == expected + 1 else f"{expected} to {seq - 1}"
+        return f"anchor links {missing} are missing before link {seq}"
+    if event_job is None:
+        return f"the event sealed at position {position} (link {seq}) is gone"
+    return (
+        f"position {position} (link {seq}) holds job {event_job!r} version {event_version}, "
+        "not this sealed event"
+    )
 
 
 def _check_head(report: VerifyReport, head: Head, found: str | None, last: Head | None) -> None:

@@ -34,7 +34,18 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Select, Text, cast, insert, literal, null, select, union_all
+from sqlalchemy import (
+    Connection,
+    Select,
+    Text,
+    cast,
+    insert,
+    literal,
+    null,
+    select,
+    text,
+    union_all,
+)
 
 from ..encoding import canonical_time
 from ..projection import Draft
@@ -46,6 +57,13 @@ from .shards import Source
 ANCHOR_JOIN = (
     f" LEFT JOIN {anchor.name} link ON link.position = e.position"
     f" LEFT JOIN {anchor.name} previous ON previous.seq = link.seq - 1"
+)
+
+#: The anchor's links in seal order, each with the event at its position (NULLs if none):
+#: ``(seq, position, job_id, version, digest, event's job_id, version, hash)``.
+LINKS_SQL = (
+    f"SELECT a.seq, a.position, a.job_id, a.version, a.digest, e.job_id, e.version, e.hash"
+    f" FROM {anchor.name} a LEFT JOIN {events.name} e ON e.position = a.position ORDER BY a.seq"
 )
 
 #: One row of the stream described above: an :class:`EventRow` or a :class:`ProjectedRow`.
@@ -143,6 +161,11 @@ class Bulk:
         """
         raise NotImplementedError
 
+    def links(self) -> Iterator[Row]:
+        """The anchor's links joined to their events, as :data:`LINKS_SQL` selects them
+        (numbers as ints)."""
+        raise NotImplementedError
+
     def canonical_time(self, moment: str) -> str:
         """The hashed text of a moment (``YYYY-MM-DDTHH:MM:SS.ffffffZ``).
 
@@ -217,6 +240,10 @@ class CoreBulk(Bulk):
         if since is not None:
             query = query.where(events.c.position > since)
         return self._stream(query.order_by(events.c.position))
+
+    def links(self) -> Iterator[Row]:
+        options = {"stream_results": True, "yield_per": 10_000}
+        return iter(self._conn.execute(text(LINKS_SQL), execution_options=options))
 
     def _stream(self, query: Select[Any]) -> Iterator[Row]:
         """Rows a batch at a time (a server-side cursor where the driver has one)."""

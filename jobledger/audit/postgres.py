@@ -21,7 +21,17 @@ from ..projection import Draft
 from ..schema import EVENT_FIELDS, STATUS_FIELDS, events, jobs
 from ..storage.postgres import copy_sql
 from ..storage.rows import status_row
-from .bulk import ANCHOR_JOIN, PADDING, PROJECTION_TAIL, Batch, Bulk, EventRow, Row, where_clause
+from .bulk import (
+    ANCHOR_JOIN,
+    LINKS_SQL,
+    PADDING,
+    PROJECTION_TAIL,
+    Batch,
+    Bulk,
+    EventRow,
+    Row,
+    where_clause,
+)
 from .shards import Source
 
 if TYPE_CHECKING:
@@ -106,6 +116,18 @@ class PostgresBulk(Bulk):
         query = sql.SQL(f"COPY ({select_sql}) TO STDOUT").format(since=sql.Literal(since))
         with self._conn.cursor() as cursor, cursor.copy(query):
             yield from _copy_rows(_copy_out(self._conn), self._encoding)
+
+    def links(self) -> Iterator[Row]:
+        with self._conn.cursor() as cursor, cursor.copy(f"COPY ({LINKS_SQL}) TO STDOUT"):
+            for data in _copy_out(self._conn):
+                line = str(data[:-1], self._encoding)
+                fields: list[Any] = line.split("\t")
+                if "\\" in line:  # a missing event's NULLs, or an escaped job id
+                    fields = [_copy_value(field) for field in fields]
+                fields[0], fields[1], fields[3] = int(fields[0]), int(fields[1]), int(fields[3])
+                if fields[6] is not None:
+                    fields[6] = int(fields[6])
+                yield fields
 
     def canonical_time(self, moment: str) -> str:
         # "2026-01-01 00:00:00.287+00": the output drops trailing zeros of the fraction.

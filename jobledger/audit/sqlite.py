@@ -18,7 +18,17 @@ from ..projection import Draft
 from ..schema import EVENT_FIELDS, STATUS_FIELDS, events, jobs
 from ..storage.rows import status_row
 from ..storage.sqlite import SQLITE_BUSY_TIMEOUT
-from .bulk import ANCHOR_JOIN, NUMBERS, PADDING, PROJECTION_TAIL, Batch, Bulk, Row, where_clause
+from .bulk import (
+    ANCHOR_JOIN,
+    LINKS_SQL,
+    NUMBERS,
+    PADDING,
+    PROJECTION_TAIL,
+    Batch,
+    Bulk,
+    Row,
+    where_clause,
+)
 from .shards import Source
 
 
@@ -89,6 +99,9 @@ class SqliteBulk(Bulk):
             source = f"{events.name} e"
         query = f"SELECT {columns} FROM {source} WHERE e.position > ? ORDER BY e.position"
         return iter(self._conn.execute(query, (-1 if since is None else since,)))
+
+    def links(self) -> Iterator[Row]:
+        return iter(self._conn.execute(LINKS_SQL))
 
     def canonical_time(self, moment: str) -> str:
         if len(moment) == 26 and moment[10] == " ":

@@ -413,3 +413,14 @@ def test_old_exports_and_since_exports_verify_without_links(sealed: Ledger) -> N
     sealed.export(out, since=2)
     assert '"anchor"' not in out.getvalue()
     assert audit.verify_export(out.getvalue().splitlines()).ok
+
+
+def test_hostile_job_ids_seal_and_verify(ledger: Ledger) -> None:
+    for job_id in ("back\\slash", "\\N", "ünï", "日本", 'quoted"', "sp ace"):
+        ledger.enqueue(job_id)
+    _seal_all(ledger)
+    report = ledger.verify()
+    assert report.ok, report.problems
+    assert report.sealed == 6
+    records = _exported(ledger)
+    assert audit.verify_export(_lines(records), head=ledger.head()).ok
