@@ -47,10 +47,6 @@ from ..schema import TransactionId, anchor, checkpoints, events
 from . import session
 from .verification import MAX_PROBLEMS, VerifyReport
 
-#: Positions below this are remembered in a bitmap (one bit each) to find a position
-#: sealed twice; larger ones (only a tampered row has them) in a set.
-_BITMAP_LIMIT = 1 << 31
-
 
 def check_anchor(conn: Connection, report: VerifyReport, head: Head | None = None) -> None:
     """Check the anchor in ``conn``'s snapshot; ``report.events`` must hold the event count."""
@@ -59,7 +55,12 @@ def check_anchor(conn: Connection, report: VerifyReport, head: Head | None = Non
     ).first()
     sealed, last = _check_links(conn, report, head)
     report.head = last
-    if checkpoint is not None and checkpoint.position > 0:
+    if checkpoint is None:
+        report.unsealed = report.events  # nothing was ever sealed
+        if last is not None:
+            report.add("?", None, "the anchor has links but the sealer's checkpoint is gone")
+        return
+    if checkpoint.position > 0:
         last_position = None if last is None else _position_of(conn, last.seq)
         if last_position != checkpoint.position:
             report.add(
@@ -68,11 +69,8 @@ def check_anchor(conn: Connection, report: VerifyReport, head: Head | None = Non
                 f"the sealer's checkpoint is at position {checkpoint.position} but the anchor's "
                 f"last link seals {last_position}: links were removed from the anchor's end",
             )
-    tail = 0 if checkpoint is None else _count_past(conn, checkpoint)
-    if checkpoint is None:
-        tail = report.events  # nothing was ever sealed
-    report.unsealed = tail
-    if report.events - sealed != tail:
+    report.unsealed = _count_past(conn, checkpoint)
+    if report.events - sealed != report.unsealed:
         _report_unsealed(conn, report, checkpoint)
 
 
@@ -81,7 +79,10 @@ def _check_links(
 ) -> tuple[int, Head | None]:
     """Stream the links; how many sealed events exist as sealed, and the last link."""
     add = report.add
-    seen = _Positions()
+    # One bit per position, to find a position sealed twice: a link only gets here if an
+    # event is at its position, so no position exceeds the largest event's.
+    largest = conn.execute(select(func.max(events.c.position))).scalar() or 0
+    seen = bytearray(largest // 8 + 1)
     previous, expected, matched, last_seq, links = GENESIS, 1, 0, 0, 0
     head_seq = None if head is None else head.seq
     head_digest: str | None = None
@@ -96,11 +97,18 @@ def _check_links(
         event_hash,
     ) in session.bulk_for(conn).links():
         links += 1
-        if seq == expected and event_job == job_id and event_version == version:
-            if seen.add(position):
-                matched += 1
-            else:
+        if (
+            seq == expected
+            and event_job == job_id
+            and event_version == version
+            and position >= 0  # (a tampered one would index the bitmap from its end)
+        ):
+            byte, mask = seen[position >> 3], 1 << (position & 7)
+            if byte & mask:
                 add(job_id, version, f"position {position} is sealed twice (link {seq})")
+            else:
+                seen[position >> 3] = byte | mask
+                matched += 1
             recomputed = encoded_link_digest(
                 previous, seq, position, canonical_string(job_id), version, event_hash
             )
@@ -136,6 +144,8 @@ def _broken(
         return f"anchor links {missing} are missing before link {seq}"
     if event_job is None:
         return f"the event sealed at position {position} (link {seq}) is gone"
+    if position < 0:
+        return f"anchor link {seq} seals a negative position, {position}"
     return (
         f"position {position} (link {seq}) holds job {event_job!r} version {event_version}, "
         "not this sealed event"
@@ -178,8 +188,6 @@ def _count_past(conn: Connection, checkpoint: Any) -> int:
 
 def _report_unsealed(conn: Connection, report: VerifyReport, checkpoint: Any) -> None:
     """Name the events the sealer has passed that the anchor does not hold."""
-    if checkpoint is None:
-        return  # every event is in the tail
     unsealed = not_(exists().where(anchor.c.position == events.c.position))
     passed = and_(unsealed, not_(_past(checkpoint)))
     query = (
@@ -203,27 +211,3 @@ def last_link(engine: Engine) -> Head | None:
             select(anchor.c.seq, anchor.c.digest).order_by(anchor.c.seq.desc()).limit(1)
         ).first()
     return None if row is None else Head(row.seq, row.digest)
-
-
-class _Positions:
-    """A set of positions: a bitmap for plausible ones, a set for the rest."""
-
-    def __init__(self) -> None:
-        self._bits = bytearray()
-        self._others: set[int] = set()
-
-    def add(self, position: int) -> bool:
-        """Remember ``position``; ``False`` if it was already there."""
-        if not 0 <= position < _BITMAP_LIMIT:
-            if position in self._others:
-                return False
-            self._others.add(position)
-            return True
-        index, bit = divmod(position, 8)
-        if index >= len(self._bits):
-            self._bits.extend(bytes(max(index + 1 - len(self._bits), len(self._bits))))
-        mask = 1 << bit
-        if self._bits[index] & mask:
-            return False
-        self._bits[index] |= mask
-        return True

@@ -424,3 +424,9 @@ def test_hostile_job_ids_seal_and_verify(ledger: Ledger) -> None:
     assert report.sealed == 6
     records = _exported(ledger)
     assert audit.verify_export(_lines(records), head=ledger.head()).ok
+
+
+def test_a_deleted_checkpoint_with_links_left_is_detected(sealed: Ledger) -> None:
+    _sql(sealed, delete(checkpoints).where(checkpoints.c.name == NAME))
+    messages = _anchor_problems(sealed.verify())
+    assert messages == ["job '?': the anchor has links but the sealer's checkpoint is gone"]
