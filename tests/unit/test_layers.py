@@ -28,6 +28,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "policy",
             "lazy",
             "children",
+            "observers",
         },
     ),
     ("decisions", {"projection", "decisions"}),
@@ -49,6 +50,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "redelivery",
         },
     ),
+    ("operations", {"ops"}),
     ("edges", {"cli", "terminal", "timeline", "demo", "integrations", "testing", "__init__"}),
 ]
 RANK = {name: rank for rank, (_, names) in enumerate(LAYERS) for name in names}
