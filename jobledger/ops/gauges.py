@@ -122,6 +122,9 @@ class LedgerGauges(Collector):
             except LedgerError as exc:  # the database is down: keep the last values, retry
                 self.errors.inc()
                 log.error("could not refresh job counts and catch-up lag: %s", exc)
+            except Exception:  # a bug here must not end the refreshes, nor the projector
+                self.errors.inc()
+                log.exception("could not refresh job counts and catch-up lag")
             self._stop.wait(self.interval)
 
     def refresh(self) -> Snapshot:

@@ -59,6 +59,8 @@ class Health(RecoveryObserver):
     def sweep_finished(self, outcome: str, seconds: float) -> None:
         with self._lock:
             self._outcome = outcome
+            # Loops of your own that call run_once() (no rounds) stay live while they sweep.
+            self._due = max(self._due, self._clock() + self.stall_after)
 
     def live(self) -> Verdict:
         """Ok while the loop keeps to its schedule."""

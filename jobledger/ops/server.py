@@ -79,6 +79,7 @@ def serve(
 class _Handler(BaseHTTPRequestHandler):
     server: OpsServer
     protocol_version = "HTTP/1.1"
+    timeout = 10  # seconds a client may take to send its request: idle sockets are closed
 
     def do_GET(self) -> None:
         self._answer(send_body=True)
