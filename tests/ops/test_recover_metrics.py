@@ -105,3 +105,5 @@ def test_readyz_follows_redis(started: tuple[Recover, Ledger], redis_server: Red
     assert recover.value("jobledger_recovery_paused_sweeps_total", reason="liveness_restarted") >= 1
     assert recover.value(paused[0], reason=paused[1]) == 0
     assert recover.get("/healthz")[0] == 200
+    recover.process.terminate()  # SIGTERM: the sweep, the server and the refreshes end
+    assert recover.process.wait(timeout=15) == 0
