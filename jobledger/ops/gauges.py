@@ -10,9 +10,11 @@ reads it. The reads are bounded:
   whose size is queues x states, not jobs), and the rows of the queues that have
   a label of their own (primary-key look-ups); the rest is ``queue="other"``;
 - catch-up lag, per checkpoint (at most :data:`MAX_PROJECTIONS`): the events it
-  has not applied yet, counted up to :data:`LAG_COUNT_CAP` through the same
-  indexed query the runner reads them with, and the age of the oldest of them
-  by the database clock.
+  could apply but has not yet, counted up to :data:`LAG_COUNT_CAP` through the
+  same indexed query the runner reads them with, and the age of the oldest of
+  them by the database clock; on PostgreSQL also the events held back behind a
+  transaction still open (:meth:`~jobledger.catchup.CatchUp.holdup`'s count, an
+  index range scan from the horizon, so as long as that transaction stays open).
 
 Prometheus scrapes the last refresh (:class:`LedgerGauges` is a collector), so a
 scrape never waits for the database.
@@ -64,6 +66,7 @@ class Snapshot:
     jobs: dict[tuple[str, str], int] = field(default_factory=dict)  # (queue label, state)
     lag_events: dict[str, int] = field(default_factory=dict)  # projection -> pending events
     lag_seconds: dict[str, float] = field(default_factory=dict)  # projection -> oldest's age
+    held_back: dict[str, int] = field(default_factory=dict)  # projection -> events held back
     refreshed_at: float | None = None  # Unix time
 
 
@@ -133,8 +136,8 @@ class LedgerGauges(Collector):
             pass  # a first catch-up over a big ledger takes many batches; stop() ends it
         with translated_errors(self.engine), self.engine.connect() as conn:
             jobs = self._job_counts(conn)
-            lag_events, lag_seconds = self._lag(conn)
-        self._snapshot = Snapshot(jobs, lag_events, lag_seconds, time.time())
+            lag_events, lag_seconds, held_back = self._lag(conn)
+        self._snapshot = Snapshot(jobs, lag_events, lag_seconds, held_back, time.time())
         return self._snapshot
 
     def _job_counts(self, conn: Connection) -> dict[tuple[str, str], int]:
@@ -167,13 +170,15 @@ class LedgerGauges(Collector):
                 counts[(OTHER, state.value)] = counts.get((OTHER, state.value), 0) + rest
         return counts
 
-    def _lag(self, conn: Connection) -> tuple[dict[str, int], dict[str, float]]:
+    def _lag(self, conn: Connection) -> tuple[dict[str, int], dict[str, float], dict[str, int]]:
         now: datetime = conn.execute(select(self._backend.clock())).scalar_one()
         pending = self._backend.pending_events_query().subquery()
         count = select(func.count(), func.min(pending.c.recorded_at))
+        held_back_query = self._backend.held_back_query()  # None where nothing waits (SQLite)
         names = select(checkpoints.c.name, checkpoints.c.position, checkpoints.c.tx_id)
         events: dict[str, int] = {}
         seconds: dict[str, float] = {}
+        held_back: dict[str, int] = {}
         for name, position, tx_id in conn.execute(
             names.order_by(checkpoints.c.name).limit(MAX_PROJECTIONS)
         ):
@@ -181,7 +186,9 @@ class LedgerGauges(Collector):
             waiting, oldest = conn.execute(count, params).one()
             events[name] = int(waiting)
             seconds[name] = max((now - oldest).total_seconds(), 0.0) if oldest else 0.0
-        return events, seconds
+            if held_back_query is not None:
+                held_back[name] = int(conn.execute(held_back_query, params).scalar_one())
+        return events, seconds, held_back
 
     # -- scraping ------------------------------------------------------------------------
 
@@ -217,6 +224,15 @@ class LedgerGauges(Collector):
         for name, seconds in sorted(snapshot.lag_seconds.items()):
             age.add_metric([name], seconds)
         yield age
+        held = GaugeMetricFamily(
+            "jobledger_catchup_held_back_events",
+            "Committed events a catch-up projection cannot apply yet: they wait for an older "
+            "transaction still open (PostgreSQL only).",
+            labels=["projection"],
+        )
+        for name, count in sorted(snapshot.held_back.items()):
+            held.add_metric([name], count)
+        yield held
         refreshed = GaugeMetricFamily(
             "jobledger_gauges_refreshed_timestamp_seconds",
             "Unix time the job counts and catch-up lag were last read.",

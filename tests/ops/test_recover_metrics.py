@@ -58,7 +58,7 @@ def test_counters_move_when_a_worker_is_killed(
     try:
         worker.expect("claimed")
         wait_for(lambda: recover.value("jobledger_recovery_holders", state="alive") == 1, 10)
-        wait_for(lambda: recover.value("jobledger_jobs", queue="mail", state="claimed") == 2, 10)
+        wait_for(lambda: recover.value("jobledger_jobs", queue="mail", state="claimed") == 2, 20)
         assert recover.value("jobledger_recovery_abandoned_total", queue="mail") == 0
         worker.kill()  # SIGKILL: its claims stay until the projector ends them
 
@@ -76,7 +76,7 @@ def test_counters_move_when_a_worker_is_killed(
         assert [e.type for e in ledger.history(job_id)][-2:] == ["abandoned", "requeued"]
     # The redeliverer hands both back to RQ; the gauges follow the ledger.
     wait_for(lambda: recover.value("jobledger_redelivered_total", queue="mail") == 2, 10)
-    wait_for(lambda: recover.value("jobledger_jobs", queue="mail", state="enqueued") == 2, 10)
+    wait_for(lambda: recover.value("jobledger_jobs", queue="mail", state="enqueued") == 2, 20)
     wait_for(lambda: recover.value("jobledger_recovery_holders", state="dead") == 0, 10)
     lag = recover.metrics()
     for projection in ("queue_stats", "redelivery:rq"):
