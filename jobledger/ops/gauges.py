@@ -35,6 +35,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import Connection, Engine, func, select
 
+from .. import bounds
 from ..catchup import CatchUp
 from ..database import translated_errors
 from ..errors import LedgerError
@@ -86,11 +87,9 @@ class LedgerGauges(Collector):
         queues: BoundedLabels | None = None,
         interval: float = DEFAULT_INTERVAL,
     ) -> None:
-        if not interval > 0:
-            raise ValueError(f"interval must be > 0 seconds, not {interval!r}")
+        self.interval = bounds.seconds(interval, "interval")
         self.engine: Engine = source if isinstance(source, Engine) else source.engine
         self.queues = queues if queues is not None else BoundedLabels()
-        self.interval = interval
         self._backend = backend_for(self.engine)
         self._stats = CatchUp(self.engine, QueueStats(), batch_size=STATS_BATCH)
         self._snapshot = Snapshot()

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .. import observers
+from .. import bounds, observers
 from ..observers import RecoveryObserver
 
 #: Seconds a round may run late before the loop counts as stalled, by default.
@@ -44,9 +44,7 @@ class Health(RecoveryObserver):
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if not stall_after > 0:
-            raise ValueError(f"stall_after must be > 0 seconds, not {stall_after!r}")
-        self.stall_after = stall_after
+        self.stall_after = bounds.seconds(stall_after, "stall_after")
         self._clock = clock
         self._lock = threading.Lock()
         self._due = clock() + stall_after  # the first round must end by then

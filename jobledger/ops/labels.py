@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import threading
 
+from .. import bounds
+
 #: Distinct queue labels one process exposes; the rest share :data:`OTHER`.
 DEFAULT_MAX_QUEUES = 50
 #: The label of every queue past the cap (a queue really named ``other`` shares it).
@@ -21,9 +23,7 @@ class BoundedLabels:
     """Maps values to at most ``limit`` distinct labels, first come first kept, plus ``other``."""
 
     def __init__(self, limit: int = DEFAULT_MAX_QUEUES) -> None:
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-            raise ValueError(f"the label limit must be an int >= 0, not {limit!r}")
-        self.limit = limit
+        self.limit = bounds.count(limit, "the label limit", minimum=0)
         self._kept: set[str] = set()
         self._lock = threading.Lock()  # hooks run in the projector's and redeliverer's threads
 

@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from jobledger import observers
+from jobledger.errors import ConfigurationError
 from jobledger.observers import Observers, RecoveryObserver, observing
 from jobledger.ops import OTHER, BoundedLabels, Health, RecoveryMetrics, Verdict
 
@@ -31,7 +32,7 @@ def test_labels_keep_the_first_values_and_bucket_the_rest() -> None:
     assert labels.full
     assert BoundedLabels(0)("a") == OTHER
     for bad in (-1, 1.5, True, "3"):
-        with pytest.raises(ValueError, match="label limit"):
+        with pytest.raises(ConfigurationError, match="label limit"):
             BoundedLabels(bad)  # type: ignore[arg-type]
 
 
@@ -122,8 +123,9 @@ def test_health_follows_the_loop() -> None:
     health.round_finished(next_in=30.0)  # backing off is not a stall
     assert health.live().ok
     assert health.ready().reason == "last sweep: liveness_unreachable"
-    with pytest.raises(ValueError, match="stall_after"):
-        Health(stall_after=0)
+    for bad in (0, -1, float("nan"), float("inf")):
+        with pytest.raises(ConfigurationError, match="stall_after"):
+            Health(stall_after=bad)
 
 
 def test_a_failing_observer_never_reaches_the_loop(caplog: pytest.LogCaptureFixture) -> None:
