@@ -159,7 +159,10 @@ def recover(
 
     output.log_to_stderr(settings.debug)
     if metrics_port is not None and once:
-        raise click.UsageError("--metrics-port serves a running projector: not with --once")
+        source = click.get_current_context().get_parameter_source("metrics_port")
+        if source != click.core.ParameterSource.ENVIRONMENT:
+            raise click.UsageError("--metrics-port serves a running projector: not with --once")
+        metrics_port = None  # JOBLEDGER_METRICS_PORT is for the daemon, not a one-off sweep
     warn_of_secrets_on_argv(
         click.get_current_context(),
         database_url="JOBLEDGER_DATABASE_URL",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 from pathlib import Path
@@ -57,3 +58,21 @@ def test_out_of_range_ports_and_once_are_usage_errors(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "not with --once" in done.stderr
     assert not (tmp_path / "ledger.db").exists()
+
+
+def test_the_environment_s_metrics_port_does_not_stop_a_one_off_sweep(
+    sqlite_template: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "ledger.db").write_bytes(sqlite_template.read_bytes())
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    done = subprocess.run(
+        [JOBLEDGER, "--database-url", url, "recover", "--once"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env={**os.environ, "JOBLEDGER_METRICS_PORT": "0"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert "0 jobs recovered" in done.stderr
+    assert "serving" not in done.stderr
