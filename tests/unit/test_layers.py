@@ -30,6 +30,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "lazy",
             "children",
             "handoff",
+            "observers",
         },
     ),
     ("decisions", {"projection", "decisions"}),
@@ -52,6 +53,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "sealer",
         },
     ),
+    ("operations", {"ops"}),
     ("edges", {"cli", "terminal", "timeline", "demo", "integrations", "testing", "__init__"}),
 ]
 RANK = {name: rank for rank, (_, names) in enumerate(LAYERS) for name in names}
