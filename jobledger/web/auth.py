@@ -35,10 +35,12 @@ def load_secret(token_file: Path | None) -> str | None:
     if token_file is not None:
         try:
             lines = token_file.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
+        except OSError as exc:
             raise ConfigurationError(
-                f"cannot read the token file {str(token_file)!r}: {exc}"
+                f"cannot read the token file {str(token_file)!r}: {exc.strerror}"
             ) from None
+        except UnicodeDecodeError:  # its message would quote the secret's bytes
+            raise ConfigurationError(f"the token file {str(token_file)!r} is not UTF-8") from None
         secret = lines[0].strip() if lines else ""
         if not secret:
             raise ConfigurationError(f"the token file {str(token_file)!r} is empty")

@@ -227,7 +227,7 @@ class Board:
         return JobPage(
             status=status,
             steps=timeline,
-            payload=history[0].data if history else None,
+            payload=_payload(history),
             chain=chain_status(history),
             holder_alive=alive,
             fold_error=fold_error,
@@ -282,6 +282,12 @@ class Board:
     def _all(self, query: Any) -> list[Any]:
         with translated_errors(self.engine), self.engine.connect() as conn:
             return list(conn.execute(query).all())
+
+
+def _payload(history: Sequence[Event]) -> Any:
+    """The data the job was enqueued with (the first event records ``{queue, data}``)."""
+    first = history[0].data if history else None
+    return first.get("data") if isinstance(first, dict) else first
 
 
 def _refreshed_ago(ttl: float, remaining: float | None) -> float | None:
