@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -76,10 +77,8 @@ def tell(ledger: Ledger, liveness: Liveness, max_attempts: int = 3) -> Story:
     ledger.abandon("zombie-1", stale.token, reason="holder lapsed")
     ledger.requeue("zombie-1", reason="policy")
     fresh = ledger.claim("zombie-1", live)
-    try:
+    with contextlib.suppress(StaleClaim):
         ledger.complete(stale, result={"late": True})
-    except StaleClaim:
-        pass
     ledger.complete(fresh)
 
     count_all(ledger)

@@ -56,9 +56,7 @@ def test_the_secret_lets_in(guarded: TestClient) -> None:
             assert SECRET not in answer.text
 
 
-def test_secret_from_file_or_environment(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_secret_from_file_or_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("JOBLEDGER_WEB_TOKEN", raising=False)
     assert load_secret(None) is None
     monkeypatch.setenv("JOBLEDGER_WEB_TOKEN", f" {SECRET}\n")
@@ -72,7 +70,8 @@ def test_secret_from_file_or_environment(
     token_file.write_bytes(b"\xffzq9-bytes")
     with pytest.raises(ConfigurationError, match="not UTF-8") as raised:
         load_secret(token_file)
-    assert "zq9" not in str(raised.value) and "xff" not in str(raised.value)
+    assert "zq9" not in str(raised.value)
+    assert "xff" not in str(raised.value)
     with pytest.raises(ConfigurationError, match="cannot read"):
         load_secret(tmp_path / "missing")
 
@@ -105,7 +104,9 @@ def test_cli_refuses_an_open_public_address(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "refusing to serve 0.0.0.0 without authentication" in result.stderr
     missing = _jobledger("--database-url", url, "web", "--token-file", str(tmp_path / "none"))
-    assert missing.returncode == 1 and "cannot read the token file" in missing.stderr
+    assert missing.returncode == 1
+    assert "cannot read the token file" in missing.stderr
     helped = _jobledger("web", "--help")
-    assert helped.returncode == 0 and "--token-file" in helped.stdout
+    assert helped.returncode == 0
+    assert "--token-file" in helped.stdout
     assert "--token " not in helped.stdout  # the secret has no argv option

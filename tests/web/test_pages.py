@@ -20,8 +20,6 @@ from jobledger.web.serve import View, build
 from ..conftest import truncate_all
 from .story import (
     COUNTS,
-    HOSTILE_ERROR,
-    HOSTILE_QUEUE,
     MARKUP_ID,
     SCRIPT_ID,
     ZOMBIE_STORY,
@@ -59,9 +57,9 @@ def test_overview_counts_jobs_per_state_and_queue(client: TestClient, told: tupl
     page = client.get("/")
     assert page.status_code == 200
     for state, count in COUNTS.items():
-        assert re.search(
-            rf'data-state="{state}"><span class="count">{count}</span>', page.text
-        ), state
+        assert re.search(rf'data-state="{state}"><span class="count">{count}</span>', page.text), (
+            state
+        )
     assert cells(page.text, "queues", "data-queue") == ["&lt;i&gt;mail&lt;/i&gt;", "default"]
     # The live process holds running-1; the dead one's two claims are pointed out.
     row = page.text.split(f'data-identity="{story.live}"', 1)[1].split("</tr>", 1)[0]
@@ -136,14 +134,16 @@ def test_control_characters_are_made_visible(told: tuple, view: View) -> None:
     ledger, _, _ = told
     ledger.enqueue("plain", queue="default", data={"text": "a\x1b[2Jb\u202ec"})
     page = TestClient(view.app).get("/jobs/plain").text
-    assert "\x1b" not in page and "\u202e" not in page
+    assert "\x1b" not in page
+    assert "\u202e" not in page
     assert "\\u001b[2Jb\\u202ec" in page or "\\x1b[2Jb\\u202ec" in page
 
 
 def test_unknown_and_invalid_jobs(client: TestClient) -> None:
     missing = client.get("/jobs/" + quote("<b>nope</b>", safe=""))
     assert missing.status_code == 404
-    assert "&lt;b&gt;nope&lt;/b&gt;" in missing.text and "<b>nope" not in missing.text
+    assert "&lt;b&gt;nope&lt;/b&gt;" in missing.text
+    assert "<b>nope" not in missing.text
     assert client.get("/api/jobs/nope").status_code == 404
     assert client.get("/api/jobs/nope").json() == {"error": "no job 'nope'"}
     assert client.get("/api/history/nope").status_code == 404
@@ -152,13 +152,16 @@ def test_unknown_and_invalid_jobs(client: TestClient) -> None:
 
 def test_search(client: TestClient) -> None:
     found = client.get("/search", params={"q": "zombie-1"}, follow_redirects=False)
-    assert found.status_code == 303 and found.headers["location"] == "/jobs/zombie-1"
+    assert found.status_code == 303
+    assert found.headers["location"] == "/jobs/zombie-1"
     hostile = client.get("/search", params={"q": SCRIPT_ID}, follow_redirects=False)
     assert hostile.headers["location"] == "/jobs/" + quote(SCRIPT_ID, safe="")
     prefix = client.get("/search", params={"q": "orph"})
-    assert prefix.status_code == 200 and 'href="/jobs/orphan-1"' in prefix.text
+    assert prefix.status_code == 200
+    assert 'href="/jobs/orphan-1"' in prefix.text
     none = client.get("/search", params={"q": "<zzz>"})
-    assert none.status_code == 404 and "&lt;zzz&gt;" in none.text
+    assert none.status_code == 404
+    assert "&lt;zzz&gt;" in none.text
 
 
 def test_verify_page(client: TestClient, told: tuple, view: View) -> None:
