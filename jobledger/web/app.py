@@ -11,6 +11,7 @@ styles only from this server, so even a missed escape could not run inline code.
 from __future__ import annotations
 
 from dataclasses import asdict
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -114,8 +115,13 @@ def environment() -> jinja2.Environment:
     env.filters["ago"] = _seconds
     env.filters["since"] = duration
     env.filters["canonical"] = canonical_json
-    env.filters["when"] = lambda moment: "" if moment is None else moment.isoformat(sep=" ")
+    env.filters["when"] = _when
     return env
+
+
+def _when(moment: datetime | None) -> str:
+    """A UTC instant to the millisecond: ``2026-11-27 22:07:47.056``."""
+    return "" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
 def _visible(value: Any) -> Any:
