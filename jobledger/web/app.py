@@ -39,6 +39,8 @@ from .reads import ROWS, Board
 from .timeline import drawing
 
 HERE = Path(__file__).parent
+#: Timeline rows on a job's page: a longer history shows its first and last half of these.
+TIMELINE_ROWS = 200
 
 SECURITY_HEADERS = {
     "content-security-policy": (
@@ -140,6 +142,14 @@ def _seconds(value: float | None) -> str:
     return f"{value / 3600:.1f}h"
 
 
+def _ends(steps: list[Any], limit: int) -> tuple[list[Any], int]:
+    """``steps`` if there are at most ``limit``, else the first and last ``limit // 2``."""
+    if len(steps) <= limit:
+        return steps, 0
+    half = limit // 2
+    return steps[:half] + steps[-half:], len(steps) - 2 * half
+
+
 def _json(value: Any, status_code: int = 200) -> Response:
     return Response(to_json(value) + "\n", status_code, media_type="application/json")
 
@@ -185,8 +195,15 @@ class Pages:
 
     def job(self, request: Request) -> Response:
         page = self._job_page(_job_id(request))
+        shown, hidden = _ends(page.steps, TIMELINE_ROWS)
         return self.render(
-            request, "job.html", view=page, drawing=drawing(page.steps), title=page.status.job_id
+            request,
+            "job.html",
+            view=page,
+            drawing=drawing(page.steps),
+            title=page.status.job_id,
+            shown=shown,
+            hidden=hidden,
         )
 
     def verify(self, request: Request) -> Response:
