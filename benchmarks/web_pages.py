@@ -35,9 +35,9 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
 
 from jobledger import Ledger
+from jobledger.database import parse_url
 from jobledger.identity import new_identity
 from jobledger.liveness import ProcessInfo, SqlLiveness
-from jobledger.database import parse_url
 from jobledger.testing import DEFAULT_POSTGRES_URL, free_port
 
 SERVER_URL = os.environ.get("JOBLEDGER_BENCH_POSTGRES_URL", DEFAULT_POSTGRES_URL)
@@ -96,7 +96,8 @@ def fill(url: URL, jobs: int, holders: list[str]) -> None:
                 last_error, last_hash)
             SELECT 'bulk-' || lpad(g::text, 8, '0'), 'queue-' || (g % {QUEUES}),
                 s.state, {EVENTS_PER_JOB}, 1 + g % 3,
-                CASE WHEN s.state = 'claimed' THEN (CAST(:holders AS text[]))[1 + g % {len(holders)}] END,
+                CASE WHEN s.state = 'claimed'
+                    THEN (CAST(:holders AS text[]))[1 + (g / 100) % {len(holders)}] END,
                 CASE WHEN s.state = 'claimed' THEN 2 END,
                 now() - make_interval(secs => g), now() - make_interval(secs => g - 1),
                 CASE WHEN s.state = 'claimed' THEN now() - make_interval(secs => g % 600) END,

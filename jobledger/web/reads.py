@@ -165,7 +165,7 @@ class Board:
         now = self._now()
         return Attention(
             dead=self._claims_of([h.identity for h in dead]),
-            silent=self._silent(now, {h.identity for h in dead}),
+            silent=self._silent(now, [h.identity for h in holders if h.alive]),
             abandoned=self._jobs(
                 jobs.c.state == State.ABANDONED.value,
                 jobs.c.attempt < self.settings.max_attempts,
@@ -180,25 +180,21 @@ class Board:
             settings=self.settings,
         )
 
+    # Both lists below walk the partial holder index in holder order and stop at ROWS:
+    # ordering by anything else (job id, last heartbeat) would sort every claim first.
+
     def _claims_of(self, holders: Sequence[str]) -> list[JobStatus]:
         if not holders:
             return []
-        return self._jobs(
-            jobs.c.state == State.CLAIMED.value,
-            jobs.c.claimed_by.in_(holders),
-            order=(jobs.c.claimed_by, jobs.c.job_id),
-        )
+        return self._jobs(jobs.c.claimed_by.in_(holders), order=(jobs.c.claimed_by,))
 
-    def _silent(self, now: datetime, dead: set[str]) -> list[JobStatus]:
+    def _silent(self, now: datetime, alive: Sequence[str]) -> list[JobStatus]:
         """Claims of live holders with no heartbeat (or claim) for ``silent_after`` seconds."""
+        if not alive:
+            return []
         seen = func.coalesce(jobs.c.heartbeat_at, jobs.c.claimed_at)
         cutoff = now - timedelta(seconds=self.settings.silent_after)
-        found = self._jobs(
-            jobs.c.state == State.CLAIMED.value,
-            seen < cutoff,
-            order=(seen, jobs.c.job_id),
-        )
-        return [s for s in found if s.claimed_by not in dead]
+        return self._jobs(jobs.c.claimed_by.in_(alive), seen < cutoff, order=(jobs.c.claimed_by,))
 
     def rejected(self) -> list[Event]:
         """The latest refused (stale holder) writes among the last REJECTED_WINDOW events."""
