@@ -271,11 +271,12 @@ class Pages:
         return _json(self.board.overview().states)
 
     def api_processes(self, request: Request) -> Response:
-        """``jobledger processes --json``: each live process and (up to ROWS of) its jobs."""
+        """``jobledger processes --json``: each live process and its jobs (see ``HELD_ROWS``)."""
         view = self.board.overview()
         found = []
+        held_by = self.board.held_by([holder.identity for holder in view.processes])
         for holder in view.processes:
-            held = [s.job_id for s in self.board.held_by(holder.identity)]
+            held = held_by.get(holder.identity, [])
             info = asdict(holder.info) if holder.info else {"identity": holder.identity}
             found.append(
                 {

@@ -36,6 +36,8 @@ from ..timeline import Step, steps
 ROWS = 100
 #: Holders read per page: the claims in flight, grouped (bounded by the partial holder index).
 HOLDERS = 1000
+#: Held job ids listed by ``/api/processes``, over all processes (their counts are exact).
+HELD_ROWS = 10_000
 #: How far back the attention page looks for rejected (zombie) writes, in events.
 REJECTED_WINDOW = 100_000
 #: Ids a search offers when no job has exactly the id typed.
@@ -229,13 +231,20 @@ class Board:
             fold_error=fold_error,
         )
 
-    def held_by(self, identity: str) -> list[JobStatus]:
-        """The jobs ``identity`` holds, in id order (at most :data:`ROWS`)."""
-        return self._jobs(
-            jobs.c.claimed_by == identity,
-            jobs.c.state == State.CLAIMED.value,
-            order=(jobs.c.job_id,),
+    def held_by(self, identities: Sequence[str]) -> dict[str, list[str]]:
+        """The jobs each of ``identities`` holds, in one query of at most :data:`HELD_ROWS`."""
+        if not identities:
+            return {}
+        query = (
+            select(jobs.c.claimed_by, jobs.c.job_id)
+            .where(jobs.c.claimed_by.in_(identities))
+            .order_by(jobs.c.claimed_by)
+            .limit(HELD_ROWS)
         )
+        held: dict[str, list[str]] = {}
+        for row in self._all(query):
+            held.setdefault(row.claimed_by, []).append(row.job_id)
+        return held
 
     def search(self, text: str) -> list[str]:
         """Job ids starting with ``text``, in id order (at most :data:`SEARCH_ROWS`)."""

@@ -85,7 +85,7 @@ def tell(ledger: Ledger, liveness: Liveness, max_attempts: int = 3) -> Story:
     return Story(live=live, dead=dead)
 
 
-def count_all(ledger: Ledger, timeout: float = 30.0) -> None:
+def count_all(ledger: Ledger, timeout: float = 120.0) -> None:
     """Run the queue figures' catch-up until it has every event.
 
     On PostgreSQL a transaction open elsewhere on the server (another test's) holds
