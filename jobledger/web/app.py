@@ -30,7 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .. import terminal
 from ..cli.output import to_json
 from ..encoding import canonical_json
-from ..errors import InvalidJobId, UnknownJob
+from ..errors import InvalidJobId, LedgerError, UnknownJob
 from ..lifecycle import State
 from ..timeline import duration
 from .auth import Guard
@@ -83,7 +83,11 @@ def create_app(
     ]
     app = Starlette(
         routes=routes,
-        exception_handlers={404: pages.not_found, 400: pages.bad_request},
+        exception_handlers={
+            404: pages.not_found,
+            400: pages.bad_request,
+            LedgerError: pages.unavailable,
+        },
     )
     return SecurityHeaders(Guard(app, secret))
 
@@ -233,6 +237,10 @@ class Pages:
 
     async def bad_request(self, request: Request, exc: Exception) -> Response:
         return self._error(request, 400, getattr(exc, "detail", "bad request"))
+
+    async def unavailable(self, request: Request, exc: Exception) -> Response:
+        """The database or liveness backend failed: 503, with jobledger's (masked) message."""
+        return self._error(request, 503, f"{type(exc).__name__}: {exc}")
 
     def _error(self, request: Request, status_code: int, detail: str) -> Response:
         if request.url.path.startswith("/api/"):

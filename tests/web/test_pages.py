@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
+from datetime import datetime, timezone
 from urllib.parse import quote
 
 import pytest
@@ -11,9 +13,9 @@ from click.testing import CliRunner
 from sqlalchemy import make_url, text
 from starlette.testclient import TestClient
 
-from jobledger import Ledger
+from jobledger import Ledger, RedisLiveness
 from jobledger.cli import cli
-from jobledger.liveness import MemoryLiveness
+from jobledger.liveness import MemoryLiveness, ProcessInfo
 from jobledger.web.reads import Settings
 from jobledger.web.serve import View, build
 
@@ -240,3 +242,33 @@ def test_no_database_password_is_shown(postgres_url: str) -> None:
             body = client.get(path).text
             assert password not in body, path
         assert "***" in client.get("/").text
+
+
+def test_an_unreachable_database_is_a_503_without_its_password() -> None:
+    password = "pw-gone-77c1"
+    unreachable = f"postgresql+psycopg://u:{password}@127.0.0.1:1/nothing?connect_timeout=2"
+    with Ledger(unreachable) as ledger:
+        built = build(ledger, MemoryLiveness(), catch_up=False, verify_every=0)
+        client = TestClient(built.app)
+        for path in ["/", "/api/overview", "/jobs/x", "/api/jobs"]:
+            answer = client.get(path)
+            assert answer.status_code == 503, path
+            assert "DatabaseUnavailable" in answer.text
+            assert password not in answer.text
+
+
+def test_redis_liveness_shows_live_processes_and_their_age(told: tuple, redis_url: str) -> None:
+    ledger, _, story = told
+    liveness = RedisLiveness(redis_url, ttl=30.0, prefix=f"jobledger-web-{secrets.token_hex(4)}")
+    try:
+        liveness.register(ProcessInfo(story.live, "redis-host", 7, datetime.now(timezone.utc)))
+        built = build(ledger, liveness, catch_up=False, verify_every=0)
+        overview = TestClient(built.app).get("/api/overview").json()
+        [process] = overview["processes"]
+        assert process["identity"] == story.live
+        assert process["held"] == 1
+        assert 0 <= process["refreshed_seconds_ago"] < 5
+        assert [h["identity"] for h in overview["dead_holders"]] == [story.dead]
+    finally:
+        liveness.unregister(story.live)
+        liveness.close()
