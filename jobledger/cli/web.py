@@ -89,6 +89,7 @@ def web(
     serve.check_binding(host, secret, allow_open)
     output.log_to_stderr(settings.debug)
     with settings.ledger() as ledger:
+        ledger.last_position()  # a missing schema or database: one clear line now, not 503s
         liveness = settings.liveness(ledger, ttl)
         try:
             view = serve.build(

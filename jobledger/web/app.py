@@ -35,7 +35,7 @@ from ..lifecycle import State
 from ..timeline import duration
 from .auth import Guard
 from .background import VerifyWatch
-from .reads import ROWS, Board
+from .reads import ROWS, Board, JobPage
 from .timeline import drawing
 
 HERE = Path(__file__).parent
@@ -247,7 +247,7 @@ class Pages:
             return _json({"error": detail}, status_code)
         return self.render(request, "error.html", status_code, detail=detail, code=status_code)
 
-    def _job_page(self, job_id: str) -> Any:
+    def _job_page(self, job_id: str) -> JobPage:
         try:
             return self.board.job(job_id)
         except UnknownJob:

@@ -95,6 +95,9 @@ def serve(view: View, host: str, port: int, log_level: str = "info") -> None:
             log_level=log_level,
             proxy_headers=False,
             server_header=False,
+            # uvicorn's loggers go through the CLI's handler (terminal.VisibleFormatter), so
+            # nothing a client sends reaches the terminal as a control character.
+            log_config=None,
         )
     finally:
         view.stop()
