@@ -80,6 +80,29 @@ def test_db_upgrade_line_hides_a_query_password(postgres_url: str) -> None:
     assert_no_secret(done.stdout, done.stderr)
 
 
+def test_a_long_running_command_warns_of_a_password_on_its_command_line(
+    postgres_url: str,
+) -> None:
+    with_password = postgres_url + "?password=Sup3rTopSecret"
+    rq_url = "redis://:Sup3r@127.0.0.1:1/0"
+    on_argv = run_cli("--database-url", with_password, "recover", "--once", "--rq-url", rq_url)
+    assert on_argv.returncode == 0, on_argv.stderr
+    warnings = [line for line in on_argv.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings == [
+        f"warning: {option} holds a password, which every user of this machine can read in "
+        f"the process list while this runs; set {env} instead"
+        for option, env in (
+            ("--database-url", "JOBLEDGER_DATABASE_URL"),
+            ("--rq-url", "JOBLEDGER_RQ_URL"),
+        )
+    ]
+    env = {"JOBLEDGER_DATABASE_URL": with_password, "JOBLEDGER_RQ_URL": rq_url}
+    from_env = run_cli("recover", "--once", env=env)
+    assert from_env.returncode == 0, from_env.stderr
+    assert "warning:" not in from_env.stderr
+    assert_no_secret(on_argv.stdout, on_argv.stderr, from_env.stdout, from_env.stderr)
+
+
 def test_reprs_hide_passwords(sqlite_url: str) -> None:
     for url in dead_database_urls():
         try:
