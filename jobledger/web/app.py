@@ -68,6 +68,7 @@ def create_app(
         Route("/", pages.overview),
         Route("/attention", pages.attention),
         Route("/jobs/{job_id:path}", pages.job),
+        Route("/job", pages.job),  # ?id=: for the ids "." and "..", see job_url
         Route("/verify", pages.verify),
         Route("/search", pages.search),
         Route("/api/overview", pages.api_overview),
@@ -79,6 +80,7 @@ def create_app(
         Route("/api/jobs", pages.api_jobs),
         Route("/api/jobs/{job_id:path}", pages.api_job),
         Route("/api/history/{job_id:path}", pages.api_history),
+        Route("/api/history", pages.api_history),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     app = Starlette(
@@ -117,7 +119,8 @@ def environment() -> jinja2.Environment:
         finalize=_visible,
         undefined=jinja2.StrictUndefined,
     )
-    env.filters["jobpath"] = lambda job_id: quote(str(job_id), safe="")
+    env.filters["job_url"] = job_url
+    env.filters["history_url"] = lambda job_id: job_url(job_id, "/api/history", "/api/history")
     env.filters["ago"] = _seconds
     env.filters["since"] = duration
     env.filters["canonical"] = canonical_json
@@ -158,9 +161,23 @@ def _json(value: Any, status_code: int = 200) -> Response:
     return Response(to_json(value) + "\n", status_code, media_type="application/json")
 
 
+def job_url(job_id: str, path: str = "/jobs", by_query: str = "/job") -> str:
+    """Where a job's page (or, with other routes, its history) is.
+
+    The id goes into the path, every reserved character escaped. Browsers resolve ``.``
+    and ``..`` path segments, escaped or not, so those two ids go in the query instead.
+    """
+    if job_id in (".", ".."):
+        return f"{by_query}?id={quote(job_id, safe='')}"
+    return f"{path}/{quote(job_id, safe='')}"
+
+
 def _job_id(request: Request) -> str:
-    job_id: str = request.path_params["job_id"]
-    return job_id
+    """The job id of a request: in the path, or (``/job``, ``/api/history``) as ``?id=``."""
+    job_id = request.path_params.get("job_id", request.query_params.get("id"))
+    if job_id is None:
+        raise HTTPException(400, "which job? (/jobs/ID, or ?id=ID)")
+    return str(job_id)
 
 
 class Pages:
@@ -226,7 +243,7 @@ class Pages:
             return RedirectResponse("/", 303)
         try:
             if self.board.exists(text):
-                return RedirectResponse("/jobs/" + quote(text, safe=""), 303)
+                return RedirectResponse(job_url(text), 303)
             found = self.board.search(text)
         except InvalidJobId as exc:
             raise HTTPException(400, str(exc)) from None

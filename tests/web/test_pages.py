@@ -272,3 +272,21 @@ def test_redis_liveness_shows_live_processes_and_their_age(told: tuple, redis_ur
     finally:
         liveness.unregister(story.live)
         liveness.close()
+
+
+def test_dot_ids_are_reached_through_the_query(told: tuple, view: View) -> None:
+    ledger, _, _ = told
+    for job_id in (".", ".."):
+        ledger.enqueue(job_id, queue="default")
+    client = TestClient(view.app)
+    listed = client.get("/api/jobs", params={"limit": "2"}).json()
+    assert [job["job_id"] for job in listed] == [".", ".."]
+    for job_id in (".", ".."):
+        found = client.get("/search", params={"q": job_id}, follow_redirects=False)
+        assert found.headers["location"] == f"/job?id={job_id}"
+        page = client.get(found.headers["location"])
+        assert f'<span class="job-id" id="job-id">{job_id}</span>' in page.text
+        assert f'href="/api/history?id={job_id}"' in page.text
+        history = client.get("/api/history", params={"id": job_id}).json()
+        assert [step["type"] for step in history["steps"]] == ["enqueued"]
+    assert client.get("/job").status_code == 400
