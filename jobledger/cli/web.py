@@ -42,7 +42,13 @@ from .settings import Settings, pass_settings
     show_default=True,
     help="Claims without a heartbeat this long are listed as silent.",
 )
-@click.option("--ttl", type=Seconds(), default=DEFAULT_TTL, show_default=True, help="Liveness TTL.")
+@click.option(
+    "--ttl",
+    type=Seconds(),
+    default=DEFAULT_TTL,
+    show_default=True,
+    help="The workers' liveness TTL (how long ago each refreshed is TTL minus what is left).",
+)
 @click.option(
     "--verify-every",
     type=Seconds(zero=True),
