@@ -157,7 +157,7 @@ def test_overview(page: object, served: Served) -> None:
     assert p.locator("#processes tbody tr").count() == 1  # type: ignore[attr-defined]
     assert p.locator("#processes td.held").inner_text() == "1"  # type: ignore[attr-defined]
     alert = p.locator("#dead-holders").inner_text()  # type: ignore[attr-defined]
-    assert "2 claimed jobs are held by 1 processes that are not alive" in alert
+    assert "2 claimed jobs are held by 1 process that is not alive" in alert
     shot(p, served, "overview")
 
 

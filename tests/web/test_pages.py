@@ -67,7 +67,7 @@ def test_overview_counts_jobs_per_state_and_queue(client: TestClient, told: tupl
     row = page.text.split(f'data-identity="{story.live}"', 1)[1].split("</tr>", 1)[0]
     assert '<td class="num held">1</td>' in row
     assert "3 claimed jobs" not in page.text
-    assert "2 claimed jobs are held by 1 processes that are not alive" in page.text
+    assert "2 claimed jobs are held by 1 process that is not alive" in page.text
 
 
 def test_attention_lists_what_needs_a_person(client: TestClient, told: tuple) -> None:
