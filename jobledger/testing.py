@@ -176,13 +176,15 @@ def _quoted(value: str) -> str:
 
 
 class RedisClusterServers:
-    """A private Redis Cluster: ``masters`` ``redis-server --cluster-enabled yes`` on free ports.
+    """A private Redis Cluster: ``masters`` ``redis-server --cluster-enabled yes`` on free ports,
+    each with ``replicas`` replicas.
 
     Nothing on disk but each node's cluster configuration, so a restarted node rejoins
     with its slots and no keys. Needs ``redis-server`` and ``redis-cli`` on PATH.
     """
 
-    def __init__(self, masters: int = 3, node_timeout_ms: int = 2000) -> None:
+    def __init__(self, masters: int = 3, replicas: int = 0, node_timeout_ms: int = 2000) -> None:
+        self.replicas = replicas
         self.nodes = [
             RedisServer(
                 config=[
@@ -191,9 +193,10 @@ class RedisClusterServers:
                     f"cluster-node-timeout {node_timeout_ms}",
                     # Its own free port: the default (port + 10000) may be taken or above 65535.
                     f"cluster-port {free_port()}",
+                    "repl-diskless-sync-delay 0",  # a replica syncs now, not 5 s later
                 ]
             )
-            for _ in range(masters)
+            for _ in range(masters * (1 + replicas))
         ]
 
     @property
@@ -206,7 +209,8 @@ class RedisClusterServers:
             for node in self.nodes:
                 node.start()
             addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
-            create = ["redis-cli", "--cluster", "create", *addresses, "--cluster-replicas", "0"]
+            create = ["redis-cli", "--cluster", "create", *addresses]
+            create += ["--cluster-replicas", str(self.replicas)]
             subprocess.run(
                 [*create, "--cluster-yes"],
                 check=True,
@@ -230,18 +234,33 @@ class RedisClusterServers:
         raise RuntimeError("the Redis Cluster did not reach cluster_state:ok")
 
     def holder_of(self, key: str) -> RedisServer:
-        """The node whose slots include ``key``'s."""
+        """The master whose slots include ``key``'s."""
         slot = int(_cli(self.nodes[0].port, "CLUSTER", "KEYSLOT", key))
         for node in self.nodes:
-            for line in _cli(node.port, "CLUSTER", "NODES").splitlines():
-                fields = line.split()
-                if "myself" not in fields[2]:
-                    continue
-                for span in fields[8:]:
-                    first, _, last = span.partition("-")
-                    if first.isdecimal() and int(first) <= slot <= int(last or first):
-                        return node
+            for span in _myself(node.port)[8:]:
+                first, _, last = span.partition("-")
+                if first.isdecimal() and int(first) <= slot <= int(last or first):
+                    return node
         raise RuntimeError(f"no node serves slot {slot}")
+
+    def fail_over(self, key: str, timeout: float = 20.0) -> RedisServer:
+        """``CLUSTER FAILOVER`` on a replica of ``key``'s master: a manual failover, which waits
+        for the replica to catch up first; the new master, once the cluster is ok again."""
+        master = self.holder_of(key)
+        master_id = _myself(master.port)[0]
+        replica = next(node for node in self.nodes if _myself(node.port)[3] == master_id)
+        deadline = time.monotonic() + timeout
+        while not _in_sync_replica(replica.port, master.port):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the replica never caught up with its master")
+            time.sleep(0.05)
+        _cli(replica.port, "CLUSTER", "FAILOVER")
+        while self.holder_of(key) is not replica:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the cluster failover did not finish")
+            time.sleep(0.05)
+        self.wait_until_ok(max(0.1, deadline - time.monotonic()))
+        return replica
 
     def close(self) -> None:
         for node in self.nodes:
@@ -353,6 +372,13 @@ def _cli(port: int, *command: str) -> str:
         timeout=10,
     )
     return done.stdout.strip()
+
+
+def _myself(port: int) -> list[str]:
+    """The fields of the ``myself`` line of ``CLUSTER NODES`` on ``port``: id, address, flags,
+    master id (``-`` for a master), ..., then the slot ranges of a master."""
+    lines = _cli(port, "CLUSTER", "NODES").splitlines()
+    return next(fields for fields in map(str.split, lines) if "myself" in fields[2])
 
 
 def _cluster_ok(port: int) -> bool:

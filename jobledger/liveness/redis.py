@@ -17,6 +17,7 @@ import contextlib
 import functools
 import json
 import secrets
+import threading
 from collections.abc import Collection, Iterator
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -106,6 +107,7 @@ class RedisLiveness(LivenessBackend):
             given = url_or_client
             self._connect = lambda: given
         self._client: Client | None = None
+        self._making = threading.Lock()  # the refresh thread and the caller's may both be first
         tag = "{" + prefix + "}"
         self._key_prefix = f"{tag}:process:"
         self._registry = f"{tag}:processes"
@@ -118,12 +120,14 @@ class RedisLiveness(LivenessBackend):
     def client(self) -> Client:
         """The redis-py client, made on first use (``LivenessUnavailable`` if it cannot be)."""
         if self._client is None:
-            with self._translated():
-                client = self._connect()
-            self._scripts = _Scripts(
-                client.register_script(_PTTL_ALL), client.register_script(_INCARNATION)
-            )
-            self._client = client
+            with self._making:
+                if self._client is None:
+                    with self._translated():
+                        client = self._connect()
+                    self._scripts = _Scripts(
+                        client.register_script(_PTTL_ALL), client.register_script(_INCARNATION)
+                    )
+                    self._client = client
         return self._client
 
     @property

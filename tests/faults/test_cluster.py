@@ -1,8 +1,9 @@
 """Liveness on a private Redis Cluster (three masters): the same promises as on one Redis.
 
 A worker SIGKILLed is recovered by the real ``jobledger recover`` command within
-TTL + 2 s; the master that holds the liveness slot restarting empty is a restart,
-so no lapse is believed for one TTL, and recovery resumes after it.
+TTL + 2 s. The master that holds the liveness slot restarting empty, or failing over
+to its replica, is a new life of the backend: no lapse is believed for one TTL, no
+live process is presumed dead, and recovery resumes after it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from tests.faults.conftest import ROOT, TTL, FaultEnv
 from tests.faults.test_redis_outages import _two_workers
 
 PREFIX = "jobledger"  # the recover command's
+EPOCH = "{" + PREFIX + "}:epoch"
 
 
 @pytest.fixture
@@ -45,18 +47,27 @@ def shared_cluster_env(request: pytest.FixtureRequest) -> Iterator[FaultEnv]:
 
 
 @pytest.fixture
-def cluster_env(request: pytest.FixtureRequest) -> Iterator[FaultEnv]:
-    """PostgreSQL, and liveness on a cluster of the test's own; ``env.redis`` is the master of
-    the liveness slot."""
+def replicated_cluster() -> Iterator[RedisClusterServers]:
+    """A cluster of the test's own, one replica per master."""
+    cluster_tools_missing()
+    # A node timeout well above a restart: the replica must not take over on its own.
+    with RedisClusterServers(replicas=1, node_timeout_ms=5000) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def cluster_env(
+    request: pytest.FixtureRequest, replicated_cluster: RedisClusterServers
+) -> Iterator[FaultEnv]:
+    """PostgreSQL, and liveness on ``replicated_cluster``; ``env.redis`` is the master of the
+    liveness slot."""
     url: str = request.getfixturevalue("postgres_url")
     truncate_all(url)
-    cluster_tools_missing()
-    with RedisClusterServers() as cluster:
-        master = cluster.holder_of("{" + PREFIX + "}:epoch")
-        env = FaultEnv("redis-cluster-postgresql", url, master, redis_url=cluster.url)
-        env.prefix = PREFIX
-        yield env
-        env.close()
+    master = replicated_cluster.holder_of(EPOCH)
+    env = FaultEnv("redis-cluster-postgresql", url, master, redis_url=replicated_cluster.url)
+    env.prefix = PREFIX
+    yield env
+    env.close()
 
 
 @contextlib.contextmanager
@@ -112,20 +123,34 @@ def test_killed_worker_is_recovered_by_the_recover_command(
         assert history[2].data["holder"] == identity
 
 
-def test_restarted_master_of_the_liveness_slot_is_a_restart(cluster_env: FaultEnv) -> None:
+def test_restart_and_failover_of_the_liveness_slot_master(
+    cluster_env: FaultEnv, replicated_cluster: RedisClusterServers
+) -> None:
     env = cluster_env
     assert env.redis is not None
     projector, identities = _two_workers(env)
     watcher = env.liveness()
-    before = watcher.incarnation()
+    lives = [watcher.incarnation()]
+
+    def no_live_process_presumed_dead() -> None:
+        env.wait_for(lambda: _all_alive(watcher, identities), timeout=TTL + 6)
+        lives.append(watcher.incarnation())
+        time.sleep(2 * TTL)
+        assert projector.counters.abandoned == 0
+        assert {s.state for s in env.ledger.jobs()} == {"claimed"}
+
     env.redis.restart()  # the master holding every liveness key comes back with no keys
-    env.wait_for(lambda: _all_alive(watcher, identities), timeout=TTL + 6)
-    after = watcher.incarnation()
-    assert (after.run_id, after.epoch) != (before.run_id, before.epoch)
-    time.sleep(2 * TTL)
-    assert projector.counters.abandoned == 0
-    assert projector.counters.paused_sweeps >= 1  # one TTL of doubt, as on one Redis
-    assert {s.state for s in env.ledger.jobs()} == {"claimed"}
+    no_live_process_presumed_dead()
+    assert lives[1].run_id != lives[0].run_id
+    assert lives[1].epoch != lives[0].epoch  # its keys, the epoch among them, are gone
+    paused = projector.counters.paused_sweeps
+    assert paused >= 1  # one TTL of doubt, as on one Redis
+
+    replicated_cluster.fail_over(EPOCH)  # its replica takes the slot over, keys and all
+    no_live_process_presumed_dead()
+    assert lives[2].run_id != lives[1].run_id
+    assert lives[2].epoch == lives[1].epoch  # replicated: a failover, not a flush
+    assert projector.counters.paused_sweeps > paused
 
     # After that TTL lapses are believed again: a worker killed now is recovered as usual.
     env.workers[1].signal(signal.SIGKILL)
