@@ -209,17 +209,21 @@ class RedisLiveness(LivenessBackend):
 
     def incarnation(self) -> Incarnation:
         with self._translated():
-            run_id, epoch, now_ms = self.scripts.incarnation(
-                keys=[self._epoch], args=[secrets.token_hex(8)]
-            )
-        epoch_text = _text(epoch)
-        born_ms = int(epoch_text.rpartition("@")[2] or now_ms)
-        return Incarnation(_text(run_id), epoch_text, max(0, now_ms - born_ms) / 1000)
+            reply = self.scripts.incarnation(keys=[self._epoch], args=[secrets.token_hex(8)])
+        return incarnation_from(reply)
 
     def close(self) -> None:
         """Close the client made here from a URL; a client given by the caller is left open."""
         if self._owns_client and self._client is not None:
             self._client.close()
+
+
+def incarnation_from(reply: list[Any]) -> Incarnation:
+    """The incarnation the ``_INCARNATION`` script replied (from any client, sync or asyncio)."""
+    run_id, epoch, now_ms = reply
+    epoch_text = _text(epoch)
+    born_ms = int(epoch_text.rpartition("@")[2] or now_ms)
+    return Incarnation(_text(run_id), epoch_text, max(0, now_ms - born_ms) / 1000)
 
 
 def _encode(info: ProcessInfo) -> str:
