@@ -73,14 +73,12 @@ class _Parts:
     @classmethod
     def of(cls, url: str, where: str) -> _Parts:
         scheme, _, rest = url.partition("://")
-        netloc, _, tail = rest.partition("/")
-        if "?" in netloc:
-            netloc, _, query = netloc.partition("?")
-            tail = "?" + query
-        path, _, query = tail.partition("?")
-        # The password runs to the last "@" (as in database.mask): it may hold an "@" itself.
-        userinfo, at, hosts = netloc.rpartition("@")
+        # The user information runs to the last "@" before the query (as in database.mask):
+        # a password may hold an "@" or a "/" of its own.
+        rest, _, query = rest.partition("?")
+        userinfo, at, rest = rest.rpartition("@")
         username, _, password = userinfo.partition(":") if at else ("", "", "")
+        hosts, _, path = rest.partition("/")
         default_port = 26379 if scheme.lower() in SENTINEL_SCHEMES else 6379
         nodes = [_node(host, where, default_port) for host in hosts.split(",")]
         return cls(
