@@ -132,11 +132,19 @@ def cluster_tools_missing() -> None:
 
 
 @pytest.fixture(scope="session")
-def redis_cluster_url() -> Iterator[str]:
-    """A private Redis Cluster (three masters) for the session; tests use their own prefixes."""
+def redis_cluster() -> Iterator[RedisClusterServers]:
+    """A private Redis Cluster for the session: three masters, one replica each. Tests use
+    their own prefixes; a fault test may restart a master or fail it over, and leaves the
+    cluster ok."""
     cluster_tools_missing()
-    with RedisClusterServers() as cluster:
-        yield cluster.url
+    # A node timeout well above a restart: a replica must not take over on its own.
+    with RedisClusterServers(replicas=1, node_timeout_ms=5000) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(redis_cluster: RedisClusterServers) -> str:
+    return redis_cluster.url
 
 
 class Backend:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -22,17 +23,16 @@ import pytest
 from jobledger.errors import LivenessUnavailable
 from jobledger.liveness import Liveness
 from jobledger.testing import RedisClusterServers
-from tests.conftest import cluster_tools_missing, truncate_all
+from tests.conftest import truncate_all
 from tests.faults.conftest import ROOT, TTL, FaultEnv
 from tests.faults.test_redis_outages import _two_workers
 
 PREFIX = "jobledger"  # the recover command's
-EPOCH = "{" + PREFIX + "}:epoch"
 
 
 @pytest.fixture
-def shared_cluster_env(request: pytest.FixtureRequest) -> Iterator[FaultEnv]:
-    """PostgreSQL, and liveness on the session's cluster (for tests that restart no node)."""
+def cli_cluster_env(request: pytest.FixtureRequest) -> Iterator[FaultEnv]:
+    """PostgreSQL, and liveness on the session's cluster under the recover command's prefix."""
     url: str = request.getfixturevalue("postgres_url")
     truncate_all(url)
     env = FaultEnv(
@@ -47,27 +47,23 @@ def shared_cluster_env(request: pytest.FixtureRequest) -> Iterator[FaultEnv]:
 
 
 @pytest.fixture
-def replicated_cluster() -> Iterator[RedisClusterServers]:
-    """A cluster of the test's own, one replica per master."""
-    cluster_tools_missing()
-    # A node timeout well above a restart: the replica must not take over on its own.
-    with RedisClusterServers(replicas=1, node_timeout_ms=5000) as cluster:
-        yield cluster
-
-
-@pytest.fixture
 def cluster_env(
-    request: pytest.FixtureRequest, replicated_cluster: RedisClusterServers
+    request: pytest.FixtureRequest, redis_cluster: RedisClusterServers
 ) -> Iterator[FaultEnv]:
-    """PostgreSQL, and liveness on ``replicated_cluster``; ``env.redis`` is the master of the
-    liveness slot."""
+    """PostgreSQL, and liveness on the session's cluster under a prefix of its own;
+    ``env.redis`` is the master of that prefix's slot."""
     url: str = request.getfixturevalue("postgres_url")
     truncate_all(url)
-    master = replicated_cluster.holder_of(EPOCH)
-    env = FaultEnv("redis-cluster-postgresql", url, master, redis_url=replicated_cluster.url)
-    env.prefix = PREFIX
+    env = FaultEnv("redis-cluster-postgresql", url, None, redis_url=redis_cluster.url)
+    env.prefix = f"faults-{secrets.token_hex(4)}"
+    env.redis = redis_cluster.holder_of(_epoch(env))
     yield env
     env.close()
+    redis_cluster.wait_until_ok()
+
+
+def _epoch(env: FaultEnv) -> str:
+    return "{" + env.prefix + "}:epoch"
 
 
 @contextlib.contextmanager
@@ -101,9 +97,9 @@ def _all_alive(liveness: Liveness, identities: list[str]) -> bool:
 
 
 def test_killed_worker_is_recovered_by_the_recover_command(
-    shared_cluster_env: FaultEnv, tmp_path: Path
+    cli_cluster_env: FaultEnv, tmp_path: Path
 ) -> None:
-    env = shared_cluster_env
+    env = cli_cluster_env
     jobs = [f"cluster-kill-{i}" for i in range(5)]
     env.ledger.enqueue_many(jobs)
     with _recover_command(env, tmp_path / "recover.log"):
@@ -124,7 +120,7 @@ def test_killed_worker_is_recovered_by_the_recover_command(
 
 
 def test_restart_and_failover_of_the_liveness_slot_master(
-    cluster_env: FaultEnv, replicated_cluster: RedisClusterServers
+    cluster_env: FaultEnv, redis_cluster: RedisClusterServers
 ) -> None:
     env = cluster_env
     assert env.redis is not None
@@ -146,7 +142,7 @@ def test_restart_and_failover_of_the_liveness_slot_master(
     paused = projector.counters.paused_sweeps
     assert paused >= 1  # one TTL of doubt, as on one Redis
 
-    replicated_cluster.fail_over(EPOCH)  # its replica takes the slot over, keys and all
+    redis_cluster.fail_over(_epoch(env))  # its replica takes the slot over, keys and all
     no_live_process_presumed_dead()
     assert lives[2].run_id != lives[1].run_id
     assert lives[2].epoch == lives[1].epoch  # replicated: a failover, not a flush

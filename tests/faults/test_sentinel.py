@@ -70,8 +70,10 @@ def test_failover_presumes_no_live_process_dead(
 
 
 def test_unknown_service_is_unavailable_liveness(sentinel: RedisSentinelServers) -> None:
-    url = sentinel.url.rpartition("/")[0] + "/no-such-service"
+    url = f"redis+sentinel://:hunter2@127.0.0.1:{sentinel.port}/no-such-service"
     liveness = RedisLiveness(url, ttl=1, socket_timeout=0.5)
-    with pytest.raises(LivenessUnavailable, match="no-such-service"):
+    assert "hunter2" not in repr(liveness)
+    with pytest.raises(LivenessUnavailable, match="no-such-service") as caught:
         liveness.incarnation()
+    assert "hunter2" not in str(caught.value)
     liveness.close()

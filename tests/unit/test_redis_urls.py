@@ -34,7 +34,7 @@ def test_sentinel_url_parts() -> None:
 def test_a_sentinel_client_is_made_without_connecting() -> None:
     client = connector("redis+sentinel://127.0.0.1:1/jobs/3", "-", 0.5, {})()
     pool = client.connection_pool
-    assert (pool.service_name, pool.connection_kwargs["db"]) == ("jobs", 3)  # type: ignore[attr-defined]
+    assert (pool.service_name, pool.connection_kwargs["db"]) == ("jobs", 3)
     client.close()
 
 
