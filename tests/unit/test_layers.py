@@ -29,6 +29,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "lazy",
             "children",
             "handoff",
+            "observers",
         },
     ),
     ("decisions", {"projection", "decisions"}),
@@ -50,6 +51,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "redelivery",
         },
     ),
+    ("operations", {"ops"}),
     ("edges", {"cli", "terminal", "timeline", "demo", "integrations", "testing", "__init__"}),
 ]
 RANK = {name: rank for rank, (_, names) in enumerate(LAYERS) for name in names}
