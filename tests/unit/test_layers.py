@@ -52,7 +52,10 @@ LAYERS: list[tuple[str, set[str]]] = [
         },
     ),
     ("operations", {"ops"}),
-    ("edges", {"cli", "terminal", "timeline", "demo", "integrations", "testing", "__init__"}),
+    (
+        "edges",
+        {"cli", "terminal", "timeline", "demo", "integrations", "testing", "web", "__init__"},
+    ),
 ]
 RANK = {name: rank for rank, (_, names) in enumerate(LAYERS) for name in names}
 
