@@ -47,6 +47,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "catchup",
             "stats",
             "redelivery",
+            "aio",
         },
     ),
     ("edges", {"cli", "terminal", "timeline", "demo", "integrations", "testing", "__init__"}),
