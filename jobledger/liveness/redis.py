@@ -149,11 +149,7 @@ class RedisLiveness(LivenessBackend):
         with self._translated():
             for chunk in chunked(ordered):
                 replies.extend(self._pttl_all(keys=[self.key(identity) for identity in chunk]))
-        # PTTL: -2 = no such key (lapsed), -1 = no expiry (treated as a full TTL).
-        return {
-            identity: None if ms == -2 else (self.ttl if ms == -1 else ms / 1000)
-            for identity, ms in zip(ordered, replies, strict=True)
-        }
+        return remaining_from(ordered, replies, self.ttl)
 
     def _each(self, identities: list[str], command: str) -> list[Any]:
         """Run ``command`` on each identity's key, pipelined: one round trip per CHUNK keys."""
@@ -189,18 +185,37 @@ class RedisLiveness(LivenessBackend):
             server, epoch, (seconds, micros) = pipe.execute()
             now_ms = seconds * 1000 + micros // 1000
             if epoch is None:
-                # "<random>@<Redis time in ms>": the creation time says how young this life is.
-                fresh = f"{secrets.token_hex(8)}@{now_ms}"
+                fresh = new_epoch(now_ms)
                 created = self.client.set(self._epoch, fresh, nx=True)
                 epoch = fresh if created else self.client.get(self._epoch)
-        epoch_text = _text(epoch)
-        born_ms = int(epoch_text.rpartition("@")[2] or now_ms)
-        return Incarnation(str(server.get("run_id")), epoch_text, max(0, now_ms - born_ms) / 1000)
+        return incarnation_of(server, epoch, now_ms)
 
     def close(self) -> None:
         """Close the client made here from a URL; a client given by the caller is left open."""
         if self._owns_client:
             self.client.close()
+
+
+def remaining_from(ordered: list[str], replies: list[int], ttl: float) -> dict[str, float | None]:
+    """Seconds left per identity from the PTTL replies, in ``ordered``'s order."""
+    # PTTL: -2 = no such key (lapsed), -1 = no expiry (treated as a full TTL).
+    return {
+        identity: None if ms == -2 else (ttl if ms == -1 else ms / 1000)
+        for identity, ms in zip(ordered, replies, strict=True)
+    }
+
+
+def new_epoch(now_ms: int) -> str:
+    """A new epoch value, "<random>@<Redis time in ms>": its creation time says how young
+    this life of the server is."""
+    return f"{secrets.token_hex(8)}@{now_ms}"
+
+
+def incarnation_of(server: dict[str, Any], epoch: Any, now_ms: int) -> Incarnation:
+    """The incarnation from ``INFO server``, the epoch key's value and the Redis time."""
+    epoch_text = _text(epoch)
+    born_ms = int(epoch_text.rpartition("@")[2] or now_ms)
+    return Incarnation(str(server.get("run_id")), epoch_text, max(0, now_ms - born_ms) / 1000)
 
 
 def _encode(info: ProcessInfo) -> str:
