@@ -18,6 +18,7 @@ inside a transaction.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import weakref
 from typing import Any, NoReturn
@@ -134,11 +135,6 @@ class AiosqliteDriver(Driver):
         cargs, cparams = self.dialect.create_connect_args(self.engine.url)
         options = backend_for(self.engine).engine_options(self.engine.url)
         cparams = {**cparams, **options.get("connect_args", {})}
-        if options.get("poolclass") is not None:
-            raise ConfigurationError(
-                f"the async ledger needs a SQLite file, not {mask(self.engine.url)} "
-                "(each connection would see a database of its own)"
-            )
         try:
             conn = await aiosqlite.connect(*cargs, **cparams)
             conn.isolation_level = None  # jobledger writes BEGIN itself (see storage.sqlite)
@@ -170,6 +166,12 @@ def driver_for(url: Any) -> Driver:
     if name == "postgresql" and driver == "psycopg":
         return PsycopgDriver(engine)
     if name == "sqlite" and driver == "pysqlite":
+        if backend_for(engine).engine_options(engine.url).get("poolclass") is not None:
+            engine.dispose()
+            raise ConfigurationError(
+                f"the async ledger needs a SQLite file, not {mask(engine.url)} "
+                "(in memory, each of its connections would see a database of its own)"
+            )
         return AiosqliteDriver(engine)
     engine.dispose()
     raise ConfigurationError(
@@ -178,11 +180,12 @@ def driver_for(url: Any) -> Driver:
 
 
 class Connections:
-    """Driver connections for commands: at most ``size`` open, idle ones kept for the next.
+    """Driver connections for commands: at most ``size`` in use, idle ones kept for the next.
 
-    Each connection serves one command at a time. A command that finds none idle
-    opens one while fewer than ``size`` are open, else waits for one to come back.
-    After ``fork()`` the child opens its own (the parent's sessions are not its own).
+    Each connection serves one command at a time. A command takes an idle one, or
+    opens one when none is idle; when ``size`` are in use it waits for one to come
+    back. (A new connection opens only while none is idle, so no more than ``size``
+    are ever open.) After ``fork()`` the child opens its own.
     """
 
     def __init__(self, driver: Driver, size: int = DEFAULT_POOL_SIZE) -> None:
@@ -191,16 +194,11 @@ class Connections:
         self.driver = driver
         self.size = size
         self._idle: list[Any] = []
-        self._slots: asyncio.Semaphore | None = None
+        self._in_use: asyncio.Semaphore | None = None
         self._pid = os.getpid()
         self._closing: set[asyncio.Task[None]] = set()
-
-    @property
-    def open(self) -> int:
-        """How many connections are open now (in use or idle)."""
-        if self._slots is None:
-            return 0
-        return self.size - self._slots._value
+        #: How many connections are open now (in use or idle).
+        self.open = 0
 
     @property
     def idle(self) -> int:
@@ -209,28 +207,31 @@ class Connections:
     async def take(self) -> tuple[Any, bool]:
         """A connection, and whether it was open already (``False``: just connected)."""
         if self._pid != os.getpid():
-            self._idle, self._slots, self._pid = [], None, os.getpid()
-        if self._slots is None:  # made here: a semaphore belongs to the loop that uses it
-            self._slots = asyncio.Semaphore(self.size)
+            self._idle, self._in_use, self.open, self._pid = [], None, 0, os.getpid()
+        if self._in_use is None:  # made here: a semaphore belongs to the loop that uses it
+            self._in_use = asyncio.Semaphore(self.size)
+        await self._in_use.acquire()
         if self._idle:
             return self._idle.pop(), True
-        await self._slots.acquire()
-        if self._idle:  # one came back while we waited
-            self._slots.release()
-            return self._idle.pop(), True
         try:
-            return await self.driver.connect(), False
+            conn = await self.driver.connect()
         except BaseException:
-            self._slots.release()
+            self._in_use.release()
             raise
+        self.open += 1
+        return conn, False
 
     def give_back(self, conn: Any) -> None:
         """Keep ``conn`` for the next command (it must have no transaction open)."""
         self._idle.append(conn)
+        assert self._in_use is not None
+        self._in_use.release()
 
     async def discard(self, conn: Any, broken: bool = False) -> None:
         """Close ``conn`` for good (shielded: a second cancellation cannot stop the close);
         if it is ``broken``, every idle one too (the server probably restarted)."""
+        assert self._in_use is not None
+        self._in_use.release()
         closing = [conn]
         if broken:
             closing += self._idle
@@ -242,13 +243,9 @@ class Connections:
             await asyncio.shield(task)
 
     async def _close(self, conn: Any) -> None:
-        try:
+        self.open -= 1
+        with contextlib.suppress(Exception):  # a broken one may fail to close: gone either way
             await self.driver.close(conn)
-        except Exception:
-            pass
-        finally:
-            if self._slots is not None:
-                self._slots.release()
 
     async def close(self) -> None:
         """Close every idle connection (and wait for discarded ones to finish closing)."""
