@@ -233,7 +233,9 @@ def test_cancelled_commands_leave_no_half_written_job_and_no_open_transaction(
                 await ledger.status("probe")  # a warm connection again after a cut-off
                 # abandon + requeue: two events that must land together or not at all
                 command = ledger.abandon(job_id, claims[job_id].token, "cut", A, policy)
-                if n % 3 == 0:
+                if n % 10 == 9:
+                    await command  # one in ten runs to the end
+                elif n % 3 == 0:
                     task = asyncio.ensure_future(command)
                     for _ in range(n // 3):  # through a different await each time
                         await asyncio.sleep(0)
@@ -260,7 +262,7 @@ def test_cancelled_commands_leave_no_half_written_job_and_no_open_transaction(
     with Ledger(database_url) as sync:
         outcomes = Counter(len(sync.history(job_id)) for job_id in jobs)
         assert outcomes[2], "no command was cut off"
-        assert outcomes[4], "every command was cut off"
+        assert outcomes[4] >= len(jobs) // 10
         for job_id in jobs:
             types = [e.type for e in sync.history(job_id)]
             assert types in (
