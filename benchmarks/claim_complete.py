@@ -1,15 +1,17 @@
-"""claim+complete: the Ledger against the raw driver running the same SQL.
+"""claim+complete: the Ledger against the raw driver running the same SQL, and the limit.
 
-One operation is ``complete(claim(job))``: two commands. The claim reads the job
-row plus the database clock and makes one guarded write (on PostgreSQL an
-autocommit data-modifying CTE; on SQLite a ``BEGIN IMMEDIATE`` transaction). On
-PostgreSQL the holder's complete is one guarded write without a read (version
-and clock guard); on SQLite it reads and writes like the claim. The baseline
-sends exactly the statements the ledger sends (their text is taken from
-``Store.command_statements()``), with the same round trips and commits, straight
-through psycopg or sqlite3. It skips everything the ledger adds in Python:
+One operation is ``complete(claim(job))``: two commands. The ledger side claims from
+the row the job's message would carry (as the RQ and Celery integrations do; read
+before the timing, as the publisher wrote it), so on PostgreSQL the claim and the
+holder's complete are one guarded write each, no read (whole-row and clock guard);
+on SQLite each command reads and writes in a ``BEGIN IMMEDIATE`` transaction. The
+"same SQL" baseline sends exactly the statements the ledger sends (their text is
+taken from ``Store.command_statements()``), with the same round trips and commits,
+straight through psycopg or sqlite3, skipping everything the ledger adds in Python:
 validation, fencing, the hash chain's canonical JSON, the projection fold, error
-mapping. Both sides pay the same fsync per commit.
+mapping. The "limit" baseline sends one data-modifying CTE per command that reads
+what it needs in SQL (:class:`LimitPostgres`). Every side pays the same fsync per
+commit.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from common import (
 )
 
 from jobledger import Ledger
+from jobledger.records import JobStatus
+from jobledger.schema import STATUS_FIELDS
 from jobledger.store import Store
 
 PROCESS = "bench-host:4242:0123456789abcdef"
@@ -53,9 +57,25 @@ def run(settings: Settings) -> list[Row]:
 # -- the two sides --------------------------------------------------------------------
 
 
-def ledger_side(ledger: Ledger, job_ids: Sequence[str]) -> None:
-    for job_id in job_ids:
-        ledger.complete(ledger.claim(job_id, PROCESS))
+class LedgerSide:
+    """claim+complete through the Ledger, claiming from the row the job's message carried
+    (as the RQ and Celery integrations do: ``jobledger.handoff``)."""
+
+    def __init__(self, url: str, sql: object = None) -> None:
+        self.ledger = Ledger(url)
+        self.seen: dict[str, JobStatus] = {}
+
+    def prepare(self, job_ids: Sequence[str]) -> None:
+        """Read the rows the messages would carry (not timed: the publisher wrote them)."""
+        self.seen.update((job_id, self.ledger.status(job_id)) for job_id in job_ids)
+
+    def run(self, job_ids: Sequence[str]) -> None:
+        ledger, seen = self.ledger, self.seen
+        for job_id in job_ids:
+            ledger.complete(ledger.claim(job_id, PROCESS, seen=seen.pop(job_id)))
+
+    def close(self) -> None:
+        self.ledger.close()
 
 
 def fake_hash(prev_hash: str, job_id: str, version: int) -> str:
@@ -116,31 +136,39 @@ class RawPostgres:
         self.append_sql, _ = sql["pg_append"]
         self.unread_sql, _ = sql["pg_append_unread"]
 
+    def prepare(self, job_ids: Sequence[str]) -> None:
+        """Read the rows the messages would carry, as the ledger side does (not timed)."""
+        self.seen = {}
+        for job_id in job_ids:
+            (self.seen[job_id],) = self.connection.execute(
+                self.load_sql, {"job_id": job_id}
+            ).fetchall()
+
     def run(self, job_ids: Sequence[str]) -> None:
         for job_id in job_ids:
-            (row,) = self.connection.execute(self.load_sql, {"job_id": job_id}).fetchall()
+            # The claim goes out unread, guarded by the row the message carried ...
+            row = [datetime.now(timezone.utc), *self.seen.pop(job_id)[1:]]
             status, event = next_values(job_id, "claimed", row)
-            self.write(self.append_sql, job_id, status, event)
-            # The holder knows the row it wrote: the complete goes out unread.
-            claimed = self.claimed_row(row, status)
+            self.write(self.unread_sql, job_id, status, event, known(row[1:]))
+            # ... and the holder's complete by the row the claim wrote.
+            claimed = [datetime.now(timezone.utc), *written(status)]
             status, event = next_values(job_id, "completed", claimed)
-            self.write(self.unread_sql, job_id, status, event)
+            self.write(self.unread_sql, job_id, status, event, known(claimed[1:]))
 
-    @staticmethod
-    def claimed_row(loaded: Sequence[Any], status: dict[str, Any]) -> list[Any]:
-        """The loaded row's layout with what the claim wrote, the clock read locally."""
-        row = list(loaded)
-        row[0] = datetime.now(timezone.utc)
-        row[4], row[5], row[9] = status["j_version"], status["j_attempt"], status["j_claimed_at"]
-        row[14] = status["j_last_hash"]
-        return row
-
-    def write(self, sql: str, job_id: str, status: dict[str, Any], event: dict[str, Any]) -> None:
+    def write(
+        self,
+        sql: str,
+        job_id: str,
+        status: dict[str, Any],
+        event: dict[str, Any],
+        guard: dict[str, Any],
+    ) -> None:
         from psycopg.types.json import Jsonb
 
         kind = status["j_state"]
         params = {
             **status,
+            **guard,
             "e_version": event["version"],
             "e_type": kind,
             "e_process": PROCESS,
@@ -154,6 +182,16 @@ class RawPostgres:
 
     def close(self) -> None:
         self.connection.close()
+
+
+def known(columns: Sequence[Any]) -> dict[str, Any]:
+    """The unread write's guard: the row (status columns in order) it decided on."""
+    return {"k_" + name: value for name, value in zip(STATUS_FIELDS, columns, strict=True)}
+
+
+def written(status: dict[str, Any]) -> list[Any]:
+    """The status columns a write's values set, in order."""
+    return [status["j_" + name] for name in STATUS_FIELDS]
 
 
 class LimitPostgres:
@@ -198,17 +236,28 @@ RETURNING version"""
         import psycopg
 
         self.connection = psycopg.connect(libpq_url(url), autocommit=True)
+        self.tokens: dict[str, int] = {}
+
+    def prepare(self, job_ids: Sequence[str]) -> None:
+        """Nothing to read ahead: each command reads what it needs."""
 
     def run(self, job_ids: Sequence[str]) -> None:
-        execute = self.connection.execute
         for job_id in job_ids:
-            claimed = execute(self.CLAIM, {"j": job_id, "p": PROCESS, "h": os.urandom(32).hex()})
-            (token,) = claimed.fetchone() or (None,)
-            if token is None:
-                raise RuntimeError(f"limit baseline could not claim {job_id}")
-            values = {"j": job_id, "p": PROCESS, "h": os.urandom(32).hex(), "t": token}
-            if execute(self.COMPLETE, values).fetchone() is None:
-                raise RuntimeError(f"limit baseline could not complete {job_id}")
+            self.claim(job_id)
+            self.complete(job_id)
+
+    def claim(self, job_id: str) -> None:
+        values = {"j": job_id, "p": PROCESS, "h": os.urandom(32).hex()}
+        (token,) = self.connection.execute(self.CLAIM, values).fetchone() or (None,)
+        if token is None:
+            raise RuntimeError(f"limit baseline could not claim {job_id}")
+        self.tokens[job_id] = token
+
+    def complete(self, job_id: str) -> None:
+        token = self.tokens.pop(job_id)
+        values = {"j": job_id, "p": PROCESS, "h": os.urandom(32).hex(), "t": token}
+        if self.connection.execute(self.COMPLETE, values).fetchone() is None:
+            raise RuntimeError(f"limit baseline could not complete {job_id}")
 
     def close(self) -> None:
         self.connection.close()
@@ -236,6 +285,9 @@ class RawSqlite:
     def statement(self, name: str, values: dict[str, Any]) -> Any:
         text, names = self.sql[name]
         return self.connection.execute(text, tuple(values[n] for n in names))
+
+    def prepare(self, job_ids: Sequence[str]) -> None:
+        """Nothing to read ahead: the ledger side reads on SQLite too."""
 
     def run(self, job_ids: Sequence[str]) -> None:
         for job_id in job_ids:
@@ -294,16 +346,15 @@ def one_process(settings: Settings, url: str, raw_class: type[Any]) -> Paired:
     raw_ids = [ids("b", b, per_block) for b in range(blocks)]
     warm_ids = ids("warm-o", 0, WARM_UP) + ids("warm-b", 0, WARM_UP)
     enqueue(url, [j for chunk in ours_ids + raw_ids for j in chunk] + warm_ids)
-    raw = raw_class(url, command_sql(url))
-    with Ledger(url) as ledger:
-        ledger_side(ledger, warm_ids[:WARM_UP])
-        raw.run(warm_ids[WARM_UP:])
-        paired = interleaved(
-            blocks,
-            per_block,
-            lambda b: ledger_side(ledger, ours_ids[b]),
-            lambda b: raw.run(raw_ids[b]),
-        )
+    raw, ours = raw_class(url, command_sql(url)), LedgerSide(url)
+    ours.prepare([j for chunk in ours_ids for j in chunk] + warm_ids[:WARM_UP])
+    raw.prepare([j for chunk in raw_ids for j in chunk] + warm_ids[WARM_UP:])
+    ours.run(warm_ids[:WARM_UP])
+    raw.run(warm_ids[WARM_UP:])
+    paired = interleaved(
+        blocks, per_block, lambda b: ours.run(ours_ids[b]), lambda b: raw.run(raw_ids[b])
+    )
+    ours.close()
     raw.close()
     return paired
 
@@ -358,21 +409,17 @@ def _process_main(
     raw_side: str,
 ) -> None:
     """One benchmark process of one side: warm up, then run a block whenever released."""
-    if side == "ours":
-        ledger = Ledger(url)
-        work = lambda job_ids: ledger_side(ledger, job_ids)  # noqa: E731
-        close = ledger.close
-    else:
-        raw = RAW_SIDES[raw_side](url, sql)
-        work, close = raw.run, raw.close
-    work(ids(f"warm-{side}-{number}", 0, WARM_UP))
+    runner = LedgerSide(url) if side == "ours" else RAW_SIDES[raw_side](url, sql)
+    warm = ids(f"warm-{side}-{number}", 0, WARM_UP)
     mine = [ids(f"{side}-{number}", b, per_block) for b in range(blocks)]
+    runner.prepare(warm + [j for chunk in mine for j in chunk])
+    runner.run(warm)
     barriers["ready"].wait(BARRIER_TIMEOUT)
     for block in range(blocks):
         barriers[f"{side}-start"].wait(BARRIER_TIMEOUT)
-        work(mine[block])
+        runner.run(mine[block])
         barriers[f"{side}-done"].wait(BARRIER_TIMEOUT)
-    close()
+    runner.close()
 
 
 def postgres_processes(settings: Settings, processes: int, limit: bool = False) -> Row:

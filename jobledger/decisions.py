@@ -14,7 +14,7 @@ writer that lost a race simply decides again on the winner's row.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -231,17 +231,25 @@ def unread_step(
     data: Mapping[str, Any],
     throttle: timedelta | None,
 ) -> Step | None:
-    """:func:`as_holder` decided on ``known``, a row remembered instead of read: the one
-    event to append with the status it leads to, or ``None`` unless the decision is that
-    plain (no error, no refusal to record, something to write), and the command must
-    read the job and decide on what it finds."""
+    """:func:`as_holder` decided on ``known``, a row remembered instead of read (see
+    :func:`unread`)."""
+    return unread(known, now, known.job_id, as_holder, held, event, data, throttle)
+
+
+def unread(
+    known: JobStatus | None, now: datetime, job_id: str, decide: Callable[..., Plan], *args: Any
+) -> Step | None:
+    """``decide`` on ``known``, a row remembered or handed over instead of read (``None``:
+    a new job): the one event to append with the status it leads to, or ``None`` unless
+    the decision is that plain (no error, no refusal to record, something to write), and
+    the command must read the job and decide on what it finds."""
     try:
-        plan = as_holder(known, now, held, event, data, throttle)
+        plan = decide(known, now, *args)
     except LedgerError:
         return None
     if plan.type is None or plan.refusal is not None or plan.then is not None:
         return None
-    appended = seal(known, plan, known.job_id, now)
+    appended = seal(known, plan, job_id, now)
     return appended, fold(known, appended)
 
 

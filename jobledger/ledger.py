@@ -135,6 +135,9 @@ class Ledger:
         payload = {"queue": names.checked_new(queue, "queue"), "data": normalize_payload(data)}
 
         job_id = names.checked_new(job_id)
+        written = self._unread(None, job_id, decisions.enqueue, job_id, process, payload)
+        if written is not None:
+            return written
         return self._execute(job_id, decisions.enqueue, job_id, process, payload).status
 
     def enqueue_many(
@@ -194,10 +197,23 @@ class Ledger:
 
     # -- working ------------------------------------------------------------------------
 
-    def claim(self, job_id: str, process: str) -> Claim:
-        """Claim an enqueued job for ``process``; ``AlreadyClaimed`` if someone holds it."""
+    def claim(self, job_id: str, process: str, *, seen: JobStatus | None = None) -> Claim:
+        """Claim an enqueued job for ``process``; ``AlreadyClaimed`` if someone holds it.
+
+        ``seen`` is the job's row as someone saw it, say the publisher that enqueued
+        it (:mod:`jobledger.handoff` carries it in a job system's message). Where the
+        database allows, the claim then goes out without reading the job first,
+        guarded by that whole row: a stale or wrong one costs a read, nothing else.
+        """
         identity.validate(process)
-        status = self._execute(job_id, decisions.claim, job_id, process).status
+        names.checked_lookup(job_id)
+        status = None
+        if seen is not None:
+            if seen.job_id != job_id:
+                raise ValueError(f"seen is the row of {seen.job_id!r}, not of {job_id!r}")
+            status = self._unread(seen, job_id, decisions.claim, job_id, process)
+        if status is None:
+            status = self._execute(job_id, decisions.claim, job_id, process).status
         assert status.claim_token is not None  # set by every claimed event
         return Claim(job_id, status.claim_token, status.attempt, process)
 
@@ -248,22 +264,32 @@ class Ledger:
         self, claim: Claim, event: str, data: dict[str, Any], throttle: timedelta | None = None
     ) -> _Outcome:
         known = self._claimed_rows.get(claim.job_id)
-        if known is not None and self._store.appends_unread:
-            now = self._store.estimated_now()
-            step = decisions.unread_step(known, now, claim, event, data, throttle)
-            if step is not None and self._append_unread(known, step):
-                return _Outcome(step[1], wrote=True)
+        if known is not None:
+            args = (claim, event, data, throttle)
+            written = self._unread(known, claim.job_id, decisions.as_holder, *args)
+            if written is not None:
+                return _Outcome(written, wrote=True)
         return self._execute(claim.job_id, decisions.as_holder, claim, event, data, throttle)
 
-    def _append_unread(self, known: JobStatus, step: decisions.Step) -> bool:
-        """Append ``step`` in one round trip, guarded by the version of ``known`` (the row
-        this Ledger last wrote) and the database clock; ``False``, nothing written, if
-        refused: the ordinary command then reads the job and decides again on what it finds."""
-        if self._store.append_unread(known.version, *step) is None:
-            self._claimed_rows.pop(known.job_id, None)
-            return False
+    def _unread(
+        self, known: JobStatus | None, job_id: str, decide: Decide[_Args], *args: Any
+    ) -> JobStatus | None:
+        """``decide`` on ``known`` (the job's row, not read: remembered or handed over;
+        ``None`` for a new job) and write in one round trip, guarded by that whole row and
+        the database clock; the status written, or ``None``, nothing written, where the
+        backend cannot or the guard refused: the ordinary command then reads the job and
+        decides again on what it finds."""
+        store = self._store
+        if not store.appends_unread:
+            return None
+        step = decisions.unread(known, store.estimated_now(), job_id, decide, *args)
+        if step is None:
+            return None
+        if store.write_unread(known, *step) is None:
+            self._claimed_rows.pop(job_id, None)
+            return None
         self._remember(step[1])
-        return True
+        return step[1]
 
     def _remember(self, status: JobStatus) -> None:
         """Keep the row just written while the job is claimed (a bounded memory), where a

@@ -12,12 +12,13 @@ one statement in autocommit mode, so a command costs two round trips (read,
 write); elsewhere two statements in a short transaction, ``BEGIN IMMEDIATE`` on
 SQLite.
 
-A holder that knows the row it wrote last can skip the read where the backend
-allows it (PostgreSQL, :meth:`Store.append_unread`): its write is guarded by
-that version, and its timestamp, taken from this process's clock corrected by
-the offset the last read measured, must lie within :data:`CLOCK_TOLERANCE` of
-the database clock as the statement runs. A refused write writes nothing; the
-caller then reads and decides as usual.
+A writer that knows the job's row (a holder, the row it wrote last; a worker, the
+row its job system's message carried) can skip the read where the backend allows
+it (PostgreSQL, :meth:`Store.write_unread`):
+its write is guarded by that whole row, and its timestamp, taken from this
+process's clock corrected by the offset the last read measured, must lie within
+:data:`CLOCK_TOLERANCE` of the database clock as the statement runs. A refused
+write writes nothing; the caller then reads and decides as usual.
 
 Commands skip SQLAlchemy's per-execution machinery (why: ``benchmarks/README.md``):
 their statements are compiled once (:class:`~jobledger.storage.driver.DriverStatement`)
@@ -45,7 +46,7 @@ from .storage.backend import BulkCopy, CommandStatements
 from .storage.driver import DriverStatement, command_cursor, first_value
 from .storage.postgres import CLOCK_TOLERANCE
 from .storage.reads import Reads
-from .storage.rows import event_values, status_values, write_values
+from .storage.rows import event_values, status_values, unread_values, write_values
 
 __all__ = ["CLOCK_TOLERANCE", "Command", "DriverStatement", "LostRace", "Store"]
 
@@ -218,7 +219,7 @@ class Store(Reads):
             conn, _ = self._held.take()
             try:
                 if self.autocommit:
-                    self._run(conn, self._statements().load, ("",)).fetchall()
+                    self._load(conn, "")  # measures the clock offset too
             except BaseException as exc:
                 self._abort(conn, exc)
                 raise
@@ -264,25 +265,31 @@ class Store(Reads):
 
     @property
     def appends_unread(self) -> bool:
-        """Whether :meth:`append_unread` can be tried: the backend has it, after a first read."""
+        """Whether :meth:`write_unread` can be tried: the backend has it, and a read has
+        measured the clock offset."""
         return self._clock_offset is not None and self._statements().append_unread is not None
 
     def estimated_now(self) -> datetime:
-        """The database clock as this process reckons it (see :meth:`append_unread`)."""
+        """The database clock as this process reckons it (see :meth:`write_unread`)."""
         assert self._clock_offset is not None
         return datetime.fromtimestamp(time.time() + self._clock_offset, _UTC)
 
-    def append_unread(self, expected: int, event: Event, status: JobStatus) -> int | None:
-        """Append without reading first; the event's position, or ``None`` if refused.
+    def write_unread(self, known: JobStatus | None, event: Event, status: JobStatus) -> int | None:
+        """Write without reading first; the event's position, or ``None`` if refused.
 
-        Refused, with nothing written, unless the job is still at version
-        ``expected`` and ``event.recorded_at`` is within :data:`CLOCK_TOLERANCE`
-        of the database clock; also when the held connection turned out dead (the
-        caller's ordinary command then reconnects).
+        Refused, with nothing written, unless the job's row is still ``known``
+        (every column; ``None``: the job does not exist) and ``event.recorded_at``
+        is within :data:`CLOCK_TOLERANCE` of the database clock; also when the held
+        connection turned out dead (the caller's ordinary command then reconnects).
         """
-        statement = self._statements().append_unread
-        assert statement is not None
-        values = write_values(expected, status, event)
+        statements = self._statements()
+        if known is None:
+            assert statements.create_unread is not None
+            return self._unread(statements.create_unread, write_values(0, status, event))
+        assert statements.append_unread is not None
+        return self._unread(statements.append_unread, unread_values(known, status, event))
+
+    def _unread(self, statement: DriverStatement, values: tuple[Any, ...]) -> int | None:
         conn, was_held = self._held.take()
         try:
             position = first_value(self._run(conn, statement, values))

@@ -225,14 +225,17 @@ class Worker:
 
     # -- work ----------------------------------------------------------------------------
 
-    def claim(self, job_id: str) -> Claim:
-        """Claim ``job_id``; take it over if its holder is dead, ``AlreadyClaimed`` if alive."""
-        outcome = self._claim_or_holder(job_id)
+    def claim(self, job_id: str, *, seen: JobStatus | None = None) -> Claim:
+        """Claim ``job_id``; take it over if its holder is dead, ``AlreadyClaimed`` if alive.
+
+        ``seen``: the job's row as its publisher saw it, as for :meth:`Ledger.claim`.
+        """
+        outcome = self._claim_or_holder(job_id, seen)
         if isinstance(outcome, _LiveHolder):
             raise outcome.taken
         return outcome
 
-    def claim_delivery(self, job_id: str) -> Claim | None:
+    def claim_delivery(self, job_id: str, *, seen: JobStatus | None = None) -> Claim | None:
         """Claim ``job_id`` for a delivery from a job system; ``None``: do not run it.
 
         What every integration calls when its job system hands it a job. The
@@ -246,11 +249,12 @@ class Worker:
         (``AttemptsExhausted`` as there). A failed or abandoned job raises
         ``InvalidTransition``, since whether a new delivery of it is a retry is
         the job system's call (requeue it first, then claim); a job never
-        enqueued raises ``UnknownJob``.
+        enqueued raises ``UnknownJob``. ``seen``: the row the message carried
+        (:mod:`jobledger.handoff`), tried for the first look only.
         """
         for _ in range(_DELIVERY_LOOKS):
             try:
-                outcome = self._claim_or_holder(job_id)
+                outcome = self._claim_or_holder(job_id, seen)
             except InvalidTransition as refused:
                 if refused.state not in TERMINAL_STATES:
                     raise
@@ -265,9 +269,10 @@ class Worker:
                 log.info("job %r: duplicate delivery skipped by %s", job_id, self.identity)
                 return None
             # The job moved on between our look and the skip (released, requeued): look again.
+            seen = None
         raise ConcurrencyConflict(job_id, self.ledger.status(job_id).version, "claimed")
 
-    def _claim_or_holder(self, job_id: str) -> Claim | _LiveHolder:
+    def _claim_or_holder(self, job_id: str, seen: JobStatus | None) -> Claim | _LiveHolder:
         """Our claim on ``job_id``, or its holder who is not dead (and why we think so)."""
         if not self.claiming:
             why = "presumed dead" if self.presumed_dead else "quiet or stopping"
@@ -276,7 +281,7 @@ class Worker:
             self._claiming[job_id] = self._claiming.get(job_id, 0) + 1
         try:
             try:
-                claim = self.ledger.claim(job_id, self.identity)
+                claim = self.ledger.claim(job_id, self.identity, seen=seen)
             except AlreadyClaimed as taken:
                 found = self._own_lost_claim(job_id, taken) or self._take_over(job_id, taken)
                 if isinstance(found, _LiveHolder):

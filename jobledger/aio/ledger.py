@@ -96,6 +96,9 @@ class AsyncLedger:
         """Record a new job. ``DuplicateJob`` if the id was ever used."""
         payload = {"queue": names.checked_new(queue, "queue"), "data": normalize_payload(data)}
         job_id = names.checked_new(job_id)
+        written = await self._unread(None, job_id, decisions.enqueue, job_id, process, payload)
+        if written is not None:
+            return written
         return (await self._execute(job_id, decisions.enqueue, job_id, process, payload)).status
 
     async def enqueue_many(
@@ -144,10 +147,21 @@ class AsyncLedger:
 
     # -- working --------------------------------------------------------------------------
 
-    async def claim(self, job_id: str, process: str) -> Claim:
-        """Claim an enqueued job for ``process``; ``AlreadyClaimed`` if someone holds it."""
+    async def claim(self, job_id: str, process: str, *, seen: JobStatus | None = None) -> Claim:
+        """Claim an enqueued job for ``process``; ``AlreadyClaimed`` if someone holds it.
+
+        ``seen``: the job's row as someone saw it (``Ledger.claim``): one round trip where
+        the database allows, a read more if it is stale.
+        """
         identity.validate(process)
-        status = (await self._execute(job_id, decisions.claim, job_id, process)).status
+        names.checked_lookup(job_id)
+        status = None
+        if seen is not None:
+            if seen.job_id != job_id:
+                raise ValueError(f"seen is the row of {seen.job_id!r}, not of {job_id!r}")
+            status = await self._unread(seen, job_id, decisions.claim, job_id, process)
+        if status is None:
+            status = (await self._execute(job_id, decisions.claim, job_id, process)).status
         assert status.claim_token is not None  # set by every claimed event
         return Claim(job_id, status.claim_token, status.attempt, process)
 
@@ -187,15 +201,30 @@ class AsyncLedger:
         self, claim: Claim, event: str, data: dict[str, Any], throttle: timedelta | None = None
     ) -> _Outcome:
         known = self._claimed_rows.get(claim.job_id)
-        if known is not None and self._store.appends_unread:
-            now = self._store.estimated_now()
-            step = decisions.unread_step(known, now, claim, event, data, throttle)
-            if step is not None:
-                if await self._store.append_unread(known.version, *step) is not None:
-                    self._remember(step[1])
-                    return _Outcome(step[1], wrote=True)
-                self._claimed_rows.pop(known.job_id, None)
+        if known is not None:
+            args = (claim, event, data, throttle)
+            written = await self._unread(known, claim.job_id, decisions.as_holder, *args)
+            if written is not None:
+                return _Outcome(written, wrote=True)
         return await self._execute(claim.job_id, decisions.as_holder, claim, event, data, throttle)
+
+    async def _unread(
+        self, known: JobStatus | None, job_id: str, decide: Decide[_Args], *args: Any
+    ) -> JobStatus | None:
+        """``decide`` on ``known`` and write in one round trip, guarded by that whole row and
+        the database clock (as ``Ledger._unread``); ``None``, nothing written, where the
+        backend cannot or the guard refused."""
+        store = self._store
+        if not store.appends_unread:
+            return None
+        step = decisions.unread(known, store.estimated_now(), job_id, decide, *args)
+        if step is None:
+            return None
+        if await store.write_unread(known, *step) is None:
+            self._claimed_rows.pop(job_id, None)
+            return None
+        self._remember(step[1])
+        return step[1]
 
     def _remember(self, status: JobStatus) -> None:
         """Keep the row just written while the job is claimed (as the sync Ledger does)."""

@@ -34,7 +34,7 @@ from ..schema import EVENT_FIELDS, STATUS_FIELDS, events, jobs
 from ..storage import backend_for
 from ..storage.backend import BulkCopy, CommandStatements, WriteStep
 from ..storage.driver import DriverStatement
-from ..storage.rows import event_row, status_row, write_values
+from ..storage.rows import event_row, status_row, unread_values, write_values
 from ..store import LostRace
 from .connections import DEFAULT_POOL_SIZE, Connections, Driver, Result
 
@@ -223,7 +223,7 @@ class AsyncStore:
         assert result is not None
         return int(result.rows[0][0]) if result.rows else None
 
-    # -- a holder's write without a read (PostgreSQL) ---------------------------------------
+    # -- writes without a read (PostgreSQL): a holder, a claim from a handed-over row --
 
     @property
     def appends_unread(self) -> bool:
@@ -231,18 +231,27 @@ class AsyncStore:
         return self._clock_offset is not None and self._commands.append_unread is not None
 
     def estimated_now(self) -> datetime:
-        """The database clock as this process reckons it (see ``Store.append_unread``)."""
+        """The database clock as this process reckons it (see ``Store.write_unread``)."""
         assert self._clock_offset is not None
         return datetime.fromtimestamp(time.time() + self._clock_offset, _UTC)
 
-    async def append_unread(self, expected: int, event: Event, status: JobStatus) -> int | None:
-        """Append without reading first; the position, or ``None`` if refused (as the sync
-        ``Store.append_unread``: nothing written, the caller then reads and decides)."""
-        statement = self._commands.append_unread
-        assert statement is not None
+    async def write_unread(
+        self, known: JobStatus | None, event: Event, status: JobStatus
+    ) -> int | None:
+        """Write without reading first, guarded by the whole ``known`` row (``None``: a new
+        job) and the database clock; the position, or ``None`` if refused, nothing written
+        (as the sync ``Store.write_unread``: the caller then reads and decides)."""
+        commands = self._commands
+        if known is None:
+            assert commands.create_unread is not None
+            return await self._unread(commands.create_unread, write_values(0, status, event))
+        assert commands.append_unread is not None
+        return await self._unread(commands.append_unread, unread_values(known, status, event))
+
+    async def _unread(self, statement: DriverStatement, values: tuple[Any, ...]) -> int | None:
         conn, was_held = await self.connections.take()
         try:
-            result = await self._run(conn, statement, write_values(expected, status, event))
+            result = await self._run(conn, statement, values)
         except sa_exc.IntegrityError as exc:
             await self._abort(conn, exc)
             return None

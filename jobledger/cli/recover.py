@@ -22,7 +22,7 @@ from ..liveness import DEFAULT_TTL
 from ..policy import RecoveryPolicy
 from . import output
 from .params import PerQueue, Seconds
-from .settings import Settings, pass_settings
+from .settings import Settings, pass_settings, warn_of_secrets_on_argv
 
 if TYPE_CHECKING:
     from ..ledger import Ledger
@@ -113,6 +113,7 @@ def recover(
     from ..redelivery import Redeliverer  # noqa: PLC0415
 
     output.log_to_stderr(settings.debug)
+    warn_of_secrets_on_argv(click.get_current_context(), rq_url="JOBLEDGER_RQ_URL")
     make_target = _redelivery_target(redeliver, rq_url or settings.redis_url)
     policy = RecoveryPolicy(
         max_attempts=max_attempts,

@@ -50,6 +50,7 @@ from typing import Any, NoReturn
 from celery import Celery, signals
 from celery.exceptions import Ignore, Reject, Retry
 
+from .. import handoff
 from ..database import DEFAULT_URL
 from ..errors import (
     AttemptsExhausted,
@@ -128,6 +129,7 @@ class CeleryTarget:
             kwargs=data.get("kwargs") or {},
             task_id=job.job_id,
             queue=job.queue,
+            headers={handoff.HEADER: handoff.pack(job)},  # the row the worker claims from
         )
 
     def _published(self, job_id: str) -> dict[str, Any]:
@@ -194,13 +196,16 @@ class _Recorder:
         declare: list[Any] | None = None,
         **_: Any,
     ) -> None:
-        message = _Message.parse(sender, body, headers or {}, routing_key, declare)
+        headers = {} if headers is None else headers
+        message = _Message.parse(sender, body, headers, routing_key, declare)
         if message is None:
             return
         try:
             if self._release_for_retry(message.task_id):
                 return
-            self._enqueue(message)
+            enqueued = self._enqueue(message)
+            if enqueued is not None:  # Celery sends the headers as they are when we return
+                headers[handoff.HEADER] = handoff.pack(enqueued)
         except LedgerError as exc:
             # Celery logs and swallows a failing signal handler; say what it means here.
             log.error("task %r published but not recorded: %s", message.task_id, exc)
@@ -214,14 +219,15 @@ class _Recorder:
         worker.release(held[0], reason="Celery retries the task")
         return True
 
-    def _enqueue(self, message: _Message) -> None:
+    def _enqueue(self, message: _Message) -> JobStatus | None:
+        """The job's row as recorded; ``None`` if it was recorded before."""
         ledger = self.ledger()
         try:
-            ledger.enqueue(message.task_id, queue=message.queue, data=message.data(True))
+            return ledger.enqueue(message.task_id, queue=message.queue, data=message.data(True))
         except InvalidPayload:
-            ledger.enqueue(message.task_id, queue=message.queue, data=message.data(False))
+            return ledger.enqueue(message.task_id, queue=message.queue, data=message.data(False))
         except DuplicateJob:
-            pass  # published again (a redelivery, or the same id sent twice): already recorded
+            return None  # published again (a redelivery, the same id sent twice): recorded
 
     # -- running ---------------------------------------------------------------------------
 
@@ -239,7 +245,8 @@ class _Recorder:
             if request.id is None or request.called_directly or request.is_eager:
                 return run(*args, **kwargs)  # called as a function or eagerly: not delivered
             worker = self.worker()
-            claim = self._claim_or_skip(worker, request.id, _queue_of(request))
+            seen = handoff.seen_in(getattr(request, handoff.HEADER, None), request.id)
+            claim = self._claim_or_skip(worker, request.id, _queue_of(request), seen)
             try:
                 result = run(*args, **kwargs)
             except BaseException as exc:
@@ -250,7 +257,9 @@ class _Recorder:
 
         return run_recorded
 
-    def _claim_or_skip(self, worker: Worker, task_id: str, queue: str) -> Claim:
+    def _claim_or_skip(
+        self, worker: Worker, task_id: str, queue: str, seen: JobStatus | None
+    ) -> Claim:
         """Claim the delivered task, or raise ``Ignore`` so its body does not run.
 
         A duplicate (the task completed or cancelled, or held by a process that is
@@ -258,7 +267,7 @@ class _Recorder:
         """
         ledger = worker.ledger
         try:
-            claim = worker.claim_delivery(task_id)
+            claim = worker.claim_delivery(task_id, seen=seen)
         except UnknownJob:
             ledger.enqueue(task_id, queue=queue, data={"recorded": "at first claim"})
             claim = worker.claim_delivery(task_id)

@@ -39,6 +39,7 @@ from rq.job import JobStatus as RQJobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.worker import WorkerStatus
 
+from .. import handoff
 from ..children import die_with_parent
 from ..database import DEFAULT_URL
 from ..errors import AttemptsExhausted, InvalidTransition, LedgerError, UnknownJob
@@ -60,7 +61,8 @@ class LedgerQueue(Queue):
 
     def enqueue_job(self, job: Any, *args: Any, **kwargs: Any) -> Any:
         if self.ledger is not None:
-            self.ledger.enqueue(job.id, queue=self.name, data={"rq_func": job.func_name})
+            enqueued = self.ledger.enqueue(job.id, queue=self.name, data={"rq_func": job.func_name})
+            job.meta[handoff.HEADER] = handoff.pack(enqueued)  # the row the worker claims from
         return super().enqueue_job(job, *args, **kwargs)
 
 
@@ -105,7 +107,8 @@ class LedgerWorker(RQWorker):
         assert self._finisher is not None
         self._finisher.wait_for(job.id)  # an RQ retry of a job whose failure is being recorded
         try:
-            claim = _claim(recorder.ledger, recorder, job.id, queue.name)
+            seen = handoff.seen_in(job.meta.get(handoff.HEADER), job.id)
+            claim = _claim(recorder.ledger, recorder, job.id, queue.name, seen)
         except LedgerError as exc:
             log.error("job %r not run: jobledger could not record its claim: %s", job.id, exc)
             self._end_without_run(job, queue, failure=f"jobledger could not claim the job: {exc}")
@@ -341,6 +344,7 @@ class RQTarget:
         started = StartedJobRegistry(queue.name, connection=self.connection)
         failed = FailedJobRegistry(queue.name, connection=self.connection)
         rq_job.started_at = rq_job.ended_at = None
+        rq_job.meta[handoff.HEADER] = handoff.pack(job)  # the row the worker claims from
         # Out of the registries first: a crash in between leaves the job to deliver again.
         with self.connection.pipeline() as pipeline:
             started.remove_executions(rq_job, pipeline=pipeline)
@@ -352,11 +356,13 @@ class RQTarget:
         self.connection.close()
 
 
-def _claim(ledger: Ledger, recorder: Worker, job_id: str, queue: str) -> Claim | None:
+def _claim(
+    ledger: Ledger, recorder: Worker, job_id: str, queue: str, seen: JobStatus | None
+) -> Claim | None:
     """Claim the RQ job, ``None`` for a duplicate delivery (see ``Worker.claim_delivery``);
     record it first if it was enqueued without LedgerQueue."""
     try:
-        return recorder.claim_delivery(job_id)
+        return recorder.claim_delivery(job_id, seen=seen)
     except UnknownJob:
         ledger.enqueue(job_id, queue=queue, data={"recorded": "at first claim"})
     except InvalidTransition as exc:

@@ -75,7 +75,12 @@ class CommandStatements:
 
     @property
     def append_unread(self) -> DriverStatement | None:
-        """The write a holder sends without reading first (``Store.append_unread``), if any."""
+        """The write sent without reading first (``Store.write_unread``), if the backend has it."""
+        return None
+
+    @property
+    def create_unread(self) -> DriverStatement | None:
+        """A new job's write sent without reading first (``Store.write_unread``), if any."""
         return None
 
     #: The statements of an append to an existing job (guarded by its version).

@@ -6,9 +6,10 @@ inserted only for the row that CTE wrote, all or nothing, so a command costs
 two round trips: read, write. Every event carries its writer's
 ``pg_current_xact_id()``, which catch-up readers need (``jobledger.catchup``).
 
-A holder that knows the row it wrote last may skip the read
-(``Store.append_unread``): its write is guarded by that version and by its
+A writer that knows the job's row may skip the read (``Store.write_unread``):
+its write is guarded by that whole row (every column as it knows it) and by its
 timestamp lying within :data:`CLOCK_TOLERANCE` of ``now()`` as the statement runs.
+A new job's write may skip it too, guarded by the clock alone.
 
 Catch-up reads below the transaction-id horizon (why: :mod:`jobledger.catchup`);
 the audit reads in a REPEATABLE READ snapshot, in a UTC session, and in bulk by
@@ -58,7 +59,7 @@ from .backend import (
     load_statement,
 )
 from .driver import DriverStatement, command_cursor
-from .rows import StoredEvent, event_row, status_row, write_layout
+from .rows import StoredEvent, event_row, status_row, unread_layout, write_layout
 
 #: How far a timestamp chosen by this process may lie from the database clock.
 CLOCK_TOLERANCE = timedelta(milliseconds=100)
@@ -133,21 +134,15 @@ class PostgresCommands(CommandStatements):
         moved = guarded_update().returning(jobs.c.job_id)
         self.load = DriverStatement(load_statement(backend.clock()), dialect, ("job_id",))
         self.pg_append = DriverStatement(_append_after(moved.cte("moved")), dialect, source)
-        stamped = bindparam("e_recorded_at", type_=UtcDateTime)
-        tolerance: Any = literal_column(f"interval '{CLOCK_TOLERANCE.total_seconds():g} seconds'")
-        on_the_clock = stamped.between(func.now() - tolerance, func.now() + tolerance)
-        unread = _append_after(moved.where(on_the_clock).cte("moved"))
-        self.pg_append_unread = DriverStatement(unread, dialect, source)
-        created = (
-            postgresql.insert(jobs)
-            .values({name: bindparam("j_" + name) for name in STATUS_FIELDS})
-            .on_conflict_do_nothing(index_elements=[jobs.c.job_id])
-            .returning(jobs.c.job_id)
-            .cte("created")
-        )
+        unread = _append_after(moved.where(_on_the_clock(), *_as_known()).cte("moved"))
+        self.pg_append_unread = DriverStatement(unread, dialect, unread_layout())
+        created = _created(postgresql.insert(jobs).values(_status_binds()))
         self.pg_create = DriverStatement(_append_after(created), dialect, source)
         self.append_steps = (WriteStep(self.pg_append),)
         self.create_steps = (WriteStep(self.pg_create),)
+        new_row = select(*_status_binds().values()).where(_on_the_clock())
+        created_unread = _created(postgresql.insert(jobs).from_select(STATUS_FIELDS, new_row))
+        self.pg_create_unread = DriverStatement(_append_after(created_unread), dialect, source)
         # A batch: the transaction's clock and id, then the rows to COPY.
         clock = select(backend.clock().label("now"), cast(func.pg_current_xact_id(), Text))
         self.batch_clock = DriverStatement(clock, dialect)
@@ -162,6 +157,10 @@ class PostgresCommands(CommandStatements):
     @property
     def append_unread(self) -> DriverStatement:
         return self.pg_append_unread
+
+    @property
+    def create_unread(self) -> DriverStatement:
+        return self.pg_create_unread
 
     def batch_start(self, run: Run, conn: PoolProxiedConnection) -> tuple[datetime, Any]:
         """The batch transaction's ``now()`` and ``pg_current_xact_id()`` (as text)."""
@@ -195,6 +194,40 @@ class PostgresCommands(CommandStatements):
                 ([*self.events_rows.row(event_row(event)), tx_id] for event, _ in pairs),
             ),
         )
+
+
+def _status_binds() -> dict[str, Any]:
+    return {name: bindparam("j_" + name, type_=jobs.c[name].type) for name in STATUS_FIELDS}
+
+
+def _created(insert_row: Any) -> Any:
+    """The new job's row, unless the id exists: the CTE an event is appended after."""
+    return (
+        insert_row.on_conflict_do_nothing(index_elements=[jobs.c.job_id])
+        .returning(jobs.c.job_id)
+        .cte("created")
+    )
+
+
+def _on_the_clock() -> Any:
+    """The event's timestamp, chosen by the client, lies within tolerance of ``now()``."""
+    stamped = bindparam("e_recorded_at", type_=UtcDateTime)
+    tolerance: Any = literal_column(f"interval '{CLOCK_TOLERANCE.total_seconds():g} seconds'")
+    return stamped.between(func.now() - tolerance, func.now() + tolerance)
+
+
+def _as_known() -> list[Any]:
+    """Every column of the row is what the writer decided on (the ``k_`` values).
+
+    The version alone would do for a row this process wrote itself; a row handed
+    over with a job system's message (``jobledger.handoff``) is checked whole, so
+    a stale or forged one writes nothing.
+    """
+    return [
+        jobs.c[name].is_not_distinct_from(bindparam("k_" + name, type_=jobs.c[name].type))
+        for name in STATUS_FIELDS
+        if name not in ("job_id", "version")  # guarded by guarded_update already
+    ]
 
 
 def _horizon() -> Any:

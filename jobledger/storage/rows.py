@@ -71,3 +71,13 @@ def write_layout(status_prefix: str = "j_", event_prefix: str = "e_") -> tuple[s
 def write_values(expected: int, status: JobStatus, event: Event) -> tuple[Any, ...]:
     """What a write sends: the version it expects, the job's new status, the event."""
     return (expected, *status_row(status), *event_row(event))
+
+
+def unread_layout() -> tuple[str, ...]:
+    """:func:`write_layout` followed by the row the writer knows, under ``k_``."""
+    return (*write_layout(), *("k_" + name for name in STATUS_FIELDS))
+
+
+def unread_values(known: JobStatus, status: JobStatus, event: Event) -> tuple[Any, ...]:
+    """What an unread write sends: :func:`write_values`, then the row it decided on."""
+    return (*write_values(known.version, status, event), *status_row(known))

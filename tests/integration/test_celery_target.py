@@ -12,7 +12,7 @@ import pytest
 import redis
 from celery import Celery
 
-from jobledger import Ledger, RecoveryPolicy
+from jobledger import Ledger, RecoveryPolicy, handoff
 from jobledger.identity import new_identity
 from jobledger.integrations.celery import CeleryTarget
 
@@ -49,6 +49,8 @@ def test_requeued_task_is_published_again_with_its_id_name_arguments_and_queue(
     assert message["headers"]["task"] == "shop.invoice"
     args, kwargs, _ = json.loads(base64.b64decode(message["body"]))
     assert (args, kwargs) == ([42], {"to": "ann"})
+    # The requeued row rides along: the worker claims from it without reading first.
+    assert handoff.unpack(message["headers"][handoff.HEADER]) == ledger.status("t-1")
 
 
 def test_task_without_stored_arguments_is_logged_and_not_published(

@@ -28,6 +28,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "policy",
             "lazy",
             "children",
+            "handoff",
         },
     ),
     ("decisions", {"projection", "decisions"}),

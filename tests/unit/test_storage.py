@@ -123,9 +123,11 @@ def test_command_statements_are_named_for_the_benchmarks() -> None:
         "pg_append",
         "pg_append_unread",
         "pg_create",
+        "pg_create_unread",
         "batch_clock",
         "jobs_rows",
         "events_rows",
     ]
     assert pg.append_unread is pg.by_name()["pg_append_unread"]
+    assert pg.create_unread is pg.by_name()["pg_create_unread"]
     assert TwoStatementCommands(backend_named("sqlite"), sqlite.dialect()).append_unread is None
