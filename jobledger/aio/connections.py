@@ -145,9 +145,11 @@ class AiosqliteDriver(Driver):
         return conn
 
     async def execute(self, conn: Any, sql: str, parameters: Any) -> Result:
-        async with conn.execute(sql, parameters) as cursor:
-            rows = list(await cursor.fetchall())
-            return Result(rows, cursor.rowcount)
+        # Each await is a hop to the connection's thread and back: fetch only what returns
+        # rows, and leave closing the cursor to the garbage collector (no hop).
+        cursor = await conn.execute(sql, parameters)
+        rows = list(await cursor.fetchall()) if cursor.description is not None else []
+        return Result(rows, cursor.rowcount)
 
     async def executemany(self, conn: Any, sql: str, rows: list[Any]) -> None:
         await conn.executemany(sql, rows)

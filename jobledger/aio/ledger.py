@@ -217,10 +217,12 @@ class AsyncLedger:
         store = self._store
         if not store.appends_unread:
             return None
-        step = decisions.unread(known, store.estimated_now(), job_id, decide, *args)
+        step, written = await store.write_unread(
+            known, lambda now: decisions.unread(known, now, job_id, decide, *args)
+        )
         if step is None:
             return None
-        if await store.write_unread(known, *step) is None:
+        if not written:
             self._claimed_rows.pop(job_id, None)
             return None
         self._remember(step[1])
