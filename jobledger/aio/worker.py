@@ -163,19 +163,20 @@ class AsyncWorker:
 
     # -- work -----------------------------------------------------------------------------
 
-    async def claim(self, job_id: str) -> Claim:
-        """Claim ``job_id``; take it over if its holder is dead, ``AlreadyClaimed`` if alive."""
-        outcome = await self._claim_or_holder(job_id)
+    async def claim(self, job_id: str, *, seen: JobStatus | None = None) -> Claim:
+        """Claim ``job_id``; take it over if its holder is dead, ``AlreadyClaimed`` if alive.
+        ``seen``: the job's row as its publisher saw it (``Ledger.claim``)."""
+        outcome = await self._claim_or_holder(job_id, seen)
         if isinstance(outcome, _LiveHolder):
             raise outcome.taken
         return outcome
 
-    async def claim_delivery(self, job_id: str) -> Claim | None:
+    async def claim_delivery(self, job_id: str, *, seen: JobStatus | None = None) -> Claim | None:
         """Claim ``job_id`` for a job system's delivery; ``None``: a duplicate, do not run it
         (as ``Worker.claim_delivery``)."""
         for _ in range(_DELIVERY_LOOKS):
             try:
-                outcome: Claim | _LiveHolder | None = await self._claim_or_holder(job_id)
+                outcome: Claim | _LiveHolder | None = await self._claim_or_holder(job_id, seen)
             except InvalidTransition as refused:
                 if refused.state not in TERMINAL_STATES:
                     raise
@@ -191,16 +192,17 @@ class AsyncWorker:
             if skipped is not None:
                 log.info("job %r: duplicate delivery skipped by %s", job_id, self.identity)
                 return None
+            seen = None  # the job moved on since: look again, reading it
         raise ConcurrencyConflict(job_id, (await self.ledger.status(job_id)).version, "claimed")
 
-    async def _claim_or_holder(self, job_id: str) -> Claim | _LiveHolder:
+    async def _claim_or_holder(self, job_id: str, seen: JobStatus | None) -> Claim | _LiveHolder:
         if not self.claiming:
             why = "presumed dead" if self.presumed_dead else "quiet or stopping"
             raise NotClaiming(f"worker {self.identity} is {why}; not claiming {job_id!r}")
         self._claiming[job_id] = self._claiming.get(job_id, 0) + 1
         try:
             try:
-                claim = await self.ledger.claim(job_id, self.identity)
+                claim = await self.ledger.claim(job_id, self.identity, seen=seen)
             except AlreadyClaimed as taken:
                 found = await self._own_lost_claim(job_id, taken) or await self._take_over(
                     job_id, taken

@@ -57,6 +57,14 @@ def test_jobs_cross_between_the_async_and_the_sync_api(database_url: str) -> Non
                 await ledger.release(claimed_async)  # the old claim: refused and recorded
             await ledger.release(again, reason="shutting down")
             await ledger.enqueue_many(["bulk-1", ("bulk-2", {"x": [1, 2]})], queue="q")
+            # A row handed over (as a job system's message carries it): claimed unread where
+            # the database allows; a stale one costs a read and claims all the same.
+            handed = sync.status("bulk-1")
+            stale = await ledger.claim("bulk-1", A, seen=handed)
+            await ledger.release(stale)
+            again_by_row = await ledger.claim("bulk-1", B, seen=handed)
+            assert again_by_row.attempt == 2
+            await ledger.complete(again_by_row)
             assert sync.status("bulk-2").state == "enqueued"
             assert (await ledger.history("from-async")) == sync.history("from-async")
             assert [s async for s in ledger.jobs(queue="q")] == list(sync.jobs(queue="q"))
