@@ -20,7 +20,7 @@ from ..database import DEFAULT_URL
 from ..errors import LedgerError
 from . import audit, db, demo, operate, query, recover
 from .params import PerQueue, Seconds
-from .settings import Settings, warn_of_secrets_on_argv
+from .settings import Settings
 
 __all__ = ["PerQueue", "Seconds", "Settings", "cli", "main"]
 
@@ -43,9 +43,6 @@ __all__ = ["PerQueue", "Seconds", "Settings", "cli", "main"]
 @click.pass_context
 def cli(ctx: click.Context, database_url: str, redis_url: str | None, debug: bool) -> None:
     """jobledger: an honest, replayable record of every background job's life."""
-    warn_of_secrets_on_argv(
-        ctx, database_url="JOBLEDGER_DATABASE_URL", redis_url="JOBLEDGER_REDIS_URL"
-    )
     ctx.obj = Settings(database_url, redis_url, debug)
 
 

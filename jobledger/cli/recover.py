@@ -113,7 +113,12 @@ def recover(
     from ..redelivery import Redeliverer  # noqa: PLC0415
 
     output.log_to_stderr(settings.debug)
-    warn_of_secrets_on_argv(click.get_current_context(), rq_url="JOBLEDGER_RQ_URL")
+    warn_of_secrets_on_argv(
+        click.get_current_context(),
+        database_url="JOBLEDGER_DATABASE_URL",
+        redis_url="JOBLEDGER_REDIS_URL",
+        rq_url="JOBLEDGER_RQ_URL",
+    )
     make_target = _redelivery_target(redeliver, rq_url or settings.redis_url)
     policy = RecoveryPolicy(
         max_attempts=max_attempts,

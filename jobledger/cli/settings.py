@@ -41,20 +41,22 @@ pass_settings = click.make_pass_decorator(Settings)
 def warn_of_secrets_on_argv(ctx: click.Context, **env_of: str) -> None:
     """Warn when a URL option given on the command line holds a password.
 
-    Every user of the machine can read a process's arguments (``ps``), so the
-    password is out before jobledger can hide it; its environment variable is not
-    shown. ``env_of`` maps each URL parameter's name to its variable.
+    Every user of the machine can read a process's arguments (``ps``) for as long
+    as it runs, so long-running commands (``recover``) call this; their environment
+    variables are not shown. ``env_of`` maps each URL parameter's name, of ``ctx``
+    or of the group above it, to its variable.
     """
     from ..database import mask  # noqa: PLC0415 (SQLAlchemy: only when a URL is given)
 
     for name, env in env_of.items():
-        value = ctx.params.get(name)
-        if ctx.get_parameter_source(name) is not ParameterSource.COMMANDLINE or not value:
+        owner = ctx if name in ctx.params else ctx.find_root()
+        value = owner.params.get(name)
+        if owner.get_parameter_source(name) is not ParameterSource.COMMANDLINE or not value:
             continue
         if mask(value) != value:
             option = "--" + name.replace("_", "-")
             click.echo(
                 f"warning: {option} holds a password, which every user of this machine can "
-                f"read in the process list; set {env} instead",
+                f"read in the process list while this runs; set {env} instead",
                 err=True,
             )
