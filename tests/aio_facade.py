@@ -73,3 +73,54 @@ async def _awaited(awaitable: Any) -> Any:
 
 async def _collected(iterator: AsyncIterator[Any]) -> list[Any]:
     return [item async for item in iterator]
+
+
+class WorkerFacade(Facade):
+    """An AsyncWorker behind a Worker's face: ``with`` starts it and stops it (timeout 0)."""
+
+    def __enter__(self) -> WorkerFacade:
+        self._loops.run(self._target.start())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loops.run(self._target.stop(timeout=0))
+
+
+class AsyncWorkers:
+    """``Worker(ledger, liveness, **options)`` for tests written for the sync Worker, made
+    of an AsyncLedger on the same database and the async twin of ``liveness``."""
+
+    def __init__(self, loops: LoopThread, redis_url: str | None, prefix: str) -> None:
+        self._loops, self._redis_url, self._prefix = loops, redis_url, prefix
+        self._ledger: Any = None
+        self._made: list[Any] = []
+
+    def __call__(self, ledger: Any, liveness: Any, **options: Any) -> WorkerFacade:
+        from jobledger import RedisLiveness
+        from jobledger.aio import AsyncLedger, AsyncRedisLiveness, AsyncSqlLiveness, AsyncWorker
+
+        url = ledger.engine.url.render_as_string(hide_password=False)
+
+        async def made() -> Any:
+            if self._ledger is None:
+                self._ledger = AsyncLedger(url, heartbeat_interval=0)
+            if isinstance(liveness, RedisLiveness):
+                assert self._redis_url is not None
+                twin: Any = AsyncRedisLiveness(
+                    self._redis_url, ttl=liveness.ttl, prefix=self._prefix
+                )
+            else:
+                twin = AsyncSqlLiveness(self._ledger, ttl=liveness.ttl)
+            self._made.append(twin)
+            return AsyncWorker(self._ledger, twin, **options)
+
+        return WorkerFacade(self._loops.run(made()), self._loops)
+
+    def close(self) -> None:
+        async def closed() -> None:
+            for twin in self._made:
+                await twin.close()
+            if self._ledger is not None:
+                await self._ledger.close()
+
+        self._loops.run(closed())
