@@ -25,11 +25,12 @@ import functools
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy import bindparam, select
 from sqlalchemy import exc as sa_exc
 
+from ..database import raise_translated
 from ..decisions import Step
 from ..records import Event, JobStatus
 from ..schema import EVENT_FIELDS, STATUS_FIELDS, events, jobs
@@ -149,9 +150,8 @@ class AsyncStore:
         """Load ``job_id`` and the database clock, for the caller to decide and write."""
         return AsyncCommand(self, job_id)
 
-    def raise_translated(self, exc: sa_exc.DBAPIError) -> None:
-        from ..database import raise_translated  # noqa: PLC0415 (same layer; kept local)
-
+    def raise_translated(self, exc: sa_exc.DBAPIError) -> NoReturn:
+        """Raise the jobledger error for ``exc`` (see :func:`jobledger.database.translate`)."""
         raise_translated(exc, self.engine)
 
     # -- the command cycle ----------------------------------------------------------------
@@ -202,8 +202,10 @@ class AsyncStore:
         else:
             try:
                 await self.driver.rollback(conn)
-            except BaseException:
+            except BaseException as error:
                 await self.connections.discard(conn)
+                if not isinstance(error, Exception):  # cancelled while rolling back
+                    raise
                 return
             self.connections.give_back(conn)
 
