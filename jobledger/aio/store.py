@@ -383,16 +383,20 @@ class AsyncStore:
     # -- reads --------------------------------------------------------------------------------
 
     async def _read(self, statement: DriverStatement, values: tuple[Any, ...]) -> list[Any]:
-        conn, _ = await self.connections.take()
-        try:
-            result = await self._run(conn, statement, values)
-        except BaseException as exc:
-            await self._abort(conn, exc)
-            if isinstance(exc, sa_exc.DBAPIError):
-                self.raise_translated(exc)
-            raise
-        self.connections.give_back(conn)
-        return [statement.read(row) for row in result.rows]
+        """Rows of ``statement``; a held connection found dead is replaced once (as ``_start``)."""
+        while True:
+            conn, was_held = await self.connections.take()
+            try:
+                result = await self._run(conn, statement, values)
+            except BaseException as exc:
+                await self._abort(conn, exc)
+                if isinstance(exc, sa_exc.DBAPIError):
+                    if was_held and exc.connection_invalidated:
+                        continue
+                    self.raise_translated(exc)
+                raise
+            self.connections.give_back(conn)
+            return [statement.read(row) for row in result.rows]
 
     async def status(self, job_id: str) -> JobStatus | None:
         rows = await self._read(self._status, (job_id,))

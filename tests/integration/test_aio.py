@@ -341,3 +341,34 @@ def test_async_worker_registers_works_takes_over_and_leaves(
             await liveness.close()
 
     run(story())
+
+
+def test_async_commands_reconnect_after_every_session_is_terminated(postgres_url: str) -> None:
+    """A database restart ends every session: held connections are replaced, nothing lost."""
+    from tests.conftest import truncate_all
+
+    truncate_all(postgres_url)
+
+    def terminate_every_session() -> None:
+        admin = engine_for(postgres_url)
+        with admin.begin() as conn:
+            conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+        admin.dispose()
+
+    async def story() -> None:
+        async with AsyncLedger(postgres_url, pool_size=3) as ledger:
+            await ledger.enqueue_many(["a", "b", "c"])
+            for job_id in ("a", "b", "c"):
+                claim = await ledger.claim(job_id, A)
+                terminate_every_session()  # the held connections die under the holder
+                await ledger.complete(claim)
+                terminate_every_session()
+            assert {s.state async for s in ledger.jobs()} == {"completed"}
+            assert (await ledger.verify()).ok
+
+    run(story())
