@@ -160,6 +160,8 @@ class TaskiqTarget:
 
     ``ledger_url`` is where those events are read. A repeated delivery publishes a second
     message; the worker that receives it finds the job claimed (or finished) and skips it.
+    The target publishes on a loop of its own and shuts ``broker`` down when closed: give it
+    a broker of its own (the redeliverer's process imports your app).
     """
 
     name = "taskiq"
@@ -185,4 +187,7 @@ class TaskiqTarget:
 
     def close(self) -> None:
         self.ledger.close()
-        self._loop.close()
+        try:  # its connections were made on our loop: only it can close them
+            self._loop.run_until_complete(self.broker.shutdown())
+        finally:
+            self._loop.close()

@@ -65,7 +65,14 @@ def _publish(*calls: tuple[str, tuple[object, ...]]) -> list[str]:
     return asyncio.run(kick())
 
 
-def _taskiq_worker(settings: dict[str, str]) -> subprocess.Popen[str]:
+def _taskiq_worker(settings: dict[str, str], log: Path) -> subprocess.Popen[str]:
+    """``taskiq worker`` on the test app; its output goes to ``log`` (a pipe nobody read
+    would fill up and stall it)."""
+    with log.open("w") as output:
+        return _started(settings, output)
+
+
+def _started(settings: dict[str, str], output: Any) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [
             str(Path(sys.executable).parent / "taskiq"),
@@ -77,8 +84,8 @@ def _taskiq_worker(settings: dict[str, str]) -> subprocess.Popen[str]:
         ],
         cwd=ROOT,
         env={**os.environ, **settings},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stdout=output,
+        stderr=subprocess.STDOUT,
         text=True,
     )
 
@@ -88,7 +95,7 @@ def test_a_taskiq_worker_records_tasks_and_a_killed_one_is_recovered(
 ) -> None:
     env, settings = taskiq_env
     projector = env.projector(policy=RecoveryPolicy(max_attempts=3))
-    worker = _taskiq_worker(settings)
+    worker = _taskiq_worker(settings, tmp_path / "taskiq-worker.log")
     try:
         marker = tmp_path / "hang.pid"
         added, failed, hung = _publish(("add", (1, 2)), ("boom", ()), ("hang", (str(marker),)))
