@@ -24,12 +24,13 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from . import bounds
+from . import bounds, observers
 from .errors import DatabaseUnavailable, LivenessUnavailable
 from .identity import new_identity
 from .ledger import Ledger
 from .liveness.base import Liveness, chunked
 from .liveness.trust import LifeWatch
+from .observers import RecoveryObserver
 from .policy import RecoveryPolicy
 from .runner import Runner
 from .storage.reads import HeldClaim
@@ -99,6 +100,7 @@ class RecoveryProjector(Runner):
         identity: str | None = None,
         handle_signals: bool | None = None,
         clock: Callable[[], float] = time.monotonic,
+        observer: RecoveryObserver | None = None,
     ) -> None:
         super().__init__(handle_signals=handle_signals)
         bounds.seconds(interval, "interval")
@@ -115,6 +117,9 @@ class RecoveryProjector(Runner):
         self.mass_death_minimum = mass_death_minimum
         self.identity = identity or new_identity()
         self.counters = Counters()
+        #: Told of every sweep, pause and decision (metrics, health: :mod:`jobledger.ops`).
+        self.observer = observers.observing(observer)
+        self._outcome = observers.OK  # how the sweep under way ends, unless it raises
         # Pauses, expiry estimates and latencies run on this clock (tests drive their own);
         # claim ages are read on the database clock, as every worker's are, and the time a
         # sweep took is measured on the real one.
@@ -132,14 +137,23 @@ class RecoveryProjector(Runner):
     def run_once(self) -> list[Recovery]:
         """One sweep; the jobs it abandoned. ``LivenessUnavailable``: nothing was abandoned."""
         started = time.monotonic()
+        self._outcome = observers.OK
         try:
             return self._sweep()
         except LivenessUnavailable:
             self.counters.unavailable_sweeps += 1
+            self._outcome = observers.LIVENESS_UNREACHABLE
+            raise
+        except DatabaseUnavailable:
+            self._outcome = observers.DATABASE_UNREACHABLE
+            raise
+        except BaseException:
+            self._outcome = observers.ERROR
             raise
         finally:
             self.counters.sweeps += 1
             self.counters.last_sweep_seconds = time.monotonic() - started
+            self.observer.sweep_finished(self._outcome, self.counters.last_sweep_seconds)
 
     def run_forever(self, handle_signals: bool = _NOT_GIVEN) -> None:
         """Sweep every ``interval`` until :meth:`stop` (or a signal); back off on outages.
@@ -164,6 +178,7 @@ class RecoveryProjector(Runner):
         except (LivenessUnavailable, DatabaseUnavailable) as exc:
             self._delay = min(max(self._delay * 2, self.interval), MAX_BACKOFF)
             log.error("sweep failed, abandoning nothing; retrying in %.1fs: %s", self._delay, exc)
+        self.observer.round_finished(self._delay)
         return self._delay
 
     def _starting(self) -> None:
@@ -206,7 +221,7 @@ class RecoveryProjector(Runner):
     def _sweep(self) -> list[Recovery]:
         if not self._watch.trusts(self.liveness.incarnation()):
             self._previously_alive = set()
-            self.counters.paused_sweeps += 1
+            self._paused_sweep()
             return []
         holders = self._holders()
         known = self.liveness.known()
@@ -214,8 +229,9 @@ class RecoveryProjector(Runner):
         alive = {identity for identity, seconds in left.items() if seconds is not None}
         self._estimate_expiries(left, holders)
         if self._mass_death(alive, known):
-            self.counters.paused_sweeps += 1
+            self._paused_sweep()
             return []
+        self.observer.holders_seen(len(holders & alive), len(holders - alive))
         recoveries = self._recover_dead(holders - alive)
         recoveries += self._recover_hung(holders & alive)
         self._forget_departed(known - alive - holders)
@@ -248,8 +264,12 @@ class RecoveryProjector(Runner):
         return False
 
     def _pause(self, why: str) -> None:
-        self._watch.doubt(why)
+        self._watch.doubt(why, cause=observers.MASS_DEATH)
         self._previously_alive = set()
+
+    def _paused_sweep(self) -> None:
+        self.counters.paused_sweeps += 1
+        self._outcome = self._watch.cause
 
     # -- reading the ledger --------------------------------------------------------------
 
@@ -280,6 +300,7 @@ class RecoveryProjector(Runner):
         # Second look, just before acting: a holder that re-registered meanwhile keeps its jobs.
         second = self.liveness.alive({o.holder for o in orphans})
         if orphans and not self._watch.trusts(self.liveness.incarnation()):
+            self._outcome = self._watch.cause
             return []  # the backend lost its records during this sweep: they prove nothing
         recoveries = []
         for orphan in orphans:
@@ -305,11 +326,13 @@ class RecoveryProjector(Runner):
         return recoveries
 
     def _abandon(self, orphan: _Orphan, reason: str, hung: bool = False) -> Recovery | None:
+        self.observer.orphan_found(orphan.queue)
         ended = end_dead_claim(
             self.ledger, orphan.job_id, orphan.token, reason, by=self.identity, policy=self.policy
         )
         if ended is None:
             self.counters.lost_races += 1
+            self.observer.lost_race(orphan.queue)
             return None
         expiry = None if hung else self._expiry.get(orphan.holder)
         latency = self._monotonic() - expiry if expiry is not None else None
@@ -317,6 +340,7 @@ class RecoveryProjector(Runner):
             self.counters.latencies.append(latency)
         self.counters.abandoned += 1
         requeued = ended.requeued
+        self.observer.claim_ended(orphan.queue, requeued, latency)
         if requeued:
             self.counters.requeued += 1
         else:

@@ -28,6 +28,7 @@ from sqlalchemy import Connection, select
 from .catchup import CatchUp, Projection
 from .errors import DatabaseUnavailable, RedeliveryFailed
 from .lifecycle import EventType, State
+from .observers import RecoveryObserver, observing
 from .records import Event, JobStatus
 from .runner import Runner
 from .schema import jobs
@@ -64,10 +65,11 @@ class RedeliveryTarget(Protocol):
 class Redelivery(Projection):
     """The catch-up projection that calls ``target.deliver`` for each current ``requeued``."""
 
-    def __init__(self, target: RedeliveryTarget) -> None:
+    def __init__(self, target: RedeliveryTarget, observer: RecoveryObserver | None = None) -> None:
         self.target = target
         self.name = f"redelivery:{target.name}"
         self.delivered = 0
+        self.observer = observing(observer)
 
     def handle(self, event: Event, connection: Connection) -> None:
         if event.type != EventType.REQUEUED:
@@ -81,6 +83,7 @@ class Redelivery(Projection):
         except Exception as exc:  # any failure of the target: retried from this event
             raise RedeliveryFailed(job.job_id, self.target.name, exc) from exc
         self.delivered += 1
+        self.observer.redelivered(job.queue)
         log.info("job %r redelivered to %s", job.job_id, self.target.name)
 
 
@@ -98,9 +101,10 @@ class Redeliverer(Runner):
         interval: float = 0.2,
         batch_size: int = BATCH_SIZE,
         handle_signals: bool | None = False,
+        observer: RecoveryObserver | None = None,
     ) -> None:
         super().__init__(handle_signals=handle_signals)
-        self.projection = Redelivery(target)
+        self.projection = Redelivery(target, observer)
         self.catchup = CatchUp(source, self.projection, batch_size=batch_size)
         self.interval = interval
         self._delay = interval  # until the next look; grows while deliveries fail

@@ -281,7 +281,7 @@ class Worker:
             self._claiming[job_id] = self._claiming.get(job_id, 0) + 1
         try:
             try:
-                claim = self.ledger.claim(job_id, self.identity, seen=seen)
+                claim = self._ledger_claim(job_id, seen)
             except AlreadyClaimed as taken:
                 found = self._own_lost_claim(job_id, taken) or self._take_over(job_id, taken)
                 if isinstance(found, _LiveHolder):
@@ -296,6 +296,11 @@ class Worker:
                     del self._claiming[job_id]
                 else:
                     self._claiming[job_id] -= 1
+
+    def _ledger_claim(self, job_id: str, seen: JobStatus | None) -> Claim:
+        if seen is None:  # the call as it was before seen=: a Ledger subclass may not take it
+            return self.ledger.claim(job_id, self.identity)
+        return self.ledger.claim(job_id, self.identity, seen=seen)
 
     def _own_lost_claim(self, job_id: str, taken: AlreadyClaimed) -> Claim | None:
         """Our own claim whose reply was lost (the connection broke after the commit), or

@@ -2,7 +2,8 @@
 
 One module per concern: ``settings`` (what the group's options set), ``params``
 (option types), ``output`` (tables, JSON, reports, progress) and the commands by
-what they do (``query``, ``operate``, ``recover``, ``audit``, ``db``, ``demo``).
+what they do (``query``, ``operate``, ``recover``, ``audit``, ``db``, ``demo``,
+``web``).
 
 Commands import what they use (the ledger, Alembic, Rich, redis-py) in their own
 bodies, so `--help` and each command start without the others' dependencies.
@@ -18,7 +19,7 @@ import click
 from .. import terminal
 from ..database import DEFAULT_URL
 from ..errors import LedgerError
-from . import audit, db, demo, operate, query, recover
+from . import audit, db, demo, operate, query, recover, web
 from .params import PerQueue, Seconds
 from .settings import Settings
 
@@ -62,6 +63,7 @@ for _command in (
     audit.rebuild,
     audit.export,
     audit.verify_export,
+    web.web,
 ):
     cli.add_command(_command)
 

@@ -2,7 +2,9 @@
 
 The ``--redeliver`` target is checked before the ledger is opened, so a typo
 in ``celery:MODULE:ATTR`` is a usage error rather than a half-started daemon.
-RQ and Celery are imported only when asked for.
+RQ and Celery are imported only when asked for. So is ``prometheus_client``:
+with ``--metrics-port`` the port is bound before anything else happens, so a
+port in use or an unknown host is one clear error and nothing has run.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from .settings import Settings, pass_settings, warn_of_secrets_on_argv
 
 if TYPE_CHECKING:
     from ..ledger import Ledger
+    from ..observers import RecoveryObserver
+    from ..ops import LedgerGauges, OpsServer
     from ..redelivery import Redeliverer, RedeliveryTarget
 
 
@@ -89,6 +93,42 @@ if TYPE_CHECKING:
     help="RQ's Redis for --redeliver rq [default: --redis-url] (env JOBLEDGER_RQ_URL).",
 )
 @click.option("--json", "as_json", is_flag=True, help="With --once: the decisions as JSON lines.")
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    envvar="JOBLEDGER_METRICS_PORT",
+    help="Serve /metrics (Prometheus), /healthz and /readyz on this port; 0 picks a free one "
+    "(env JOBLEDGER_METRICS_PORT). Needs jobledger[metrics].",
+)
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    envvar="JOBLEDGER_METRICS_HOST",
+    help="Address to serve metrics on; 0.0.0.0 for every interface (env JOBLEDGER_METRICS_HOST).",
+)
+@click.option(
+    "--metrics-interval",
+    type=Seconds(),
+    default=15.0,
+    show_default=True,
+    help="Seconds between reads of per-queue job counts and catch-up lag.",
+)
+@click.option(
+    "--metrics-max-queues",
+    type=click.IntRange(min=0),
+    default=50,
+    show_default=True,
+    help='Queues with a label of their own; later ones are counted as queue="other".',
+)
+@click.option(
+    "--stall-after",
+    type=Seconds(),
+    default=60.0,
+    show_default=True,
+    help="/healthz fails once a sweep is this many seconds overdue.",
+)
 @pass_settings
 def recover(
     settings: Settings,
@@ -103,6 +143,11 @@ def recover(
     redeliver: str | None,
     rq_url: str | None,
     as_json: bool,
+    metrics_port: int | None,
+    metrics_host: str,
+    metrics_interval: float,
+    metrics_max_queues: int,
+    stall_after: float,
 ) -> None:
     """Abandon (and requeue by policy) the jobs of processes that are no longer alive.
 
@@ -113,6 +158,11 @@ def recover(
     from ..redelivery import Redeliverer  # noqa: PLC0415
 
     output.log_to_stderr(settings.debug)
+    if metrics_port is not None and once:
+        source = click.get_current_context().get_parameter_source("metrics_port")
+        if source != click.core.ParameterSource.ENVIRONMENT:
+            raise click.UsageError("--metrics-port serves a running projector: not with --once")
+        metrics_port = None  # JOBLEDGER_METRICS_PORT is for the daemon, not a one-off sweep
     warn_of_secrets_on_argv(
         click.get_current_context(),
         database_url="JOBLEDGER_DATABASE_URL",
@@ -120,17 +170,25 @@ def recover(
         rq_url="JOBLEDGER_RQ_URL",
     )
     make_target = _redelivery_target(redeliver, rq_url or settings.redis_url)
+    ops = None
+    if metrics_port is not None:
+        ops = _Ops(metrics_host, metrics_port, metrics_max_queues, stall_after)
     policy = RecoveryPolicy(
         max_attempts=max_attempts,
         max_attempts_by_queue=dict(queue_max_attempts),
         heartbeat_timeout=heartbeat_timeout,
         heartbeat_timeout_by_queue=dict(queue_heartbeat_timeout),
     )
-    with settings.ledger() as ledger:
+    with settings.ledger() as ledger, contextlib.ExitStack() as cleanup:
+        observer = ops.observe(ledger, metrics_interval, cleanup) if ops is not None else None
         liveness = settings.liveness(ledger, ttl)
-        projector = RecoveryProjector(ledger, liveness, policy, interval=interval, grace=grace)
+        projector = RecoveryProjector(
+            ledger, liveness, policy, interval=interval, grace=grace, observer=observer
+        )
         target = make_target(ledger) if make_target is not None else None
-        redeliverer = Redeliverer(ledger, target) if target is not None else None
+        redeliverer = None
+        if target is not None:
+            redeliverer = Redeliverer(ledger, target, observer=observer)
         try:
             if not once:
                 with _running_beside(redeliverer):
@@ -153,6 +211,52 @@ def recover(
             )
     if not as_json:
         click.echo(f"{len(recovered)} jobs recovered", err=True)
+
+
+class _Ops:
+    """``--metrics-port``: the HTTP server, bound at once, then metrics and health."""
+
+    def __init__(self, host: str, port: int, max_queues: int, stall_after: float) -> None:
+        try:
+            from prometheus_client import (  # noqa: PLC0415 (an optional dependency)
+                REGISTRY,
+                disable_created_metrics,
+            )
+
+            from .. import ops  # noqa: PLC0415
+        except ImportError as exc:
+            raise click.UsageError(
+                f"--metrics-port needs prometheus_client: pip install 'jobledger[metrics]' ({exc})"
+            ) from exc
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series
+        self.registry = REGISTRY  # with the process, platform and GC collectors
+        self.queues = ops.BoundedLabels(max_queues)
+        self.metrics = ops.RecoveryMetrics(self.registry, queues=self.queues)
+        self.health = ops.Health(stall_after)
+        shown = terminal.visible(f"{host}:{port}")
+        try:
+            self.server: OpsServer = ops.OpsServer(host, port, self.registry, self.health)
+        except (OSError, UnicodeError) as exc:  # in use, no such address, unknown name
+            raise click.ClickException(
+                f"cannot serve metrics on {shown}: {terminal.visible(str(exc))}"
+            ) from exc
+
+    def observe(
+        self, ledger: Ledger, interval: float, cleanup: contextlib.ExitStack
+    ) -> RecoveryObserver:
+        """Serve now, refresh the ledger's gauges; stopped when ``cleanup`` closes."""
+        from .. import ops  # noqa: PLC0415
+        from ..observers import Observers  # noqa: PLC0415
+
+        gauges: LedgerGauges = ops.LedgerGauges(
+            ledger, self.registry, queues=self.queues, interval=interval
+        ).start()
+        cleanup.callback(gauges.stop)
+        self.server.start()
+        cleanup.callback(self.server.stop)
+        url = terminal.visible(self.server.url)
+        click.echo(f"serving {url}/metrics, /healthz and /readyz", err=True)
+        return Observers([self.metrics, self.health])
 
 
 def _redelivery_target(

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from ..observers import LIVENESS_RESTARTED
 from .base import Incarnation
 
 log = logging.getLogger("jobledger.liveness")
@@ -36,6 +37,8 @@ class LifeWatch:
         self._clock = clock
         self._seen: Incarnation | None = None
         self._doubt_until = 0.0  # by self._clock
+        #: Why lapses are (or were last) not believed: one of :data:`jobledger.observers.PAUSES`.
+        self.cause = LIVENESS_RESTARTED
         self._lock = threading.Lock()
 
     def trusts(self, now: Incarnation) -> bool:
@@ -59,10 +62,16 @@ class LifeWatch:
                 )
             return self._clock() >= self._doubt_until
 
-    def doubt(self, why: str, seconds: float | None = None) -> None:
-        """Believe no lapse for ``seconds`` (default one TTL) from now, and say why."""
+    def doubt(
+        self, why: str, seconds: float | None = None, *, cause: str = LIVENESS_RESTARTED
+    ) -> None:
+        """Believe no lapse for ``seconds`` (default one TTL) from now, and say why
+        (``cause``: the same, as a short name for metrics)."""
         seconds = self.ttl if seconds is None else seconds
-        self._doubt_until = max(self._doubt_until, self._clock() + seconds)
+        until = self._clock() + seconds
+        if until >= self._doubt_until:  # the doubt that lasts longest names the pause
+            self._doubt_until = until
+            self.cause = cause
         log.warning("%s for %.1fs: %s", self.pausing, seconds, why)
 
     @property

@@ -36,9 +36,10 @@ COMMANDS = {
     ("status",),
     ("verify",),
     ("verify-export",),
+    ("web",),
 }
 
-HEAVY = ("alembic", "celery", "redis", "rich", "rq")
+HEAVY = ("alembic", "celery", "redis", "rich", "rq", "starlette", "jinja2", "uvicorn")
 
 
 def _paths(group: click.Group, prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:

@@ -18,7 +18,7 @@ import jobledger
 import jobledger.liveness
 
 #: Optional or heavy dependencies that no command should load unless it uses them.
-HEAVY = ("alembic", "celery", "redis", "rich", "rq")
+HEAVY = ("alembic", "celery", "redis", "rich", "rq", "starlette", "jinja2", "uvicorn")
 
 
 def _loaded_after(code: str) -> set[str]:

@@ -29,6 +29,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "lazy",
             "children",
             "handoff",
+            "observers",
         },
     ),
     ("decisions", {"projection", "decisions"}),
@@ -51,7 +52,11 @@ LAYERS: list[tuple[str, set[str]]] = [
             "aio",
         },
     ),
-    ("edges", {"cli", "terminal", "timeline", "demo", "integrations", "testing", "__init__"}),
+    ("operations", {"ops"}),
+    (
+        "edges",
+        {"cli", "terminal", "timeline", "demo", "integrations", "testing", "web", "__init__"},
+    ),
 ]
 RANK = {name: rank for rank, (_, names) in enumerate(LAYERS) for name in names}
 
