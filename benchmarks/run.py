@@ -76,6 +76,8 @@ BENCHMARKS: list[tuple[str, list[Row]]] = [
     ("redelivery_latency", []),
     # Issue 10: Celery with record(app) against the same worker without it.
     ("celery_overhead", []),
+    # Issue 15: liveness on a Redis Cluster against one Redis.
+    ("liveness_cluster", []),
     # Issue 10: what recording every RQ job costs an RQ worker.
     (
         "rq_overhead",

@@ -25,6 +25,7 @@ from jobledger.schema import metadata
 from jobledger.testing import (
     DEFAULT_POSTGRES_URL,
     DEFAULT_REDIS_URL,
+    RedisClusterServers,
     postgres_available,
     scratch_database,
 )
@@ -152,6 +153,29 @@ def redis_url() -> str:
     return REDIS_URL
 
 
+def cluster_tools_missing() -> None:
+    """Skip (fail in CI) where redis-server or redis-cli is not installed."""
+    for tool in ("redis-server", "redis-cli"):
+        if shutil.which(tool) is None:
+            service_missing(f"{tool} (for a private Redis Cluster)", "not installed")
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterServers]:
+    """A private Redis Cluster for the session: three masters, one replica each. Tests use
+    their own prefixes; a fault test may restart a master or fail it over, and leaves the
+    cluster ok."""
+    cluster_tools_missing()
+    # A node timeout well above a restart: a replica must not take over on its own.
+    with RedisClusterServers(replicas=1, node_timeout_ms=5000) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(redis_cluster: RedisClusterServers) -> str:
+    return redis_cluster.url
+
+
 class Backend:
     """A ledger plus a factory of liveness backends of one kind, cleaned up afterwards."""
 
@@ -185,9 +209,28 @@ class Backend:
         self.ledger.close()
 
 
-@pytest.fixture(params=["redis", "sql-sqlite", "sql-postgresql"])
+#: The modules whose ``backend`` tests also run on a Redis Cluster: the liveness contract and
+#: recovery. The Worker's own tests ask nothing more of the backend, and the cluster costs time.
+CLUSTER_MODULES = {"test_liveness", "test_recovery"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Leave out the ``backend[redis-cluster]`` tests of modules not in CLUSTER_MODULES."""
+    kept, left_out = [], []
+    for item in items:
+        params = getattr(item, "callspec", None)
+        on_cluster = params is not None and params.params.get("backend") == "redis-cluster"
+        module = item.module.__name__.rpartition(".")[2] if item.module else ""
+        (left_out if on_cluster and module not in CLUSTER_MODULES else kept).append(item)
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = kept
+
+
+@pytest.fixture(params=["redis", "redis-cluster", "sql-sqlite", "sql-postgresql"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    """Redis liveness (ledger on SQLite) or SQL leases in SQLite or PostgreSQL."""
+    """Redis liveness (ledger on SQLite) on one server or a Redis Cluster, or SQL leases in
+    SQLite or PostgreSQL."""
     kind = request.param
     if kind == "sql-postgresql":
         url: str = request.getfixturevalue("postgres_url")
@@ -196,9 +239,10 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
         path = tmp_path / "ledger.db"
         shutil.copy(request.getfixturevalue("sqlite_template"), path)
         url = f"sqlite:///{path}"
-    redis_url = request.getfixturevalue("redis_url") if kind == "redis" else None
-    made = Backend(
-        "redis" if kind == "redis" else "sql", Ledger(url, heartbeat_interval=0), redis_url
-    )
+    redis_url = {
+        "redis": lambda: request.getfixturevalue("redis_url"),
+        "redis-cluster": lambda: request.getfixturevalue("redis_cluster_url"),
+    }.get(kind, lambda: None)()
+    made = Backend("redis" if redis_url else "sql", Ledger(url, heartbeat_interval=0), redis_url)
     yield made
     made.close()

@@ -16,10 +16,11 @@ a live process would be presumed dead (see :mod:`jobledger.presence`).
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from ..errors import LivenessUnavailable
+from ..errors import ConfigurationError, LivenessUnavailable
 from ..liveness.base import CHUNK, DEFAULT_TTL, Incarnation, Liveness, ProcessInfo
 
 if TYPE_CHECKING:
@@ -74,7 +75,19 @@ class AsyncRedisLiveness:
     ) -> None:
         import redis.asyncio  # noqa: PLC0415 (loads redis-py only when asked for)
 
-        from ..liveness.redis import _PTTL_ALL, RedisLiveness, _driver_info  # noqa: PLC0415
+        from ..liveness.clients import is_cluster_or_sentinel  # noqa: PLC0415
+        from ..liveness.redis import (  # noqa: PLC0415
+            _INCARNATION,
+            _PTTL_ALL,
+            RedisLiveness,
+            _driver_info,
+        )
+
+        if is_cluster_or_sentinel(url):
+            raise ConfigurationError(
+                "AsyncRedisLiveness talks to one Redis server (redis:// or rediss://); "
+                "for a Redis Cluster or Sentinel use RedisLiveness"
+            )
 
         # The twin checks every argument, names the keys and refreshes from the thread.
         self._twin: RedisLiveness = RedisLiveness(
@@ -90,6 +103,7 @@ class AsyncRedisLiveness:
             **_driver_info(),
         )
         self._pttl_all = self.client.register_script(_PTTL_ALL)
+        self._incarnation = self.client.register_script(_INCARNATION)
         self._errors = redis.RedisError
 
     def __repr__(self) -> str:
@@ -177,23 +191,14 @@ class AsyncRedisLiveness:
                 raise self._unavailable(exc) from exc
 
     async def incarnation(self) -> Incarnation:
-        from ..liveness.redis import incarnation_of, new_epoch  # noqa: PLC0415
+        from ..liveness.redis import incarnation_from  # noqa: PLC0415
 
-        epoch_key = self._twin._epoch
         try:
-            pipe = self.client.pipeline(transaction=False)
-            pipe.info("server")
-            pipe.get(epoch_key)
-            pipe.time()
-            server, epoch, (seconds, micros) = await pipe.execute()
-            now_ms = seconds * 1000 + micros // 1000
-            if epoch is None:
-                fresh = new_epoch(now_ms)
-                created = await self.client.set(epoch_key, fresh, nx=True)
-                epoch = fresh if created else await self.client.get(epoch_key)
+            token = secrets.token_hex(8)
+            reply = await self._incarnation(keys=[self._twin._epoch], args=[token])
         except self._errors as exc:
             raise self._unavailable(exc) from exc
-        return incarnation_of(server, epoch, now_ms)
+        return incarnation_from(reply)
 
     async def close(self) -> None:
         await self.client.aclose()

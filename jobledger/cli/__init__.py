@@ -38,7 +38,9 @@ __all__ = ["PerQueue", "Seconds", "Settings", "cli", "main"]
     "--redis-url",
     envvar="JOBLEDGER_REDIS_URL",
     default=None,
-    help="Redis URL for liveness; SQL leases are used without one (env JOBLEDGER_REDIS_URL).",
+    help="Redis URL for liveness: redis://, redis+cluster://host:port[,...] or "
+    "redis+sentinel://host:port[,...]/service; SQL leases are used without one "
+    "(env JOBLEDGER_REDIS_URL).",
 )
 @click.option("--debug", is_flag=True, help="Show tracebacks for expected errors too.")
 @click.pass_context

@@ -268,6 +268,13 @@ def _redelivery_target(
     if spec == "rq":
         if url is None:
             raise click.UsageError("--redeliver rq needs --rq-url or --redis-url (RQ's Redis)")
+        from ..liveness.clients import is_cluster_or_sentinel  # noqa: PLC0415 (redis-py)
+
+        if is_cluster_or_sentinel(url):
+            raise click.UsageError(
+                "--redeliver rq needs one Redis server (redis:// or rediss://) in --rq-url; "
+                "RQ cannot use a Redis Cluster or Sentinel URL"
+            )
         from ..integrations.rq import RQTarget  # noqa: PLC0415 (rq is optional)
 
         rq_url = url

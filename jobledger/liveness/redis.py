@@ -1,9 +1,14 @@
 """Liveness in Redis: one key with a TTL per live process.
 
-Keys share one hash tag (``{prefix}``), so they live in one slot and the
-pipelines below work unchanged on Redis Cluster. ``EXISTS``/``PTTL`` on a key
-make Redis expire it if its time is up, so a poll sees a lapse at once, unlike
-keyspace notifications, which wait for Redis's lazy expiry cycle.
+Every key shares one hash tag (``{prefix}``), so on a Redis Cluster all of them
+live in one slot, on one master: every pipeline and script below touches that
+slot only, and the incarnation (run id, epoch, clock) is read from that master
+in the same script, so a restart or failover of the master that holds the
+records is what brings doubt (``trust.py``). One slot means one master carries
+every record; what that supports: benchmarks/README.md ("Liveness on a Redis
+Cluster"). ``EXISTS``/``PTTL`` on a key make Redis expire it if its time is up,
+so a poll sees a lapse at once, unlike keyspace notifications, which wait for
+Redis's lazy expiry cycle.
 """
 
 from __future__ import annotations
@@ -12,17 +17,20 @@ import contextlib
 import functools
 import json
 import secrets
+import threading
 from collections.abc import Collection, Iterator
 from datetime import datetime
-from typing import Any
-from urllib.parse import unquote, urlsplit
+from typing import Any, NamedTuple
 
 import redis
+from redis.commands.core import Script
+from redis.exceptions import RedisClusterException
 
 from .. import bounds
 from ..database import mask
 from ..errors import ConfigurationError, LivenessUnavailable
 from .base import DEFAULT_TTL, Incarnation, LivenessBackend, ProcessInfo, chunked
+from .clients import Client, connector
 
 # PTTL of every key, server-side, one command per CHUNK keys (why: benchmarks/README.md).
 # All keys share one hash tag, so the script is valid on Redis Cluster too.
@@ -30,6 +38,19 @@ _PTTL_ALL = """
 local left = {}
 for i, key in ipairs(KEYS) do left[i] = redis.call('PTTL', key) end
 return left
+"""
+
+# The incarnation of the server that holds the epoch key (on a cluster: its slot's master),
+# with the epoch created if missing: "<random>@<Redis time in ms>", the time saying how young
+# this life is. The SET is a write even when the key exists, so a replica refuses the script
+# (READONLY): a client still connected to a master that Sentinel demoted reconnects to the new
+# master instead of reading the old one's run id. (Writing after TIME needs Redis 5 or later.)
+_INCARNATION = """
+local now = redis.call('TIME')
+local now_ms = now[1] * 1000 + math.floor(now[2] / 1000)
+redis.call('SET', KEYS[1], ARGV[1] .. '@' .. now_ms, 'NX')
+local run_id = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)')
+return {run_id or '', redis.call('GET', KEYS[1]), now_ms}
 """
 
 
@@ -51,31 +72,22 @@ def _driver_info() -> dict[str, Any]:
     return {"driver_info": DriverInfo()}
 
 
-def _check_url(url: str, where: str) -> None:
-    """``ConfigurationError`` for what redis-py would take without a word or fail on later.
-
-    redis-py reads ``redis://host/notadb`` as database 0: a projector given that
-    typo would watch an empty database and see every worker as dead.
-    """
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 (parsing it raises ValueError for a port that is no number)
-    except ValueError as exc:
-        raise ConfigurationError(f"not a Redis URL: {where} ({exc})") from None
-    database = unquote(parts.path).strip("/")
-    if parts.scheme in ("redis", "rediss") and database and not database.isdecimal():
-        raise ConfigurationError(
-            f"not a Redis URL: {where} (the path must be a database number, "
-            f"e.g. redis://localhost:6379/0, not {database!r})"
-        )
+class _Scripts(NamedTuple):
+    pttl_all: Script
+    incarnation: Script
 
 
 class RedisLiveness(LivenessBackend):
-    """Process liveness kept in Redis (redis-py with hiredis)."""
+    """Process liveness kept in Redis (redis-py with hiredis).
+
+    ``url_or_client``: a ``redis://`` URL, ``redis+cluster://`` for a Redis Cluster,
+    ``redis+sentinel://`` for a master found through Sentinel (``clients.py``), or a
+    client of your own: ``redis.Redis`` or ``redis.cluster.RedisCluster``.
+    """
 
     def __init__(
         self,
-        url_or_client: str | redis.Redis = "redis://localhost:6379/0",
+        url_or_client: str | Client = "redis://localhost:6379/0",
         ttl: float = DEFAULT_TTL,
         prefix: str = "jobledger",
         *,
@@ -89,20 +101,13 @@ class RedisLiveness(LivenessBackend):
         self._owns_client = isinstance(url_or_client, str)  # a caller's client is theirs to close
         if isinstance(url_or_client, str):
             self.where = mask(url_or_client)
-            _check_url(url_or_client, self.where)
-            try:
-                self.client = redis.Redis.from_url(
-                    url_or_client,
-                    socket_timeout=socket_timeout,
-                    socket_connect_timeout=socket_timeout,
-                    **_driver_info(),
-                )
-            except ValueError as exc:
-                raise ConfigurationError(f"not a Redis URL: {self.where} ({exc})") from None
+            self._connect = connector(url_or_client, self.where, socket_timeout, _driver_info())
         else:
-            self.client = url_or_client
             self.where = repr(url_or_client)
-        self._pttl_all = self.client.register_script(_PTTL_ALL)
+            given = url_or_client
+            self._connect = lambda: given
+        self._client: Client | None = None
+        self._making = threading.Lock()  # the refresh thread and the caller's may both be first
         tag = "{" + prefix + "}"
         self._key_prefix = f"{tag}:process:"
         self._registry = f"{tag}:processes"
@@ -110,6 +115,26 @@ class RedisLiveness(LivenessBackend):
 
     def __repr__(self) -> str:
         return f"RedisLiveness({self.where}, ttl={self.ttl})"
+
+    @property
+    def client(self) -> Client:
+        """The redis-py client, made on first use (``LivenessUnavailable`` if it cannot be)."""
+        if self._client is None:
+            with self._making:
+                if self._client is None:
+                    with self._translated():
+                        client = self._connect()
+                    self._scripts = _Scripts(
+                        client.register_script(_PTTL_ALL), client.register_script(_INCARNATION)
+                    )
+                    self._client = client
+        return self._client
+
+    @property
+    def scripts(self) -> _Scripts:
+        """The Lua scripts, registered with the client (made first if need be)."""
+        self.client  # noqa: B018 (makes the client and its scripts)
+        return self._scripts
 
     def key(self, identity: str) -> str:
         """The Redis key that says ``identity`` is alive."""
@@ -119,7 +144,7 @@ class RedisLiveness(LivenessBackend):
     def _translated(self) -> Iterator[None]:
         try:
             yield
-        except redis.RedisError as exc:
+        except (redis.RedisError, RedisClusterException) as exc:
             raise LivenessUnavailable(f"Redis at {self.where} is unavailable: {exc}") from exc
 
     def register(self, info: ProcessInfo) -> None:
@@ -148,7 +173,9 @@ class RedisLiveness(LivenessBackend):
         replies: list[int] = []
         with self._translated():
             for chunk in chunked(ordered):
-                replies.extend(self._pttl_all(keys=[self.key(identity) for identity in chunk]))
+                replies.extend(
+                    self.scripts.pttl_all(keys=[self.key(identity) for identity in chunk])
+                )
         return remaining_from(ordered, replies, self.ttl)
 
     def _each(self, identities: list[str], command: str) -> list[Any]:
@@ -178,44 +205,31 @@ class RedisLiveness(LivenessBackend):
 
     def incarnation(self) -> Incarnation:
         with self._translated():
-            pipe = self.client.pipeline(transaction=False)
-            pipe.info("server")
-            pipe.get(self._epoch)
-            pipe.time()
-            server, epoch, (seconds, micros) = pipe.execute()
-            now_ms = seconds * 1000 + micros // 1000
-            if epoch is None:
-                fresh = new_epoch(now_ms)
-                created = self.client.set(self._epoch, fresh, nx=True)
-                epoch = fresh if created else self.client.get(self._epoch)
-        return incarnation_of(server, epoch, now_ms)
+            reply = self.scripts.incarnation(keys=[self._epoch], args=[secrets.token_hex(8)])
+        return incarnation_from(reply)
 
     def close(self) -> None:
         """Close the client made here from a URL; a client given by the caller is left open."""
-        if self._owns_client:
-            self.client.close()
+        if self._owns_client and self._client is not None:
+            self._client.close()
+
+
+def incarnation_from(reply: list[Any]) -> Incarnation:
+    """The incarnation the ``_INCARNATION`` script replied (from any client, sync or asyncio)."""
+    run_id, epoch, now_ms = reply
+    epoch_text = _text(epoch)
+    born_ms = int(epoch_text.rpartition("@")[2] or now_ms)
+    return Incarnation(_text(run_id), epoch_text, max(0, now_ms - born_ms) / 1000)
 
 
 def remaining_from(ordered: list[str], replies: list[int], ttl: float) -> dict[str, float | None]:
-    """Seconds left per identity from the PTTL replies, in ``ordered``'s order."""
+    """Seconds left per identity from the PTTL replies, in ``ordered``'s order (sync or
+    asyncio client alike)."""
     # PTTL: -2 = no such key (lapsed), -1 = no expiry (treated as a full TTL).
     return {
         identity: None if ms == -2 else (ttl if ms == -1 else ms / 1000)
         for identity, ms in zip(ordered, replies, strict=True)
     }
-
-
-def new_epoch(now_ms: int) -> str:
-    """A new epoch value, "<random>@<Redis time in ms>": its creation time says how young
-    this life of the server is."""
-    return f"{secrets.token_hex(8)}@{now_ms}"
-
-
-def incarnation_of(server: dict[str, Any], epoch: Any, now_ms: int) -> Incarnation:
-    """The incarnation from ``INFO server``, the epoch key's value and the Redis time."""
-    epoch_text = _text(epoch)
-    born_ms = int(epoch_text.rpartition("@")[2] or now_ms)
-    return Incarnation(str(server.get("run_id")), epoch_text, max(0, now_ms - born_ms) / 1000)
 
 
 def _encode(info: ProcessInfo) -> str:

@@ -82,6 +82,17 @@ def test_redeliver_rq_needs_a_redis_url(url: str) -> None:
     assert "Traceback" not in done.stderr
 
 
+def test_redeliver_rq_refuses_a_cluster_redis_url(url: str) -> None:
+    cluster = "redis+cluster://127.0.0.1:7000,127.0.0.1:7001"
+    done = run_cli(
+        "--database-url", url, "recover", "--once", "--redeliver", "rq",
+        env={"JOBLEDGER_REDIS_URL": cluster},
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "RQ cannot use a Redis Cluster or Sentinel URL" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_redeliver_to_an_rq_that_is_down_fails_without_showing_its_password(url: str) -> None:
     with Ledger(url) as ledger:
         ledger.enqueue("orphan")

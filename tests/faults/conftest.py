@@ -77,22 +77,31 @@ class WorkerProcess:
 class FaultEnv:
     """A ledger database, a liveness backend of one kind, and the processes of one test."""
 
-    def __init__(self, kind: str, database_url: str, redis: RedisServer | None) -> None:
+    def __init__(
+        self,
+        kind: str,
+        database_url: str,
+        redis: RedisServer | None,
+        redis_url: str | None = None,
+    ) -> None:
+        """``redis``: the server tests may restart; ``redis_url``: where liveness lives, if not
+        there (a cluster whose node ``redis`` is, a Sentinel service)."""
         self.kind, self.database_url, self.redis = kind, database_url, redis
+        self.redis_url = redis_url or (redis.url if redis is not None else None)
         self.ledger = Ledger(database_url)
         self.prefix = "faults"
         self.workers: list[WorkerProcess] = []
         self.projectors: list[tuple[RecoveryProjector, threading.Thread]] = []
 
     def liveness(self, ttl: float = TTL) -> Liveness:
-        if self.redis is not None:
-            return RedisLiveness(self.redis.url, ttl=ttl, prefix=self.prefix, socket_timeout=0.5)
+        if self.redis_url is not None:
+            return RedisLiveness(self.redis_url, ttl=ttl, prefix=self.prefix, socket_timeout=0.5)
         return SqlLiveness(self.ledger, ttl=ttl)
 
     def worker(self, jobs: list[str], *extra: str, ttl: float = TTL) -> WorkerProcess:
         args = ["--database-url", self.database_url, "--ttl", str(ttl), "--claim", ",".join(jobs)]
-        if self.redis is not None:
-            args += ["--redis-url", self.redis.url, "--prefix", self.prefix]
+        if self.redis_url is not None:
+            args += ["--redis-url", self.redis_url, "--prefix", self.prefix]
         started = WorkerProcess(args + list(extra))
         self.workers.append(started)
         return started

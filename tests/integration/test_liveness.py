@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import redis
+from redis.cluster import RedisCluster
 
 from jobledger import RedisLiveness
 from jobledger.errors import ConfigurationError, LivenessUnavailable
@@ -116,8 +117,57 @@ def test_unreachable_redis_is_a_clear_error() -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    [{"ttl": 0}, {"ttl": -1}, {"prefix": ""}, {"prefix": "a{b"}, {"url_or_client": "nope://x"}],
+    [
+        {"ttl": 0},
+        {"ttl": -1},
+        {"prefix": ""},
+        {"prefix": "a{b"},
+        {"url_or_client": "nope://x"},
+        {"url_or_client": "redis+cluster://127.0.0.1:7000/3"},  # a cluster has database 0 only
+        {"url_or_client": "redis+cluster://127.0.0.1:70a0"},
+        {"url_or_client": "redis+cluster://127.0.0.1:7000,:7001"},
+        {"url_or_client": "redis+cluster://127.0.0.1:7000?socket_timeout=1"},
+        {"url_or_client": "redis+sentinel://127.0.0.1:26379"},  # which service?
+        {"url_or_client": "redis+sentinel://127.0.0.1:26379/svc/notadb"},
+        {"url_or_client": "redis+sentinel://127.0.0.1:26379/svc/0/extra"},
+    ],
 )
 def test_bad_redis_settings(bad: dict[str, Any]) -> None:
     with pytest.raises(ConfigurationError):
         RedisLiveness(**{"url_or_client": "redis://127.0.0.1:6379/0", **bad})
+
+
+def test_cluster_keys_share_one_slot(redis_cluster_url: str) -> None:
+    with RedisLiveness(redis_cluster_url, prefix="shop") as liveness:
+        keys = [liveness.key("h:1:abcdef01"), "{shop}:processes", "{shop}:epoch"]
+        assert isinstance(liveness.client, RedisCluster)
+        assert len({liveness.client.keyslot(key) for key in keys}) == 1
+
+
+def test_a_cluster_client_of_your_own(redis_cluster_url: str) -> None:
+    host, _, port = redis_cluster_url.removeprefix("redis+cluster://").split(",")[0].partition(":")
+    client = RedisCluster(host=host, port=int(port))
+    liveness = RedisLiveness(client, ttl=5, prefix=f"jobledger-test-{new_identity()[-8:]}")
+    me = info()
+    liveness.register(me)
+    assert liveness.alive([me.identity, "h:1:abcdef01"]) == {
+        me.identity: True,
+        "h:1:abcdef01": False,
+    }
+    liveness.unregister(me.identity)
+    liveness.close()
+    assert client.ping()  # the caller's client stays open
+    client.close()
+
+
+def test_unreachable_cluster_is_a_clear_error() -> None:
+    # (Sentinel: tests/faults/test_sentinel.py; unreachable, redis-py retries it for seconds.)
+    url = f"redis+cluster://:hunter2@127.0.0.1:{free_port()},127.0.0.1:{free_port()}"
+    # Made without a word (a Redis that is down must not stop a process from starting)...
+    liveness = RedisLiveness(url, ttl=1, socket_timeout=0.5)
+    assert "hunter2" not in repr(liveness)
+    # ... and unavailable on use, like a single Redis.
+    with pytest.raises(LivenessUnavailable) as caught:
+        liveness.register(info())
+    assert "hunter2" not in str(caught.value)
+    liveness.close()
