@@ -33,6 +33,8 @@ START, END = "<!-- results:start -->", "<!-- results:end -->"
 #: (module, rows to show until the module exists), in table order.
 BENCHMARKS: list[tuple[str, list[Row]]] = [
     ("claim_complete", []),
+    # Issue 12: the AsyncLedger against raw psycopg async, and against the sync Ledger.
+    ("async_claim_complete", []),
     ("eventsourcing_append", []),
     ("enqueue_many", []),
     ("lifecycle_validation", []),

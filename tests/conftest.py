@@ -13,6 +13,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -28,6 +29,7 @@ from jobledger.testing import (
     postgres_available,
     scratch_database,
 )
+from tests.aio_facade import Facade, LoopThread
 
 #: A job whose holder died, recovered and run again to the end.
 RECOVERED_STORY = ["enqueued", "claimed", "abandoned", "requeued", "claimed", "completed"]
@@ -106,6 +108,33 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def ledger(database_url: str) -> Iterator[Ledger]:
     """A Ledger that records every heartbeat (no throttling), on each backend."""
     with Ledger(database_url, heartbeat_interval=0) as ledger:
+        yield ledger
+
+
+@pytest.fixture(scope="session")
+def loop_thread() -> Iterator[LoopThread]:
+    """One event loop on a thread, shared by the tests that drive the async API."""
+    loops = LoopThread()
+    yield loops
+    loops.close()
+
+
+@pytest.fixture(params=["sync", "async"])
+def either_ledger(request: pytest.FixtureRequest, database_url: str) -> Iterator[Any]:
+    """The sync Ledger, or an AsyncLedger behind a sync-looking facade (its coroutines
+    run on the loop thread): a module that names this its ``ledger`` runs on both."""
+    if request.param == "sync":
+        with Ledger(database_url, heartbeat_interval=0) as ledger:
+            yield ledger
+        return
+    from jobledger.aio import AsyncLedger
+
+    loops = request.getfixturevalue("loop_thread")
+
+    async def opened() -> AsyncLedger:  # made on the loop: its connections belong there
+        return AsyncLedger(database_url, heartbeat_interval=0)
+
+    with Facade(loops.run(opened()), loops) as ledger:
         yield ledger
 
 

@@ -176,11 +176,7 @@ class RedisLiveness(LivenessBackend):
                 replies.extend(
                     self.scripts.pttl_all(keys=[self.key(identity) for identity in chunk])
                 )
-        # PTTL: -2 = no such key (lapsed), -1 = no expiry (treated as a full TTL).
-        return {
-            identity: None if ms == -2 else (self.ttl if ms == -1 else ms / 1000)
-            for identity, ms in zip(ordered, replies, strict=True)
-        }
+        return remaining_from(ordered, replies, self.ttl)
 
     def _each(self, identities: list[str], command: str) -> list[Any]:
         """Run ``command`` on each identity's key, pipelined: one round trip per CHUNK keys."""
@@ -224,6 +220,16 @@ def incarnation_from(reply: list[Any]) -> Incarnation:
     epoch_text = _text(epoch)
     born_ms = int(epoch_text.rpartition("@")[2] or now_ms)
     return Incarnation(_text(run_id), epoch_text, max(0, now_ms - born_ms) / 1000)
+
+
+def remaining_from(ordered: list[str], replies: list[int], ttl: float) -> dict[str, float | None]:
+    """Seconds left per identity from the PTTL replies, in ``ordered``'s order (sync or
+    asyncio client alike)."""
+    # PTTL: -2 = no such key (lapsed), -1 = no expiry (treated as a full TTL).
+    return {
+        identity: None if ms == -2 else (ttl if ms == -1 else ms / 1000)
+        for identity, ms in zip(ordered, replies, strict=True)
+    }
 
 
 def _encode(info: ProcessInfo) -> str:

@@ -30,11 +30,36 @@ from sqlalchemy.sql.elements import ColumnElement
 from ..errors import ConfigurationError
 from ..records import Event, JobStatus
 from ..schema import EVENT_FIELDS, STATUS_FIELDS, events, jobs
-from .driver import DriverStatement
+from .driver import DriverStatement, first_value
 from .rows import StoredEvent
 
 #: How a command runs one statement: ``run(connection, statement, values)``, a cursor.
 Run = Callable[[PoolProxiedConnection, DriverStatement, tuple[Any, ...]], Any]
+
+
+class WriteStep(NamedTuple):
+    """One statement of a guarded write, as data: the sync store and the async one
+    (:mod:`jobledger.aio`) send the same statements in the same order.
+
+    The write's result is the position the last step returns (its first row's first
+    column), or ``None`` when a ``guard`` step matched no row: then the writer lost the
+    race, and the steps after it are not sent.
+    """
+
+    statement: DriverStatement
+    guard: bool = False  # the write is refused unless this statement changed exactly one row
+
+
+def run_steps(
+    steps: Sequence[WriteStep], run: Run, conn: PoolProxiedConnection, values: tuple[Any, ...]
+) -> int | None:
+    """Send ``steps`` with ``values`` through ``run``: the new event's position, or ``None``."""
+    cursor: Any = None
+    for step in steps:
+        cursor = run(conn, step.statement, values)
+        if step.guard and cursor.rowcount != 1:
+            return None
+    return first_value(cursor)
 
 
 class CommandStatements:
@@ -58,11 +83,16 @@ class CommandStatements:
         """A new job's write sent without reading first (``Store.write_unread``), if any."""
         return None
 
+    #: The statements of an append to an existing job (guarded by its version).
+    append_steps: tuple[WriteStep, ...]
+    #: The statements that create a new job with its first event.
+    create_steps: tuple[WriteStep, ...]
+
     def append(self, run: Run, conn: PoolProxiedConnection, values: tuple[Any, ...]) -> int | None:
-        raise NotImplementedError
+        return run_steps(self.append_steps, run, conn, values)
 
     def create(self, run: Run, conn: PoolProxiedConnection, values: tuple[Any, ...]) -> int | None:
-        raise NotImplementedError
+        return run_steps(self.create_steps, run, conn, values)
 
     def by_name(self) -> dict[str, DriverStatement]:
         """Every statement, by name (the benchmarks run the same SQL raw)."""

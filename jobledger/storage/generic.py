@@ -11,12 +11,11 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Dialect, func, insert
-from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql.elements import ColumnElement
 
 from ..schema import EVENT_FIELDS, STATUS_FIELDS, UtcDateTime, events, jobs
-from .backend import Backend, CommandStatements, Run, guarded_update, load_statement
-from .driver import DriverStatement, first_value
+from .backend import Backend, CommandStatements, WriteStep, guarded_update, load_statement
+from .driver import DriverStatement
 from .rows import write_layout
 
 
@@ -50,12 +49,8 @@ class TwoStatementCommands(CommandStatements):
         self.insert_status = DriverStatement(
             insert(jobs), dialect, write_layout(status_prefix=""), STATUS_FIELDS
         )
-
-    def append(self, run: Run, conn: PoolProxiedConnection, values: tuple[Any, ...]) -> int | None:
-        if run(conn, self.guarded_update, values).rowcount != 1:
-            return None
-        return first_value(run(conn, self.insert_event, values))
-
-    def create(self, run: Run, conn: PoolProxiedConnection, values: tuple[Any, ...]) -> int | None:
-        run(conn, self.insert_status, values)
-        return first_value(run(conn, self.insert_event, values))
+        self.append_steps = (
+            WriteStep(self.guarded_update, guard=True),
+            WriteStep(self.insert_event),
+        )
+        self.create_steps = (WriteStep(self.insert_status), WriteStep(self.insert_event))

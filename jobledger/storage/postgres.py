@@ -19,7 +19,7 @@ COPY (:mod:`jobledger.audit.postgres`).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -54,10 +54,11 @@ from .backend import (
     BulkAccess,
     CommandStatements,
     Run,
+    WriteStep,
     guarded_update,
     load_statement,
 )
-from .driver import DriverStatement, command_cursor, first_value
+from .driver import DriverStatement, command_cursor
 from .rows import StoredEvent, event_row, status_row, unread_layout, write_layout
 
 #: How far a timestamp chosen by this process may lie from the database clock.
@@ -137,6 +138,8 @@ class PostgresCommands(CommandStatements):
         self.pg_append_unread = DriverStatement(unread, dialect, unread_layout())
         created = _created(postgresql.insert(jobs).values(_status_binds()))
         self.pg_create = DriverStatement(_append_after(created), dialect, source)
+        self.append_steps = (WriteStep(self.pg_append),)
+        self.create_steps = (WriteStep(self.pg_create),)
         new_row = select(*_status_binds().values()).where(_on_the_clock())
         created_unread = _created(postgresql.insert(jobs).from_select(STATUS_FIELDS, new_row))
         self.pg_create_unread = DriverStatement(_append_after(created_unread), dialect, source)
@@ -159,12 +162,6 @@ class PostgresCommands(CommandStatements):
     def create_unread(self) -> DriverStatement:
         return self.pg_create_unread
 
-    def append(self, run: Run, conn: PoolProxiedConnection, values: tuple[Any, ...]) -> int | None:
-        return first_value(run(conn, self.pg_append, values))
-
-    def create(self, run: Run, conn: PoolProxiedConnection, values: tuple[Any, ...]) -> int | None:
-        return first_value(run(conn, self.pg_create, values))
-
     def batch_start(self, run: Run, conn: PoolProxiedConnection) -> tuple[datetime, Any]:
         """The batch transaction's ``now()`` and ``pg_current_xact_id()`` (as text)."""
         (row,) = run(conn, self.batch_clock, ()).fetchall()
@@ -181,12 +178,22 @@ class PostgresCommands(CommandStatements):
         duplicate id fails the COPY.
         """
         cursor = command_cursor(conn)
-        with cursor.copy(self.jobs_copy) as copy:
-            for _, status in pairs:
-                copy.write_row(self.jobs_rows.row(status_row(status)))
-        with cursor.copy(self.events_copy) as copy:
-            for event, _ in pairs:
-                copy.write_row([*self.events_rows.row(event_row(event)), tx_id])
+        for sql, rows in self.copy_streams(pairs, tx_id):
+            with cursor.copy(sql) as copy:
+                for row in rows:
+                    copy.write_row(row)
+
+    def copy_streams(
+        self, pairs: Sequence[tuple[Event, JobStatus]], tx_id: Any
+    ) -> tuple[tuple[str, Iterator[list[Any]]], ...]:
+        """Each COPY of a batch and the rows it streams, in order (sync and async alike)."""
+        return (
+            (self.jobs_copy, (self.jobs_rows.row(status_row(status)) for _, status in pairs)),
+            (
+                self.events_copy,
+                ([*self.events_rows.row(event_row(event)), tx_id] for event, _ in pairs),
+            ),
+        )
 
 
 def _status_binds() -> dict[str, Any]:

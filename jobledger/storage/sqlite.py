@@ -118,11 +118,18 @@ def _no_fsync_per_commit(dbapi_connection: Any, record: Any) -> None:
     cursor.close()
 
 
+#: What every connection to a ledger file runs first (after ``isolation_level = None``).
+SESSION_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT * 1000)}",
+)
+
+
 def _on_connect(dbapi_connection: Any, record: Any) -> None:
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT * 1000)}")
+    for pragma in SESSION_PRAGMAS:
+        cursor.execute(pragma)
     cursor.close()
 
 

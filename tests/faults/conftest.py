@@ -30,9 +30,9 @@ TTL = 1.0
 class WorkerProcess:
     """A ``tests.faults.worker_process`` child, with its stdout lines readable with a timeout."""
 
-    def __init__(self, args: list[str]) -> None:
+    def __init__(self, args: list[str], module: str = "tests.faults.worker_process") -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.faults.worker_process", *args],
+            [sys.executable, "-m", module, *args],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -103,6 +103,15 @@ class FaultEnv:
         if self.redis_url is not None:
             args += ["--redis-url", self.redis_url, "--prefix", self.prefix]
         started = WorkerProcess(args + list(extra))
+        self.workers.append(started)
+        return started
+
+    def async_worker(self, job: str, *extra: str, ttl: float = TTL) -> WorkerProcess:
+        """A ``tests.faults.aio_worker_process`` child (an AsyncWorker) claiming ``job``."""
+        args = ["--database-url", self.database_url, "--ttl", str(ttl), "--claim", job]
+        if self.redis is not None:
+            args += ["--redis-url", self.redis.url, "--prefix", self.prefix]
+        started = WorkerProcess(args + list(extra), "tests.faults.aio_worker_process")
         self.workers.append(started)
         return started
 

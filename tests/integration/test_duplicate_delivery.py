@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
+from collections.abc import Iterator
 
 import pytest
 
@@ -11,7 +13,25 @@ from jobledger.errors import InvalidTransition
 from jobledger.identity import new_identity
 from jobledger.records import JobStatus
 from jobledger.timeline import steps
+from tests.aio_facade import AsyncWorkers
 from tests.conftest import RECOVERED_STORY, Backend
+
+
+@pytest.fixture(autouse=True, params=["sync", "async"])
+def api(
+    request: pytest.FixtureRequest, backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """Each test here runs with the sync Worker and with AsyncWorker (on AsyncLedger, behind
+    a Worker's face: tests/aio_facade.py), on the same database and liveness backend."""
+    if request.param == "sync":
+        yield "sync"
+        return
+    workers = AsyncWorkers(
+        request.getfixturevalue("loop_thread"), backend.redis_url, backend.prefix
+    )
+    monkeypatch.setattr(sys.modules[__name__], "Worker", workers)
+    yield "async"
+    workers.close()
 
 
 def _unchanged(before: JobStatus, after: JobStatus) -> None:

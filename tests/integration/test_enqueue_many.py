@@ -8,6 +8,12 @@ from jobledger.errors import DuplicateJob, InvalidPayload
 from jobledger.schema import events
 
 
+@pytest.fixture
+def ledger(either_ledger: Ledger) -> Ledger:
+    """Each test here runs on the sync Ledger and on AsyncLedger (tests/aio_facade.py)."""
+    return either_ledger
+
+
 def _event_count(ledger: Ledger) -> int:
     with ledger.engine.connect() as conn:
         return int(conn.execute(select(func.count()).select_from(events)).scalar_one())

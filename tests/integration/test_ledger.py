@@ -25,6 +25,12 @@ from jobledger.lifecycle import MOVES
 A, B = new_identity(), new_identity()
 
 
+@pytest.fixture
+def ledger(either_ledger: Ledger) -> Ledger:
+    """Each test here runs on the sync Ledger and on AsyncLedger (tests/aio_facade.py)."""
+    return either_ledger
+
+
 def test_happy_path_records_every_step(ledger: Ledger) -> None:
     ledger.enqueue("j", queue="mail", data={"to": "a@b.c"})
     claim = ledger.claim("j", process=A)

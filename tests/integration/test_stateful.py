@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -15,6 +17,7 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, multiple, rule
 from jobledger import Claim, Ledger
 from jobledger.errors import AlreadyClaimed, InvalidTransition, LedgerError, StaleClaim
 from jobledger.identity import new_identity
+from tests.aio_facade import Facade
 
 PROCESSES = [new_identity() for _ in range(3)]
 
@@ -42,10 +45,12 @@ class LedgerComparison(RuleBasedStateMachine):
     jobs = Bundle("jobs")
     claims = Bundle("claims")
     new_database: object = None  # set per test: () -> database URL
+    open_ledger: object = None  # set per test: URL -> a Ledger (or AsyncLedger's facade)
 
     def __init__(self) -> None:
         super().__init__()
-        self.ledger = Ledger(type(self).new_database(), heartbeat_interval=0)  # type: ignore[misc]
+        url = type(self).new_database()  # type: ignore[misc]
+        self.ledger = type(self).open_ledger(url)  # type: ignore[misc]
         self.model: dict[str, ModelJob] = {}
 
     def teardown(self) -> None:
@@ -148,8 +153,24 @@ class LedgerComparison(RuleBasedStateMachine):
         self.check(job_id)
 
 
-def _run(new_database: object, examples: int) -> None:
+@pytest.fixture(params=["sync", "async"])
+def open_ledger(request: pytest.FixtureRequest) -> Callable[[str], Any]:
+    """URL -> the sync Ledger, or AsyncLedger behind its facade (tests/aio_facade.py)."""
+    if request.param == "sync":
+        return lambda url: Ledger(url, heartbeat_interval=0)
+    from jobledger.aio import AsyncLedger
+
+    loops = request.getfixturevalue("loop_thread")
+
+    async def opened(url: str) -> AsyncLedger:
+        return AsyncLedger(url, heartbeat_interval=0)
+
+    return lambda url: Facade(loops.run(opened(url)), loops)
+
+
+def _run(new_database: object, examples: int, open_ledger: Callable[[str], Any]) -> None:
     LedgerComparison.new_database = new_database
+    LedgerComparison.open_ledger = staticmethod(open_ledger)
     test_case = LedgerComparison.TestCase
     test_case.settings = settings(
         max_examples=examples,
@@ -160,7 +181,7 @@ def _run(new_database: object, examples: int) -> None:
     test_case().runTest()
 
 
-def test_sqlite_matches_the_model(sqlite_template: Path) -> None:
+def test_sqlite_matches_the_model(sqlite_template: Path, open_ledger: Callable[[str], Any]) -> None:
     folder = Path(tempfile.mkdtemp())
 
     def new_database() -> str:
@@ -169,17 +190,17 @@ def test_sqlite_matches_the_model(sqlite_template: Path) -> None:
         return f"sqlite:///{path}"
 
     try:
-        _run(new_database, examples=40)
+        _run(new_database, examples=40, open_ledger=open_ledger)
     finally:
         shutil.rmtree(folder)
 
 
 @pytest.mark.slow
-def test_postgresql_matches_the_model(postgres_url: str) -> None:
+def test_postgresql_matches_the_model(postgres_url: str, open_ledger: Callable[[str], Any]) -> None:
     from tests.conftest import truncate_all
 
     def new_database() -> str:
         truncate_all(postgres_url)
         return postgres_url
 
-    _run(new_database, examples=25)
+    _run(new_database, examples=25, open_ledger=open_ledger)

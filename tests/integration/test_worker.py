@@ -179,8 +179,8 @@ def test_two_threads_delivered_the_same_job_get_one_claim(
     ledger = backend.ledger
     claim = ledger.claim
 
-    def slow_to_return(job_id: str, process: str) -> object:
-        won = claim(job_id, process)
+    def slow_to_return(job_id: str, process: str, **options: object) -> object:
+        won = claim(job_id, process, **options)  # type: ignore[arg-type]
         time.sleep(0.05)  # the winner is descheduled before it notes its claim
         return won
 
