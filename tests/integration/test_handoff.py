@@ -29,30 +29,9 @@ from jobledger.errors import AlreadyClaimed, DuplicateJob
 from jobledger.identity import new_identity
 from jobledger.integrations.rq import LedgerQueue
 from jobledger.records import JobStatus
-from jobledger.store import CLOCK_TOLERANCE, Store
-from tests.conftest import truncate_all
+from jobledger.store import CLOCK_TOLERANCE
 
 A, B = new_identity("host-a"), new_identity("host-b")
-
-
-@pytest.fixture
-def pg_url(postgres_url: str) -> str:
-    truncate_all(postgres_url)
-    return postgres_url
-
-
-@pytest.fixture
-def statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The SQL the stores of this test send for commands, in order."""
-    sent: list[str] = []
-    execute = Store._execute
-
-    def counted(self: Store, conn: Any, sql: str, parameters: Any) -> Any:
-        sent.append(sql)
-        return execute(self, conn, sql, parameters)
-
-    monkeypatch.setattr(Store, "_execute", counted)
-    return sent
 
 
 def _sent_by(sent: list[str], command: Callable[[], object]) -> list[str]:

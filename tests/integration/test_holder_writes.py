@@ -13,7 +13,6 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
-from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -21,33 +20,11 @@ from sqlalchemy import text
 from jobledger import Ledger, RecoveryPolicy
 from jobledger.errors import StaleClaim
 from jobledger.identity import new_identity
-from jobledger.store import CLOCK_TOLERANCE, Store
+from jobledger.store import CLOCK_TOLERANCE
 from jobledger.testing import scratch_database
-from tests.conftest import truncate_all
 from tests.helpers import terminate_backends
 
 A, B = new_identity("host-a"), new_identity("host-b")
-
-
-@pytest.fixture
-def pg_url(postgres_url: str) -> str:
-    """The scratch PostgreSQL database, emptied."""
-    truncate_all(postgres_url)
-    return postgres_url
-
-
-@pytest.fixture
-def statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The SQL the stores of this test send for commands, in order."""
-    sent: list[str] = []
-    execute = Store._execute
-
-    def counted(self: Store, conn: Any, sql: str, parameters: Any) -> Any:
-        sent.append(sql)
-        return execute(self, conn, sql, parameters)
-
-    monkeypatch.setattr(Store, "_execute", counted)
-    return sent
 
 
 def _one_statement_each(sent: list[str], command: Callable[[], object]) -> None:
