@@ -4,11 +4,12 @@ The sealer (:mod:`jobledger.sealer`) runs by default, so that a deployment that
 runs the projector keeps the ledger-wide anchor sealed; ``--no-seal`` leaves it to a
 ``jobledger seal`` elsewhere. Several sealers at once take turns on its checkpoint.
 
-The ``--redeliver`` target is checked before the ledger is opened, so a typo
-in ``celery:MODULE:ATTR`` is a usage error rather than a half-started daemon.
-RQ and Celery are imported only when asked for. So is ``prometheus_client``:
-with ``--metrics-port`` the port is bound before anything else happens, so a
-port in use or an unknown host is one clear error and nothing has run.
+The ``--redeliver`` target is checked before the ledger is opened, so a typo in
+``celery:MODULE:ATTR`` or ``taskiq:MODULE:ATTR`` is a usage error rather than a
+half-started daemon. RQ, Celery and taskiq are imported only when asked for. So
+is ``prometheus_client``: with ``--metrics-port`` the port is bound before
+anything else happens, so a port in use or an unknown host is one clear error
+and nothing has run.
 """
 
 from __future__ import annotations
@@ -88,9 +89,9 @@ if TYPE_CHECKING:
 @click.option(
     "--redeliver",
     default=None,
-    metavar="rq|celery:MODULE:ATTR",
+    metavar="rq|celery:MODULE:ATTR|taskiq:MODULE:ATTR",
     help="Hand requeued jobs back to this job system (at-least-once, from a checkpoint): "
-    "RQ, or the Celery app ATTR of MODULE.",
+    "RQ, the Celery app ATTR of MODULE, or the taskiq broker ATTR of MODULE.",
 )
 @click.option(
     "--rq-url",
@@ -302,22 +303,29 @@ def _redelivery_target(
         rq_url = url
         return lambda _ledger: RQTarget(rq_url)
     if spec.startswith("celery:"):
-        app = _celery_app(spec.removeprefix("celery:"))
+        app = _imported("celery", spec.removeprefix("celery:"), "send_task", "a Celery app")
         from ..integrations.celery import CeleryTarget  # noqa: PLC0415 (celery is optional)
 
         return lambda ledger: CeleryTarget(app, ledger)
+    if spec.startswith("taskiq:"):
+        broker = _imported("taskiq", spec.removeprefix("taskiq:"), "find_task", "a taskiq broker")
+        from ..integrations.taskiq import TaskiqTarget  # noqa: PLC0415 (taskiq is optional)
+
+        return lambda ledger: TaskiqTarget(broker, _url_of(ledger))
     raise click.BadParameter(
-        f"{terminal.visible(spec)} (expected rq or celery:MODULE:ATTR)", param_hint="--redeliver"
+        f"{terminal.visible(spec)} (expected rq, celery:MODULE:ATTR or taskiq:MODULE:ATTR)",
+        param_hint="--redeliver",
     )
 
 
-def _celery_app(where: str) -> Any:
-    """The Celery app named ``MODULE:ATTR``, imported the way ``celery -A`` would."""
+def _imported(kind: str, where: str, method: str, what: str) -> Any:
+    """The object named ``MODULE:ATTR`` (a Celery app, a taskiq broker), imported the way
+    ``celery -A`` or ``taskiq worker`` would; it must have ``method``."""
     module_name, _, attr = where.partition(":")
     shown = terminal.visible(where)
     if not module_name or not attr:
         raise click.BadParameter(
-            f"celery:{shown} (expected celery:MODULE:ATTR)", param_hint="--redeliver"
+            f"{kind}:{shown} (expected {kind}:MODULE:ATTR)", param_hint="--redeliver"
         )
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # as `celery -A` does: the app lives beside you
@@ -325,10 +333,15 @@ def _celery_app(where: str) -> Any:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise click.BadParameter(f"cannot import {shown}: {exc}", param_hint="--redeliver") from exc
-    app = getattr(module, attr, None)
-    if not callable(getattr(app, "send_task", None)):
-        raise click.BadParameter(f"{shown} is not a Celery app", param_hint="--redeliver")
-    return app
+    found = getattr(module, attr, None)
+    if not callable(getattr(found, method, None)):
+        raise click.BadParameter(f"{shown} is not {what}", param_hint="--redeliver")
+    return found
+
+
+def _url_of(ledger: Ledger) -> str:
+    """The ledger's URL with its password, for a target that opens its own Ledger."""
+    return ledger.engine.url.render_as_string(hide_password=False)
 
 
 @contextlib.contextmanager

@@ -111,7 +111,9 @@ def test_redeliver_to_an_rq_that_is_down_fails_without_showing_its_password(url:
 @pytest.mark.parametrize(
     ("target", "said"),
     [
-        ("sidekiq", "--redeliver: sidekiq (expected rq or celery:MODULE:ATTR)"),
+        ("sidekiq", "sidekiq (expected rq, celery:MODULE:ATTR or taskiq:MODULE:ATTR)"),
+        ("taskiq:json", "taskiq:json (expected taskiq:MODULE:ATTR)"),
+        ("taskiq:json:dumps", "json:dumps is not a taskiq broker"),
         ("celery:json", "celery:json (expected celery:MODULE:ATTR)"),
         ("celery:no_such_module_here:app", "cannot import no_such_module_here:app"),
         ("celery:json:dumps", "json:dumps is not a Celery app"),

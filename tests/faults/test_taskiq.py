@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import json
 import os
 import secrets
 import signal
@@ -16,12 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from jobledger import RecoveryPolicy
+from jobledger.identity import new_identity
 from jobledger.integrations.taskiq import TaskiqTarget
 from jobledger.redelivery import Redeliverer
 from tests.faults.conftest import ROOT, TTL, FaultEnv
-from tests.helpers import run_settled
+from tests.helpers import run_cli, run_settled
 
 
 @pytest.fixture
@@ -153,3 +156,22 @@ def test_a_taskiq_worker_records_tasks_and_a_killed_one_is_recovered(
         except subprocess.TimeoutExpired:
             worker.kill()
             worker.wait(timeout=10)
+
+
+def test_recover_redelivers_to_a_taskiq_broker_named_on_the_command_line(
+    taskiq_env: tuple[FaultEnv, dict[str, str]],
+) -> None:
+    """``jobledger recover --redeliver taskiq:MODULE:ATTR`` publishes a requeued job again."""
+    env, settings = taskiq_env
+    (job_id,) = _publish(("add", (2, 3)))
+    claim = env.ledger.claim(job_id, new_identity("gone"))  # a holder that died
+    env.ledger.abandon(job_id, claim.token, "holder died", policy=RecoveryPolicy())
+    queue = settings["JOBLEDGER_TEST_TASKIQ_QUEUE"]
+    with redis.Redis.from_url(settings["JOBLEDGER_REDIS_URL"]) as broker_redis:
+        broker_redis.delete(queue)  # the first delivery, never run: only the new one counts
+        args = ["recover", "--once", "--no-seal", "--redeliver"]
+        done = run_cli(*args, "taskiq:tests.faults.taskiq_app:broker", env=settings)
+        assert done.returncode == 0, done.stderr
+        published = [json.loads(raw) for raw in broker_redis.lrange(queue, 0, -1)]
+        broker_redis.delete(queue)
+    assert [(m["task_id"], m["args"]) for m in published] == [(job_id, [2, 3])]
