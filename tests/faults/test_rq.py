@@ -130,9 +130,13 @@ def test_rq_horses_open_no_connection_and_the_worker_keeps_one_session(
     ] * 4
 
 
-def _horse_of(worker_pid: int) -> int:
-    """The RQ worker's one child process (its work horse)."""
-    (horse,) = children(worker_pid)
+def _horse_of(worker_pid: int, timeout: float = 10.0) -> int:
+    """The RQ worker's one child process (its work horse), once forked: the worker claims
+    the job first, so the claim can be seen a moment before the horse exists."""
+    deadline = time.monotonic() + timeout
+    while not (found := children(worker_pid)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    (horse,) = found
     return horse
 
 
