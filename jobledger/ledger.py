@@ -361,11 +361,7 @@ class Ledger:
         self, state: str | None = None, queue: str | None = None, claimed_by: str | None = None
     ) -> Iterator[JobStatus]:
         """Current statuses, optionally filtered, in job-id order (fetched page by page)."""
-        if state is not None and state not in _STATES:
-            known = ", ".join(s.value for s in State)
-            raise ValueError(f"unknown state {state!r}; states are {known}")
-        if queue is not None:
-            names.checked_lookup(queue, "queue")
+        _check_filters(state, queue)
         return self._store.statuses(state=state, queue=queue, claimed_by=claimed_by)
 
     # -- auditing (see jobledger.audit) -------------------------------------------------
@@ -476,6 +472,15 @@ class Ledger:
     def last_position(self) -> int:
         """The position of the latest event (0 if there is none)."""
         return self._store.last_position()
+
+
+def _check_filters(state: str | None, queue: str | None) -> None:
+    """``ValueError`` for an unknown state, ``InvalidJobId`` for a malformed queue name."""
+    if state is not None and state not in _STATES:
+        known = ", ".join(s.value for s in State)
+        raise ValueError(f"unknown state {state!r}; states are {known}")
+    if queue is not None:
+        names.checked_lookup(queue, "queue")
 
 
 def _text(value: object, what: str) -> str | None:

@@ -14,11 +14,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hypothesis import strategies as st
-from sqlalchemy import text
+from sqlalchemy import Connection, func, insert, select, text
 
+from jobledger.chain import GENESIS, event_hash
 from jobledger.database import engine_for
 from jobledger.identity import new_identity
 from jobledger.liveness import ProcessInfo
+from jobledger.projection import fold
+from jobledger.records import Event
+from jobledger.schema import events, jobs
+from jobledger.storage.rows import status_values
 
 if TYPE_CHECKING:
     from jobledger.redelivery import Redeliverer
@@ -167,3 +172,23 @@ def sockets(pid: int) -> set[str]:
                 if target.startswith("socket:"):
                     found.add(target)
     return found
+
+
+def append_in(conn: Connection, job_id: str) -> None:
+    """Enqueue ``job_id`` by hand inside ``conn``'s open transaction, as the ledger would."""
+    now = conn.execute(select(func.now())).scalar_one()
+    data = {"queue": "late", "data": None}
+    digest = event_hash(GENESIS, job_id, 1, "enqueued", None, data, now)
+    event = Event(-1, job_id, 1, "enqueued", None, data, now, GENESIS, digest)
+    conn.execute(insert(jobs).values(status_values(fold(None, event))))
+    row = {name: getattr(event, name) for name in ("job_id", "version", "type", "process")}
+    conn.execute(
+        insert(events).values(
+            **row,
+            data=data,
+            recorded_at=now,
+            prev_hash=GENESIS,
+            hash=digest,
+            tx_id=func.pg_current_xact_id(),
+        )
+    )

@@ -23,7 +23,15 @@ from ..database import DEFAULT_URL, mask
 from ..decisions import JobSpec
 from ..encoding import normalize_payload
 from ..errors import ConcurrencyConflict, DuplicateJob, LedgerError, UnknownJob
-from ..ledger import _CLAIMED_ROWS_KEPT, _STATES, MAX_RACE_RETRIES, Decide, _Args, _Outcome, _text
+from ..ledger import (
+    _CLAIMED_ROWS_KEPT,
+    MAX_RACE_RETRIES,
+    Decide,
+    _Args,
+    _check_filters,
+    _Outcome,
+    _text,
+)
 from ..lifecycle import EventType, State
 from ..policy import RecoveryPolicy
 from ..records import Claim, Event, JobStatus
@@ -293,11 +301,7 @@ class AsyncLedger:
         self, state: str | None = None, queue: str | None = None, claimed_by: str | None = None
     ) -> AsyncIterator[JobStatus]:
         """Current statuses, optionally filtered, in job-id order: ``async for status in ...``."""
-        if state is not None and state not in _STATES:
-            known = ", ".join(s.value for s in State)
-            raise ValueError(f"unknown state {state!r}; states are {known}")
-        if queue is not None:
-            names.checked_lookup(queue, "queue")
+        _check_filters(state, queue)
         return self._store.statuses(state=state, queue=queue, claimed_by=claimed_by)
 
     # -- auditing: bulk reads through the sync engine, off the loop -----------------------

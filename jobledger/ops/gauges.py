@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -207,31 +207,22 @@ class LedgerGauges(Collector):
         for (queue, state), count in sorted(snapshot.jobs.items()):
             jobs.add_metric([queue, state], count)
         yield jobs
-        lag = GaugeMetricFamily(
+        yield _per_projection(
             "jobledger_catchup_lag_events",
             f"Events a catch-up projection has not applied yet (counted up to {LAG_COUNT_CAP}).",
-            labels=["projection"],
+            snapshot.lag_events,
         )
-        for name, count in sorted(snapshot.lag_events.items()):
-            lag.add_metric([name], count)
-        yield lag
-        age = GaugeMetricFamily(
+        yield _per_projection(
             "jobledger_catchup_lag_seconds",
             "Age of the oldest event a catch-up projection has not applied yet (0: none).",
-            labels=["projection"],
+            snapshot.lag_seconds,
         )
-        for name, seconds in sorted(snapshot.lag_seconds.items()):
-            age.add_metric([name], seconds)
-        yield age
-        held = GaugeMetricFamily(
+        yield _per_projection(
             "jobledger_catchup_held_back_events",
             "Committed events a catch-up projection cannot apply yet: they wait for an older "
             "transaction still open (PostgreSQL only).",
-            labels=["projection"],
+            snapshot.held_back,
         )
-        for name, count in sorted(snapshot.held_back.items()):
-            held.add_metric([name], count)
-        yield held
         refreshed = GaugeMetricFamily(
             "jobledger_gauges_refreshed_timestamp_seconds",
             "Unix time the job counts and catch-up lag were last read.",
@@ -239,3 +230,11 @@ class LedgerGauges(Collector):
         if snapshot.refreshed_at is not None:
             refreshed.add_metric([], snapshot.refreshed_at)
         yield refreshed
+
+
+def _per_projection(name: str, documentation: str, values: Mapping[str, float]) -> Metric:
+    """A gauge family with one sample per catch-up projection, in name order."""
+    family = GaugeMetricFamily(name, documentation, labels=["projection"])
+    for projection, value in sorted(values.items()):
+        family.add_metric([projection], value)
+    return family

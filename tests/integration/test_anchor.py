@@ -15,20 +15,18 @@ import time
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import delete, func, select, update
 
 from jobledger import Ledger, audit
 from jobledger.anchor import NAME, Head
 from jobledger.audit import VerifyReport
 from jobledger.catchup import CatchUp
-from jobledger.chain import GENESIS, event_hash
+from jobledger.chain import event_hash
 from jobledger.errors import InvalidHead
 from jobledger.identity import new_identity
-from jobledger.projection import fold
-from jobledger.records import Event
 from jobledger.schema import anchor, checkpoints, events, jobs
 from jobledger.sealer import Anchor, Sealer
-from jobledger.storage.rows import status_values
+from tests.helpers import append_in
 
 A = new_identity()
 
@@ -285,26 +283,6 @@ def test_two_sealers_at_once_seal_each_event_once(ledger: Ledger) -> None:
     assert report.sealed == report.events == 150
 
 
-def _append_in(conn: Connection, job_id: str) -> None:
-    """Enqueue ``job_id`` by hand inside ``conn``'s open transaction, as the ledger would."""
-    now = conn.execute(select(func.now())).scalar_one()
-    data = {"queue": "late", "data": None}
-    digest = event_hash(GENESIS, job_id, 1, "enqueued", None, data, now)
-    event = Event(-1, job_id, 1, "enqueued", None, data, now, GENESIS, digest)
-    conn.execute(insert(jobs).values(status_values(fold(None, event))))
-    columns = {name: getattr(event, name) for name in ("job_id", "version", "type", "process")}
-    conn.execute(
-        insert(events).values(
-            **columns,
-            data=data,
-            recorded_at=now,
-            prev_hash=GENESIS,
-            hash=digest,
-            tx_id=func.pg_current_xact_id(),
-        )
-    )
-
-
 def test_commit_order_not_position_order_is_sealed(ledger: Ledger) -> None:
     """On PostgreSQL seal order is the writers' order, not positions': both verify."""
     if ledger.engine.dialect.name != "postgresql":
@@ -313,7 +291,7 @@ def test_commit_order_not_position_order_is_sealed(ledger: Ledger) -> None:
         transaction = slow.begin()
         slow.execute(select(func.pg_current_xact_id()))  # the older writer ...
         ledger.enqueue("early")  # ... a younger one takes the lower position
-        _append_in(slow, "late")
+        append_in(slow, "late")
         transaction.commit()
     _seal_all(ledger)
     with ledger.engine.connect() as conn:

@@ -15,14 +15,11 @@ from sqlalchemy import Column, Connection, Integer, MetaData, String, Table, fun
 
 from jobledger import Event, Ledger
 from jobledger.catchup import CatchUp, Projection, QueueStats
-from jobledger.chain import GENESIS, event_hash
 from jobledger.errors import LedgerError
 from jobledger.identity import new_identity
-from jobledger.projection import fold
-from jobledger.schema import events, jobs
-from jobledger.storage.rows import status_values
+from jobledger.schema import events
 from jobledger.testing import scratch_database
-from tests.helpers import wait_for
+from tests.helpers import append_in, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 A = new_identity()
@@ -177,26 +174,6 @@ def test_queue_stats_count_states_and_time_runs(ledger: Ledger) -> None:
 # --- PostgreSQL: late commits --------------------------------------------------------------
 
 
-def _append_in(conn: Connection, job_id: str) -> None:
-    """Enqueue ``job_id`` by hand inside ``conn``'s open transaction, as the ledger would."""
-    now = conn.execute(select(func.now())).scalar_one()
-    data = {"queue": "late", "data": None}
-    digest = event_hash(GENESIS, job_id, 1, "enqueued", None, data, now)
-    event = Event(-1, job_id, 1, "enqueued", None, data, now, GENESIS, digest)
-    conn.execute(insert(jobs).values(status_values(fold(None, event))))
-    row = {name: getattr(event, name) for name in ("job_id", "version", "type", "process")}
-    conn.execute(
-        insert(events).values(
-            **row,
-            data=data,
-            recorded_at=now,
-            prev_hash=GENESIS,
-            hash=digest,
-            tx_id=func.pg_current_xact_id(),
-        )
-    )
-
-
 @pytest.fixture
 def private_postgres(postgres_server_url: str) -> Iterator[Ledger]:
     with scratch_database(postgres_server_url) as url, Ledger(url, heartbeat_interval=0) as ledger:
@@ -211,7 +188,7 @@ def test_an_event_committed_late_is_not_skipped(private_postgres: Ledger) -> Non
     with ledger.engine.connect() as slow:
         slow_tx = slow.begin()
         slow.execute(select(func.pg_current_xact_id()))  # takes its transaction id now
-        _append_in(slow, "late")  # gets the lower position ...
+        append_in(slow, "late")  # gets the lower position ...
         ledger.enqueue("early")  # ... but this one commits first
         assert runner.run_once() == 0  # "early" is above the open transaction: it waits
         slow_tx.commit()
@@ -319,7 +296,7 @@ def test_concurrent_writers_and_a_long_transaction_deliver_everything_once_in_or
         deadline = time.monotonic() + 60
         while len(_positions(ledger)) < 100 and time.monotonic() < deadline:
             time.sleep(0.02)  # let the writers commit plenty while this transaction is open
-        _append_in(slow, "late")
+        append_in(slow, "late")
         committed_meanwhile = len(_positions(ledger))
         held_back = len(_delivered(ledger))
         slow_tx.commit()
