@@ -4,6 +4,8 @@ verify, rebuild and export read every event's payload as JSON text; most texts
 repeat, and decoding and re-encoding them cost more than hashing the event
 (see ``benchmarks/README.md``). The canonical encoding itself is
 :func:`jobledger.encoding.canonical_json`; everything here gives the same text.
+With msgspec installed (the ``speedups`` extra) payloads without floats go through
+msgspec, the rest through ``json``: same values, same texts (the tests compare them).
 """
 
 from __future__ import annotations
@@ -13,6 +15,14 @@ from collections.abc import Callable
 from typing import Any
 
 from ..encoding import JSONValue, canonical_json, canonical_string
+
+try:  # the `speedups` extra: reads and writes payloads several times faster than json
+    import msgspec
+except ImportError:  # pragma: no cover (the test extra installs it)
+    msgspec = None  # type: ignore[assignment]
+
+#: Whether :class:`StoredPayloads` uses msgspec by default (it gives the same texts).
+FAST_JSON = msgspec is not None
 
 
 class JsonStrings(dict[str, str]):
@@ -47,8 +57,13 @@ class StoredPayloads:
     caller.
     """
 
-    def __init__(self, size: int = 4096, longest: int = 256) -> None:
+    def __init__(self, size: int = 4096, longest: int = 256, fast: bool = FAST_JSON) -> None:
         self._size, self._longest = size, longest
+        self._fast_decode: Callable[[str], JSONValue] | None = None
+        self._fast_encode: Callable[[JSONValue], bytes] | None = None
+        if fast and msgspec is not None:
+            self._fast_decode = msgspec.json.Decoder(float_hook=_refuse_float).decode
+            self._fast_encode = msgspec.json.Encoder(order="sorted").encode
         self._values: dict[str, JSONValue] = {}
         self._encoded: dict[str, tuple[str, JSONValue]] = {}
         self._saw_float = False
@@ -67,7 +82,9 @@ class StoredPayloads:
             return self._values[text]
         except KeyError:
             pass
-        value = self._decoded(text)
+        value = self._fast_decoded(text) if self._fast_decode else _UNREAD
+        if value is _UNREAD:
+            value = self._decoded(text)
         self._remember(self._values, text, value)
         return value
 
@@ -77,6 +94,10 @@ class StoredPayloads:
             return self._encoded[text]
         except KeyError:
             pass
+        result = self._fast_encoded(text) if self._fast_encode else None
+        if result is not None:
+            self._remember(self._encoded, text, result)
+            return result
         self._saw_float = False
         value = self._decoded(text)
         # Decoded JSON holds only dict, list, str, int, bool and None, which the C
@@ -88,6 +109,37 @@ class StoredPayloads:
             result = _encode_sorted(value), value
         self._remember(self._encoded, text, result)
         return result
+
+    def _fast_decoded(self, text: str) -> JSONValue:
+        """msgspec's reading of ``text``, or ``_UNREAD`` where ``json`` must decide.
+
+        That is text with a float (json reads floats with ``float()``, and
+        canonical_json writes ``2.0`` as ``2``), text that is not JSON (NaN, a lone
+        surrogate, an integer past Python's digit limit...) and anything not a str
+        (msgspec reads bytes, which SQLite may hand over: they must fail their hash
+        as before).
+        """
+        if type(text) is not str:
+            return _UNREAD
+        try:
+            return self._fast_decode(text)  # type: ignore[misc]
+        except (msgspec.MsgspecError, RecursionError):
+            return _UNREAD
+
+    def _fast_encoded(self, text: str) -> tuple[str, JSONValue] | None:
+        """:meth:`encoded` by msgspec, for an object or array without floats.
+
+        msgspec writes such a value (keys sorted by code point, strings escaped as
+        ``json`` escapes them with ``ensure_ascii=False``) exactly as canonical_json
+        does: the tests compare the two on arbitrary JSON.
+        """
+        value = self._fast_decoded(text)
+        if not isinstance(value, (dict, list)):
+            return None
+        try:
+            return self._fast_encode(value).decode(), value  # type: ignore[misc]
+        except (msgspec.MsgspecError, RecursionError):
+            return None
 
     def _decoded(self, text: str) -> JSONValue:
         try:
@@ -112,6 +164,15 @@ class StoredPayloads:
     def _float(self, literal: str) -> float:  # also NaN, Infinity, -Infinity
         self._saw_float = True
         return float(literal)
+
+
+#: What :meth:`StoredPayloads._fast_decoded` returns for a text it leaves to ``json``.
+_UNREAD: Any = object()
+
+
+def _refuse_float(literal: str) -> float:
+    """msgspec's ``float_hook``: a float sends the whole text to ``json``."""
+    raise ValueError(f"{literal} is a float")
 
 
 def _sorted_encoder() -> Callable[[JSONValue], str]:
