@@ -14,8 +14,9 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
-from . import steps
+from . import bounds, steps
 from .errors import (
     AlreadyClaimed,
     AttemptsExhausted,
@@ -23,7 +24,9 @@ from .errors import (
     InvalidTransition,
     NotClaiming,
 )
+from .identity import new_identity, parse
 from .lifecycle import TERMINAL_STATES
+from .liveness.base import ProcessInfo
 from .liveness.trust import LifeWatch
 from .policy import RecoveryPolicy
 from .records import Claim, JobStatus
@@ -50,18 +53,41 @@ class ClaimRules:
     whether it is :attr:`claiming` and :attr:`presumed_dead`.
     """
 
-    def __init__(self, identity: str, grace: float, policy: RecoveryPolicy, watch: LifeWatch):
-        self.identity = identity
-        self.grace = grace
-        self.policy = policy
-        self._watch = watch
+    def __init__(
+        self,
+        identity: str | None,
+        ttl: float,
+        grace: float | None,
+        policy: RecoveryPolicy | None,
+        stop_timeout: float,
+    ) -> None:
+        self.identity = identity or new_identity()
+        parsed = parse(self.identity)
+        self.host, self.pid = parsed.host, parsed.pid
+        self.started_at = datetime.now(timezone.utc)  # shown to operators, never compared
+        # A NaN grace would make every claim look old enough to take over.
+        self.grace = ttl if grace is None else bounds.seconds(grace, "grace", zero=True)
+        self.policy = policy or RecoveryPolicy()
+        self.stop_timeout = bounds.seconds(stop_timeout, "stop_timeout", zero=True)
+        self._watch = LifeWatch(ttl, f"worker {self.identity}: no takeovers")
         self._held: dict[str, Claim] = {}
         self._claiming: dict[str, int] = {}  # job id -> this worker's claims of it in flight
         self._lock = threading.Lock()
+        self._quiet = False
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self.identity}, held={len(self._held)}, quiet={self._quiet})"
+        )
+
+    @property
+    def stopping(self) -> bool:
+        raise NotImplementedError
 
     @property
     def claiming(self) -> bool:
-        raise NotImplementedError
+        """Whether this worker makes new claims: not quiet, stopping or presumed dead."""
+        return not (self._quiet or self.presumed_dead or self.stopping)
 
     @property
     def presumed_dead(self) -> bool:
@@ -77,6 +103,17 @@ class ClaimRules:
         with self._lock:
             if self._held.get(claim.job_id) == claim:
                 del self._held[claim.job_id]
+
+    def _info(self) -> ProcessInfo:
+        """The liveness record's contents; called from the refresh thread (plain attributes)."""
+        return ProcessInfo(
+            identity=self.identity,
+            host=self.host,
+            pid=self.pid,
+            started_at=self.started_at,
+            quiet=self._quiet or self.stopping,
+            busy=len(self._held),
+        )
 
     # -- the rules ---------------------------------------------------------------------------
 

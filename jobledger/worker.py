@@ -13,16 +13,13 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
 from typing import Any, TypeVar
 
-from . import bounds, signals, steps
+from . import signals, steps
 from .claiming import ClaimRules
 from .errors import LedgerError, StaleClaim
-from .identity import new_identity, parse
 from .ledger import Ledger
-from .liveness.base import Liveness, ProcessInfo
-from .liveness.trust import LifeWatch
+from .liveness.base import Liveness
 from .policy import RecoveryPolicy
 from .presence import Presence
 from .records import Claim, JobStatus
@@ -75,28 +72,12 @@ class Worker(ClaimRules):
     ) -> None:
         self.ledger = ledger
         self.liveness = liveness
-        identity = identity or new_identity()
-        ClaimRules.__init__(
-            self,
-            identity,
-            # A NaN grace would make every claim look old enough to take over.
-            liveness.ttl if grace is None else bounds.seconds(grace, "grace", zero=True),
-            policy or RecoveryPolicy(),
-            LifeWatch(liveness.ttl, f"worker {identity}: no takeovers"),
-        )
-        parsed = parse(identity)
-        self.host, self.pid = parsed.host, parsed.pid
-        self.started_at = datetime.now(timezone.utc)  # shown to operators, never compared
-        self.stop_timeout = bounds.seconds(stop_timeout, "stop_timeout", zero=True)
+        ClaimRules.__init__(self, identity, liveness.ttl, grace, policy, stop_timeout)
         self._handle_signals = handle_signals
-        self._quiet = False
         self._stopping = threading.Event()
         self._stopped = threading.Event()
         self._presence = Presence(liveness, self._info, self._watch)
         self._previous_handlers: dict[int, signals.Handler] = {}
-
-    def __repr__(self) -> str:
-        return f"Worker({self.identity}, held={len(self._held)}, quiet={self._quiet})"
 
     # -- starting and stopping -----------------------------------------------------------
 
@@ -196,10 +177,6 @@ class Worker(ClaimRules):
         """True if the worker went silent for longer than the TTL and its record lapsed."""
         return self._presence.presumed_dead
 
-    @property
-    def claiming(self) -> bool:
-        return not (self._quiet or self.presumed_dead or self._stopping.is_set())
-
     # -- work ----------------------------------------------------------------------------
 
     def claim(self, job_id: str, *, seen: JobStatus | None = None) -> Claim:
@@ -253,15 +230,3 @@ class Worker(ClaimRules):
         if ends:
             self._forget(claim)
         return result
-
-    # -- staying alive -------------------------------------------------------------------
-
-    def _info(self) -> ProcessInfo:
-        return ProcessInfo(
-            identity=self.identity,
-            host=self.host,
-            pid=self.pid,
-            started_at=self.started_at,
-            quiet=self._quiet or self._stopping.is_set(),
-            busy=len(self._held),
-        )

@@ -18,15 +18,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable
-from datetime import datetime, timezone
 from typing import Any, TypeVar
 
-from .. import bounds, steps
+from .. import steps
 from ..claiming import ClaimRules
 from ..errors import LedgerError, StaleClaim
-from ..identity import new_identity, parse
-from ..liveness.base import ProcessInfo
-from ..liveness.trust import LifeWatch
 from ..policy import RecoveryPolicy
 from ..presence import Presence
 from ..records import Claim, JobStatus
@@ -59,24 +55,9 @@ class AsyncWorker(ClaimRules):
     ) -> None:
         self.ledger = ledger
         self.liveness = liveness
-        identity = identity or new_identity()
-        ClaimRules.__init__(
-            self,
-            identity,
-            liveness.ttl if grace is None else bounds.seconds(grace, "grace", zero=True),
-            policy or RecoveryPolicy(),
-            LifeWatch(liveness.ttl, f"worker {identity}: no takeovers"),
-        )
-        parsed = parse(identity)
-        self.host, self.pid = parsed.host, parsed.pid
-        self.started_at = datetime.now(timezone.utc)  # shown to operators, never compared
-        self.stop_timeout = bounds.seconds(stop_timeout, "stop_timeout", zero=True)
-        self._quiet = False
+        ClaimRules.__init__(self, identity, liveness.ttl, grace, policy, stop_timeout)
         self._stopping = False
         self._presence = Presence(liveness.refresher(), self._info, self._watch)
-
-    def __repr__(self) -> str:
-        return f"AsyncWorker({self.identity}, held={len(self._held)}, quiet={self._quiet})"
 
     # -- starting and stopping ------------------------------------------------------------
 
@@ -144,10 +125,6 @@ class AsyncWorker(ClaimRules):
     def presumed_dead(self) -> bool:
         return self._presence.presumed_dead
 
-    @property
-    def claiming(self) -> bool:
-        return not (self._quiet or self.presumed_dead or self._stopping)
-
     # -- work -----------------------------------------------------------------------------
 
     async def claim(self, job_id: str, *, seen: JobStatus | None = None) -> Claim:
@@ -185,16 +162,3 @@ class AsyncWorker(ClaimRules):
         if ends:
             self._forget(claim)
         return result
-
-    # -- staying alive --------------------------------------------------------------------
-
-    def _info(self) -> ProcessInfo:
-        """The record's contents; called from the refresh thread (reads plain attributes)."""
-        return ProcessInfo(
-            identity=self.identity,
-            host=self.host,
-            pid=self.pid,
-            started_at=self.started_at,
-            quiet=self._quiet or self._stopping,
-            busy=len(self._held),
-        )
