@@ -51,6 +51,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "stats",
             "redelivery",
             "sealer",
+            "archive",
             "aio",
         },
     ),
