@@ -195,6 +195,9 @@ class _Archiver:
                     f"`jobledger archive --to {unfinished.path}` again to finish it first"
                 )
             return self._resume(unfinished)
+        done = self._finished_to_this_file()
+        if done is not None:  # e.g. killed after its last batch committed: nothing left to do
+            return ArchiveResult(done, True, 0, 0, 0, 0)
         if os.path.lexists(self.path):
             raise ArchiveError(
                 f"{self.path} exists and is no unfinished archive of this ledger; "
@@ -333,6 +336,19 @@ class _Archiver:
         finals = _finals_in(self.path, record)
         deleted_jobs, deleted_events, kept = self._delete(record, finals)
         return ArchiveResult(self._reload(record.id), True, deleted_jobs, deleted_events, kept, 0)
+
+    def _finished_to_this_file(self) -> ArchiveRecord | None:
+        """The finished archive whose file is this one (same path, same SHA-256), if any."""
+        query = select(archives).where(archives.c.path == self.path).order_by(archives.c.id)
+        with translated_errors(self.engine), self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        if not rows or not os.path.isfile(self.path):
+            return None
+        sha256 = file_sha256(self.path)
+        for row in rows:
+            if row.file_sha256 == sha256:
+                return ArchiveRecord(**row._mapping)
+        return None
 
     def _reload(self, archive_id: int) -> ArchiveRecord:
         with translated_errors(self.engine), self.engine.connect() as conn:
