@@ -40,6 +40,7 @@ import hashlib
 import json
 import os
 import secrets
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -50,6 +51,8 @@ from sqlalchemy import (
     Connection,
     Engine,
     and_,
+    any_,
+    bindparam,
     delete,
     exists,
     func,
@@ -66,7 +69,7 @@ from .audit.anchored import past_checkpoint
 from .audit.archived import final_digest, record_digest
 from .audit.exports import ARCHIVE_FORMAT
 from .database import translated_errors
-from .encoding import canonical_json, canonical_time
+from .encoding import canonical_json, canonical_string, canonical_time
 from .errors import ArchiveError
 from .lifecycle import TERMINAL_STATES, State
 from .schema import anchor, anchor_bridges, archives, checkpoints, events, jobs, queue_stats
@@ -118,6 +121,8 @@ class ArchiveResult:
     before the cutoff that could not be archived yet (not sealed, not delivered
     to every projection, or holding the anchor's last link); ``kept`` counts jobs
     in the file that changed meanwhile and so stayed in the database.
+    ``longest_batch`` is the longest deletion transaction, in seconds: how long
+    it held its locks (on SQLite, the write lock every writer waits for).
     """
 
     record: ArchiveRecord | None
@@ -126,6 +131,7 @@ class ArchiveResult:
     deleted_events: int
     kept: int
     skipped: int
+    longest_batch: float = 0.0
 
 
 # -- digests ----------------------------------------------------------------------------------
@@ -210,9 +216,9 @@ class _Archiver:
             return ArchiveResult(None, False, 0, 0, 0, summary.skipped)
         record = self._record(cutoff, summary)
         _publish(partial, self.path)
-        deleted_jobs, deleted_events, kept = self._delete(record, summary.finals)
+        deleted = self._delete(record, summary.finals)
         return ArchiveResult(
-            self._reload(record.id), False, deleted_jobs, deleted_events, kept, summary.skipped
+            self._reload(record.id), False, *deleted[:3], summary.skipped, deleted[3]
         )
 
     # -- 1. the file --
@@ -334,8 +340,8 @@ class _Archiver:
                 )
             _publish(partial, self.path)
         finals = _finals_in(self.path, record)
-        deleted_jobs, deleted_events, kept = self._delete(record, finals)
-        return ArchiveResult(self._reload(record.id), True, deleted_jobs, deleted_events, kept, 0)
+        deleted = self._delete(record, finals)
+        return ArchiveResult(self._reload(record.id), True, *deleted[:3], 0, deleted[3])
 
     def _finished_to_this_file(self) -> ArchiveRecord | None:
         """The finished archive whose file is this one (same path, same SHA-256), if any."""
@@ -359,21 +365,24 @@ class _Archiver:
 
     def _delete(
         self, record: ArchiveRecord, finals: dict[str, tuple[int, str]]
-    ) -> tuple[int, int, int]:
-        """Delete the file's jobs in batches; (jobs, events deleted, jobs kept)."""
+    ) -> tuple[int, int, int, float]:
+        """Delete the file's jobs in batches; (jobs, events deleted, jobs kept, longest batch)."""
         names = sorted(finals)
         deleted_jobs = deleted_events = kept = 0
+        longest = 0.0
         for start in range(0, len(names), self.batch_size):
             batch = {name: finals[name] for name in names[start : start + self.batch_size]}
             last = start + self.batch_size >= len(names)
+            started = time.monotonic()
             with translated_errors(self.engine), self.writer.begin() as conn:
                 done = _delete_batch(conn, record.id, batch, last, self.backend.clock())
+            longest = max(longest, time.monotonic() - started)
             deleted_jobs += done.jobs
             deleted_events += done.events
             kept += done.kept
             if self.progress is not None:
                 self.progress("deleting", min(start + self.batch_size, len(names)), len(names))
-        return deleted_jobs, deleted_events, kept
+        return deleted_jobs, deleted_events, kept, longest
 
 
 @dataclass
@@ -481,19 +490,16 @@ def _lines(conn: Connection, chosen: Any, summary: _Summary) -> Iterator[str]:
         summary.first_seq = seq if summary.first_seq is None else min(summary.first_seq, seq)
         summary.last_seq = seq if summary.last_seq is None else max(summary.last_seq, seq)
         finals[job_id] = (version, hash_)
-        line = {
-            "anchor": {"digest": digest, "prev": before or GENESIS, "seq": seq},
-            "data": data,
-            "hash": hash_,
-            "job_id": job_id,
-            "position": position,
-            "prev_hash": prev_hash,
-            "process": process,
-            "recorded_at": canonical_time(_aware(moment)),
-            "type": kind,
-            "version": version,
-        }
-        yield canonical_json(line) + "\n"
+        # The keys in sorted order, as canonical_json writes an object (and export a line).
+        yield (
+            f'{{"anchor":{{"digest":"{digest}","prev":"{before or GENESIS}","seq":{seq:d}}},'
+            f'"data":{canonical_json(data)},"hash":{canonical_string(hash_)},'
+            f'"job_id":{canonical_string(job_id)},"position":{position:d},'
+            f'"prev_hash":{canonical_string(prev_hash)},'
+            f'"process":{"null" if process is None else canonical_string(process)},'
+            f'"recorded_at":"{canonical_time(_aware(moment))}","type":{canonical_string(kind)},'
+            f'"version":{version:d}}}\n'
+        )
 
 
 # -- the file on disk ---------------------------------------------------------------------------
@@ -562,6 +568,20 @@ class _Deleted:
     kept: int
 
 
+def _among(conn: Connection, column: Any, values: list[Any]) -> Any:
+    """``column IN values``; on PostgreSQL ``= ANY(array)``, one parameter.
+
+    A batch's lists run to thousands of values; as many placeholders, the
+    statement's text differs with each length and psycopg converts it anew each
+    time, which costs more than the statement itself.
+    """
+    if conn.dialect.name != "postgresql":
+        return column.in_(values)
+    from sqlalchemy.dialects.postgresql import ARRAY  # noqa: PLC0415
+
+    return column == any_(bindparam(None, values, type_=ARRAY(column.type)))
+
+
 def _delete_batch(
     conn: Connection,
     archive_id: int,
@@ -573,7 +593,7 @@ def _delete_batch(
     conn.execute(select(archives.c.id).where(archives.c.id == archive_id).with_for_update())
     rows = conn.execute(
         select(jobs.c.job_id, jobs.c.version, jobs.c.last_hash, jobs.c.queue, jobs.c.state)
-        .where(jobs.c.job_id.in_(list(batch)))
+        .where(_among(conn, jobs.c.job_id, list(batch)))
         .with_for_update()
     ).all()
     # A job gone already was deleted by an earlier run; one that changed stays.
@@ -588,10 +608,11 @@ def _delete_batch(
     links = {seq: digest for job in same for *_, seq, digest in history[job]}
     if links:
         _bridge(conn, archive_id, links)
-        conn.execute(delete(anchor_bridges).where(anchor_bridges.c.seq.in_(list(links))))
-        conn.execute(delete(anchor).where(anchor.c.seq.in_(list(links))))
-        conn.execute(delete(events).where(events.c.job_id.in_(list(same))))
-        conn.execute(delete(jobs).where(jobs.c.job_id.in_(list(same))))
+        seqs, ids = list(links), list(same)
+        conn.execute(delete(anchor_bridges).where(_among(conn, anchor_bridges.c.seq, seqs)))
+        conn.execute(delete(anchor).where(_among(conn, anchor.c.seq, seqs)))
+        conn.execute(delete(events).where(_among(conn, events.c.job_id, ids)))
+        conn.execute(delete(jobs).where(_among(conn, jobs.c.job_id, ids)))
         _uncount(conn, [(same[job].queue, same[job].state, history[job]) for job in same])
     values: dict[str, Any] = {
         "deleted_jobs": archives.c.deleted_jobs + len(same),
@@ -610,7 +631,7 @@ def _histories(conn: Connection, job_ids: list[str]) -> dict[str, list[tuple[Any
     query = (
         select(events.c.job_id, events.c.type, events.c.recorded_at, anchor.c.seq, anchor.c.digest)
         .select_from(events.outerjoin(anchor, anchor.c.position == events.c.position))
-        .where(events.c.job_id.in_(job_ids))
+        .where(_among(conn, events.c.job_id, job_ids))
         .order_by(events.c.job_id, events.c.version)
     )
     found: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
@@ -627,7 +648,9 @@ def _bridge(conn: Connection, archive_id: int, links: dict[int, str]) -> None:
     never chosen), so every deleted link has a successor.
     """
     after = [seq + 1 for seq in links if seq + 1 not in links]
-    remaining = conn.execute(select(anchor.c.seq).where(anchor.c.seq.in_(after))).scalars().all()
+    remaining = (
+        conn.execute(select(anchor.c.seq).where(_among(conn, anchor.c.seq, after))).scalars().all()
+    )
     if remaining:
         conn.execute(
             insert(anchor_bridges),

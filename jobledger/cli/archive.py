@@ -65,6 +65,7 @@ def archive(settings: Settings, cutoff: str, path: str, batch: int, as_json: boo
         "kept": result.kept,
         "skipped": result.skipped,
         "file_sha256": None if record is None else record.file_sha256,
+        "longest_batch_ms": round(result.longest_batch * 1000, 1),
     }
     if as_json:
         click.echo(output.to_json(summary))
