@@ -214,7 +214,11 @@ class _Archiver:
         partial, summary = self._write(cutoff)
         if partial is None:
             return ArchiveResult(None, False, 0, 0, 0, summary.skipped)
-        record = self._record(cutoff, summary)
+        try:
+            record = self._record(cutoff, summary)
+        except BaseException:
+            os.unlink(partial)
+            raise
         _publish(partial, self.path)
         deleted = self._delete(record, summary.finals)
         return ArchiveResult(
@@ -258,12 +262,14 @@ class _Archiver:
 
     def _fill(self, raw: IO[bytes], cutoff: datetime) -> _Summary:
         with session.snapshot(self.engine) as conn:
+            latest = conn.execute(select(func.max(archives.c.id))).scalar()
             chosen = _chosen(conn, cutoff)
             count, total = conn.execute(
                 select(func.count(), func.coalesce(func.sum(chosen.c.version), 0))
             ).one()
             due = conn.execute(select(func.count()).select_from(_finished_before(cutoff))).scalar()
             summary = _Summary(cutoff, int(count), int(total), skipped=int(due or 0) - count)
+            summary.after = latest
             if count == 0:
                 return summary
             header = {"cutoff": canonical_time(cutoff), "events": summary.events}
@@ -286,6 +292,11 @@ class _Archiver:
                 with self.writer.begin() as conn:
                     last = conn.execute(_RECORDS.order_by(None).order_by(archives.c.id.desc()))
                     previous = last.first()
+                    if (None if previous is None else previous.id) != summary.after:
+                        raise ArchiveError(
+                            "another archive was recorded while this one was written (its "
+                            "jobs may be among this file's); run again"
+                        )
                     if previous is not None and previous.finished_at is None:
                         raise ArchiveError(
                             f"archive {previous.id} to {previous.path} was started meanwhile "
@@ -396,6 +407,7 @@ class _Summary:
     first_seq: int | None = None
     last_seq: int | None = None
     sha256: str = ""
+    after: int | None = None  # the latest archive when the jobs were chosen
 
     def __post_init__(self) -> None:
         self.finals: dict[str, tuple[int, str]] = {}  # job -> its last version and hash

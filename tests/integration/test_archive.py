@@ -10,6 +10,7 @@ import gzip
 import hashlib
 import json
 import os
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -431,5 +432,34 @@ def test_a_job_written_to_the_file_then_changed_stays_whole(
     result = _archive(busy, tmp_path / "a.jsonl.gz")
     assert result.kept == 1
     assert [e.type for e in busy.history("open-00")][-1] == "rejected"
+    report = busy.verify()
+    assert report.ok, report.problems
+
+
+def test_two_archivers_at_once_record_one_archive(busy: Ledger, tmp_path: Path) -> None:
+    cutoff = _now(busy)
+    outcomes: list[Any] = []
+
+    def run(name: str) -> None:
+        try:
+            outcomes.append(archive(busy, cutoff, tmp_path / name, batch_size=3))
+        except ArchiveError as exc:
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=run, args=(f"{n}.jsonl.gz",)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    records = list_archives(busy)
+    # The loser was refused (or, had it come after the winner, found nothing left to archive).
+    done = [o for o in outcomes if isinstance(o, ArchiveResult) and o.record is not None]
+    assert len(records) == 1
+    assert len(done) == 1, outcomes
+    assert done[0].record == records[0]
+    assert records[0].deleted_events == records[0].events
+    assert sorted(n for n in os.listdir(tmp_path) if "jsonl" in n) == [
+        os.path.basename(records[0].path)
+    ]
     report = busy.verify()
     assert report.ok, report.problems
