@@ -50,6 +50,7 @@ from typing import IO, TYPE_CHECKING, Any
 from sqlalchemy import (
     Connection,
     Engine,
+    Text,
     and_,
     any_,
     bindparam,
@@ -581,17 +582,22 @@ class _Deleted:
 
 
 def _among(conn: Connection, column: Any, values: list[Any]) -> Any:
-    """``column IN values``; on PostgreSQL ``= ANY(array)``, one parameter.
+    """``column IN values``, the values bound as one parameter (an array, or JSON on SQLite).
 
-    A batch's lists run to thousands of values; as many placeholders, the
-    statement's text differs with each length and psycopg converts it anew each
-    time, which costs more than the statement itself.
+    A batch's lists run to thousands of values: as placeholders, SQLite refuses
+    more than 32,766, and psycopg converts each new length of statement anew,
+    which costs more than the statement itself.
     """
-    if conn.dialect.name != "postgresql":
-        return column.in_(values)
-    from sqlalchemy.dialects.postgresql import ARRAY  # noqa: PLC0415
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import ARRAY  # noqa: PLC0415
 
-    return column == any_(bindparam(None, values, type_=ARRAY(column.type)))
+        return column == any_(bindparam(None, values, type_=ARRAY(column.type)))
+    if conn.dialect.name == "sqlite":
+        listed = func.json_each(bindparam(None, json.dumps(values), type_=Text)).table_valued(
+            "value"
+        )
+        return column.in_(select(listed.c.value))
+    return column.in_(values)
 
 
 def _delete_batch(
