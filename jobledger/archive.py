@@ -244,7 +244,7 @@ class _Archiver:
         try:
             raw = open(partial, "xb")  # noqa: SIM115 (closed below, after the fsync)
         except OSError as exc:
-            raise ArchiveError(f"cannot write {partial}: {exc.strerror}") from None
+            raise ArchiveError(f"cannot write {self.path}: {exc.strerror}") from None
         try:
             fcntl.flock(raw, fcntl.LOCK_EX)  # marks it live: no other run discards it
             summary = self._fill(raw, cutoff)
