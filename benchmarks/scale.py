@@ -531,22 +531,50 @@ def _wait_for(address: str) -> None:
 # -- 5. archive ---------------------------------------------------------------------------
 
 
-def archive_rows(url: str, events: int) -> list[Row]:
-    """HOOK: ``jobledger archive`` (branch feat/archive) was not on main when this was
-    written. When it lands, time it here as a user runs it (events archived per second)."""
-    probe = subprocess.run(cli(url, "archive", "--help"), capture_output=True, check=False)
-    if probe.returncode != 0:
-        say("archive: `jobledger archive` does not exist in this checkout; not measured")
+def archive_rows(url: str, events: int, scratch: Path) -> list[Row]:
+    """``jobledger.archive.archive`` (issue 15 item 4) of the jobs that finished in the first
+    half of the ledger's time span, through the API: events archived (written to the file
+    and deleted) per second. A placeholder row where the checkout has no archival yet."""
+    try:
+        from jobledger.archive import archive
+    except ImportError:
+        say("archive: jobledger.archive does not exist in this checkout; not measured")
         return [
             Row(
                 f"jobledger archive, {millions(events)} events, PostgreSQL",
                 None,
                 None,
                 "",
-                note="not measured: `jobledger archive` is not on main yet (hook: archive_rows)",
+                note="not measured: archival is not on main yet (hook: scale.archive_rows)",
             )
         ]
-    raise NotImplementedError("jobledger archive exists now: measure it in archive_rows")
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        first, last = conn.execute(
+            text("SELECT min(enqueued_at), max(updated_at) FROM jobledger_jobs")
+        ).one()
+    engine.dispose()
+    cutoff = first + (last - first) / 2
+    target = scratch / "scale-archive.jsonl.gz"
+    with Ledger(url) as ledger:
+        started = time.perf_counter()
+        result = archive(ledger, cutoff, target)
+        seconds = time.perf_counter() - started
+    size = target.stat().st_size / 2**20
+    target.unlink()
+    moved = result.deleted_events
+    say(f"archive: {result.deleted_jobs:,} jobs, {moved:,} events in {seconds:.0f} s")
+    return [
+        Row(
+            f"archive of {millions(moved)} events out of {millions(events)}, PostgreSQL",
+            moved / seconds,
+            None,
+            "events/s",
+            target="—",
+            note=f"{result.deleted_jobs:,} jobs in {seconds:.0f} s, file {size:,.0f} MiB; "
+            f"{result.skipped:,} skipped, {result.kept:,} kept",
+        )
+    ]
 
 
 # -- query plans --------------------------------------------------------------------------
@@ -559,8 +587,7 @@ PLANS: dict[str, str] = {
     "sweep: claims of 5,000 holders (Reads.claims_held_by)": (
         "SELECT job_id, queue, claimed_by, claim_token, attempt, claimed_at, "
         "coalesce(heartbeat_at, claimed_at), now() FROM jobledger_jobs "
-        "WHERE state = 'claimed' AND claimed_by IN (SELECT claimed_by FROM jobledger_jobs "
-        "WHERE claimed_by IS NOT NULL GROUP BY claimed_by ORDER BY claimed_by LIMIT 5000)"
+        "WHERE state = 'claimed' AND claimed_by IN ({holders})"
     ),
     "jobs --state cancelled (first page)": (
         "SELECT * FROM jobledger_jobs WHERE state = 'cancelled' ORDER BY job_id LIMIT 1000"
@@ -581,8 +608,8 @@ PLANS: dict[str, str] = {
         "GROUP BY claimed_by ORDER BY claimed_by LIMIT 1000"
     ),
     "web: rejected in the last window (Board.rejected)": (
-        "SELECT * FROM jobledger_events WHERE position > (SELECT max(position) - 100000 "
-        "FROM jobledger_events) AND type = 'rejected' ORDER BY position DESC LIMIT 100"
+        "SELECT * FROM jobledger_events WHERE position > {floor} AND type = 'rejected' "
+        "ORDER BY position DESC LIMIT 100"
     ),
     "catch-up: events past a caught-up checkpoint": (
         "SELECT * FROM jobledger_events WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot()) "
@@ -597,14 +624,20 @@ PLANS: dict[str, str] = {
 
 
 def plans(url: str) -> None:
-    """EXPLAIN ANALYZE of each read in :data:`PLANS`: its top plan lines and time."""
+    """EXPLAIN ANALYZE of each read in :data:`PLANS`: its top plan lines and time.
+
+    ``{holders}`` stands for the first 5,000 holders as the sweep's IN list, ``{floor}``
+    for the position 100,000 events back (the attention page's window)."""
     engine = create_engine(url)
     with engine.connect() as conn:
-        for label, sql in PLANS.items():
+        holders = ", ".join(f"'{h}'" for h in holders_of(url)[:5000])  # identities: no quotes
+        last = conn.execute(text("SELECT max(position) FROM jobledger_events")).scalar_one()
+        for label, template in PLANS.items():
+            sql = template.format(holders=holders, floor=max(0, last - 100_000))
             lines = [r[0] for r in conn.execute(text(f"EXPLAIN (ANALYZE, BUFFERS) {sql}"))]
             say(f"plan: {label}")
             for line in lines[:6] + [line for line in lines if "Execution Time" in line]:
-                print(f"    {line}", file=sys.stderr)
+                print(f"    {line[:150]}", file=sys.stderr)  # IN lists run to pages
     engine.dispose()
 
 
@@ -640,7 +673,7 @@ def measure(settings: Settings, only: Sequence[str] = STAGES, budget: float = 18
             rows.append(sweep_alive(url, redis.url, settings.pick(5, 15)))
             rows.append(sweep_dead(url, redis.url, budget))
     if "archive" in only:
-        rows += archive_rows(url, events)
+        rows += archive_rows(url, events, scratch)
     return rows
 
 
