@@ -240,7 +240,7 @@ SELECT job_id, version, 'completed', %(p)s, '{"result": null}'::jsonb, now(), pr
     pg_current_xact_id() FROM moved
 RETURNING version"""
 
-    def __init__(self, url: str, sql: dict[str, tuple[str, tuple[str, ...]]]) -> None:
+    def __init__(self, url: str, sql: object = None) -> None:
         import psycopg
 
         self.connection = psycopg.connect(libpq_url(url), autocommit=True)
