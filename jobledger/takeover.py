@@ -4,7 +4,8 @@ Two processes end such claims: the recovery projector's sweep, and a worker
 taking over a job that its job system redelivered. Both call
 :func:`end_dead_claim`, so a job that kills every process that runs it (a poison
 pill) is given up on after the same number of attempts whichever way it comes
-back. Whether the holder *is* dead is the caller's question; this only acts.
+back (and an AsyncWorker's takeover runs the same rule: :func:`end_dead_claim_steps`).
+Whether the holder *is* dead is the caller's question; this only acts.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from . import steps
 from .errors import StaleClaim
 from .ledger import Ledger
 from .lifecycle import State
@@ -49,8 +51,17 @@ def end_dead_claim(
     Both happen in one transaction (:meth:`Ledger.abandon`). ``None`` if the claim
     had already ended (completed, released, or ended by another process first).
     """
+    return steps.drive(
+        end_dead_claim_steps(job_id, token, reason, by=by, policy=policy), ledger=ledger
+    )
+
+
+def end_dead_claim_steps(
+    job_id: str, token: int, reason: str, *, by: str, policy: RecoveryPolicy
+) -> steps.Steps[Ended | None]:
+    """:func:`end_dead_claim` as a rule (:mod:`jobledger.steps`), for sync and async callers."""
     try:
-        after = ledger.abandon(job_id, token, reason, process=by, policy=policy)
+        after = yield steps.ledger("abandon", job_id, token, reason, process=by, policy=policy)
     except StaleClaim:
         log.info("job %r: claim %d already ended; nothing to do", job_id, token)
         return None

@@ -19,6 +19,7 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import URL
 
 from .. import decisions, identity, names
+from ..anchor import Head
 from ..database import DEFAULT_URL, mask
 from ..decisions import JobSpec
 from ..encoding import normalize_payload
@@ -307,12 +308,22 @@ class AsyncLedger:
     # -- auditing: bulk reads through the sync engine, off the loop -----------------------
 
     async def verify(
-        self, progress: audit.Progress | None = None, workers: int | None = None
+        self,
+        progress: audit.Progress | None = None,
+        workers: int | None = None,
+        head: Head | str | None = None,
     ) -> audit.VerifyReport:
         """``Ledger.verify``, run in a thread (a bulk read, not a command; see the README)."""
         from .. import audit  # noqa: PLC0415 (processes that only command never load it)
 
-        return await asyncio.to_thread(audit.verify, self.engine, progress, workers)
+        published = Head.parse(head) if isinstance(head, str) else head
+        return await asyncio.to_thread(audit.verify, self.engine, progress, workers, published)
+
+    async def head(self) -> Head | None:
+        """``Ledger.head``, run in a thread: the anchor's last link, to publish."""
+        from .. import audit  # noqa: PLC0415
+
+        return await asyncio.to_thread(audit.last_link, self.engine)
 
     async def replay(self, until: datetime | None = None) -> dict[str, JobStatus]:
         """``Ledger.replay``, run in a thread."""

@@ -7,8 +7,13 @@ which uvicorn handles, and then stops the background threads.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import signal
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
+from types import FrameType
 
 from starlette.types import ASGIApp
 
@@ -88,16 +93,39 @@ def serve(view: View, host: str, port: int, log_level: str = "info") -> None:
 
     view.start()
     try:
-        uvicorn.run(
-            view.app,
-            host=host,
-            port=port,
-            log_level=log_level,
-            proxy_headers=False,
-            server_header=False,
-            # uvicorn's loggers go through the CLI's handler (terminal.VisibleFormatter), so
-            # nothing a client sends reaches the terminal as a control character.
-            log_config=None,
-        )
+        with _sigterm_is_a_clean_stop():
+            uvicorn.run(
+                view.app,
+                host=host,
+                port=port,
+                log_level=log_level,
+                proxy_headers=False,
+                server_header=False,
+                # uvicorn's loggers go through the CLI's handler (terminal.VisibleFormatter), so
+                # nothing a client sends reaches the terminal as a control character.
+                log_config=None,
+            )
     finally:
         view.stop()
+
+
+@contextlib.contextmanager
+def _sigterm_is_a_clean_stop() -> Iterator[None]:
+    """Let SIGTERM end the server with status 0, as it ends ``jobledger recover``.
+
+    uvicorn shuts down gracefully on SIGTERM, puts back the handler it found and
+    raises the signal again; with the default handler that kills the process
+    (status 143), which init systems and scripts read as a failure.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # uvicorn handles no signal there either
+        return
+    previous = signal.signal(signal.SIGTERM, _stop_requested)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_requested(signum: int, frame: FrameType | None) -> None:
+    """The re-raised SIGTERM after uvicorn's shutdown: nothing left to do."""

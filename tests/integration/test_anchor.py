@@ -7,6 +7,7 @@ the remaining events and every per-job check passes. Only the anchor can tell.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
@@ -18,6 +19,7 @@ import pytest
 from sqlalchemy import delete, func, select, update
 
 from jobledger import Ledger, audit
+from jobledger.aio import AsyncLedger
 from jobledger.anchor import NAME, Head
 from jobledger.audit import VerifyReport
 from jobledger.catchup import CatchUp
@@ -235,6 +237,25 @@ def test_a_published_head_catches_a_rewrite_resealed_from_scratch(sealed: Ledger
     assert [str(p) for p in report.problems] == [
         f"job '?': anchor link {head.seq} is not the published head: history up to it was rewritten"
     ]
+
+
+def test_the_async_ledger_publishes_and_checks_the_same_head(sealed: Ledger) -> None:
+    url = sealed.engine.url.render_as_string(hide_password=False)
+
+    async def check() -> tuple[Head | None, VerifyReport, VerifyReport]:
+        async with AsyncLedger(url) as ledger:
+            head = await ledger.head()
+            assert head is not None
+            return (
+                head,
+                await ledger.verify(head=str(head)),
+                await ledger.verify(head=Head(99, "a" * 64)),
+            )
+
+    head, good, beyond = asyncio.run(check())
+    assert head == sealed.head()
+    assert good.ok, good.problems
+    assert not beyond.ok
 
 
 def test_a_head_beyond_the_anchor_is_reported(sealed: Ledger) -> None:

@@ -45,8 +45,8 @@ def test_serves_logs_hostile_paths_safely_and_stops_on_sigterm(tmp_path: Path) -
     finally:
         server.send_signal(signal.SIGTERM)
         _, stderr = server.communicate(timeout=20)
-    # uvicorn shuts down gracefully, then re-raises the signal so the exit status tells it.
-    assert server.returncode in (0, -signal.SIGTERM), stderr
+    # A graceful shutdown, then status 0 (uvicorn re-raises SIGTERM; serve absorbs it).
+    assert server.returncode == 0, stderr
     assert "Application shutdown complete" in stderr
     assert "GET /jobs/job-1" in stderr
     assert "\x1b" not in stderr
