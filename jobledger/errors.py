@@ -206,3 +206,10 @@ class RedeliveryFailed(LedgerError):
 
 class InvalidHead(LedgerError, ValueError):
     """A published anchor head that is not ``SEQ:DIGEST`` (a positive integer, 64 hex digits)."""
+
+
+class ArchiveError(LedgerError):
+    """Archival cannot start or go on: a bad cutoff, an unwritable file, another archive's file.
+
+    Raised before anything is deleted, or (resuming) before the next batch is.
+    """

@@ -156,6 +156,39 @@ anchor = Table(
     UniqueConstraint("position"),
 )
 
+#: Archives (jobledger.archive): one row per archive file of finished jobs moved out of the
+#: database. The row is chained to the one before by ``digest`` (over every column but the
+#: counters of what was deleted so far and ``finished_at``, which move while it runs).
+archives = Table(
+    "jobledger_archives",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("path", Text, nullable=False),
+    Column("cutoff", UtcDateTime, nullable=False),
+    Column("jobs", BigInteger, nullable=False),
+    Column("events", BigInteger, nullable=False),
+    Column("first_seq", BigInteger, nullable=True),
+    Column("last_seq", BigInteger, nullable=True),
+    Column("final_digest", String(64), nullable=False),
+    Column("file_sha256", String(64), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("prev_digest", String(64), nullable=False),
+    Column("digest", String(64), nullable=False),
+    Column("deleted_jobs", BigInteger, nullable=False),
+    Column("deleted_events", BigInteger, nullable=False),
+    Column("finished_at", UtcDateTime, nullable=True),
+)
+
+#: Where archival cut links out of the anchor: for each remaining link whose predecessor
+#: is gone, that predecessor's digest, so the remaining link's digest still recomputes.
+anchor_bridges = Table(
+    "jobledger_anchor_bridges",
+    metadata,
+    Column("seq", Position, primary_key=True, autoincrement=False),
+    Column("prev_digest", String(64), nullable=False),
+    Column("archive_id", Integer, nullable=False),
+)
+
 #: The projection's columns, in table order; ``JobStatus`` has these fields, in this order.
 STATUS_FIELDS: tuple[str, ...] = tuple(c.name for c in jobs.columns)
 

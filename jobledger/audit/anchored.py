@@ -12,7 +12,11 @@ at its position (the events' primary key), in verify's snapshot, and checks:
 * no position is sealed twice;
 * the last link seals the position the sealer's checkpoint names: links cut off
   the end of the anchor are missed otherwise;
-* every event the sealer has passed is sealed. The events after its checkpoint
+* every event the sealer has passed is sealed;
+* where archival removed links (:mod:`jobledger.archive`), the link after each
+  gap has a bridge holding its predecessor's digest, the digests recompute
+  across it, and the links missing add up to the events the archive records
+  say were deleted (:mod:`jobledger.audit.archived`). The events after its checkpoint
   are the *unsealed tail*: counted, not a problem. Counting costs one indexed
   count of that tail; the events are named only when some are missing.
 
@@ -45,6 +49,7 @@ from ..database import translated_errors
 from ..encoding import canonical_string
 from ..schema import TransactionId, anchor, checkpoints, events
 from . import session
+from .archived import Archived
 from .verification import MAX_PROBLEMS, VerifyReport
 
 
@@ -53,7 +58,9 @@ def check_anchor(conn: Connection, report: VerifyReport, head: Head | None = Non
     checkpoint = conn.execute(
         select(checkpoints.c.position, checkpoints.c.tx_id).where(checkpoints.c.name == NAME)
     ).first()
-    sealed, last = _check_links(conn, report, head)
+    archived = Archived.read(conn, report)
+    sealed, last = _check_links(conn, report, head, archived)
+    archived.finish(report)
     report.head = last
     if checkpoint is None:
         report.unsealed = report.events  # nothing was ever sealed
@@ -75,10 +82,11 @@ def check_anchor(conn: Connection, report: VerifyReport, head: Head | None = Non
 
 
 def _check_links(
-    conn: Connection, report: VerifyReport, head: Head | None
+    conn: Connection, report: VerifyReport, head: Head | None, archived: Archived
 ) -> tuple[int, Head | None]:
     """Stream the links; how many sealed events exist as sealed, and the last link."""
     add = report.add
+    bridges = archived.bridges
     # One bit per position, to find a position sealed twice: a link only gets here if an
     # event is at its position, so no position exceeds the largest event's.
     largest = conn.execute(select(func.max(events.c.position))).scalar() or 0
@@ -97,6 +105,9 @@ def _check_links(
         event_hash,
     ) in session.bulk_for(conn).links():
         links += 1
+        if seq > expected and seq in bridges:  # archival removed links expected .. seq - 1
+            archived.missing += seq - expected
+            previous, expected = bridges.pop(seq), seq
         if (
             seq == expected
             and event_job == job_id
@@ -128,7 +139,9 @@ def _check_links(
             head_digest = digest
     report.sealed = links
     last = Head(last_seq, previous) if last_seq else None
-    if head is not None:
+    if head is not None and not (
+        head_digest is None and archived.report_archived_head(report, head)
+    ):
         _check_head(report, head, head_digest, last)
     return matched, last
 
@@ -173,10 +186,15 @@ def _position_of(conn: Connection, seq: int) -> int | None:
 
 def _past(checkpoint: Any) -> Any:
     """Events after the sealer's checkpoint, in catch-up's order (the writer's id first)."""
+    return past_checkpoint(checkpoint, events)
+
+
+def past_checkpoint(checkpoint: Any, table: Any) -> Any:
+    """Rows of ``table`` (the events, or an alias) after a catch-up checkpoint."""
     if checkpoint.tx_id is None:  # one writer at a time: position order is commit order
-        return events.c.position > checkpoint.position
+        return table.c.position > checkpoint.position
     after = cast(cast(literal(checkpoint.tx_id, BigInteger), Text), TransactionId)
-    return tuple_(events.c.tx_id, events.c.position) > tuple_(after, literal(checkpoint.position))
+    return tuple_(table.c.tx_id, table.c.position) > tuple_(after, literal(checkpoint.position))
 
 
 def _count_past(conn: Connection, checkpoint: Any) -> int:

@@ -13,6 +13,11 @@ against its own line, and links are matched to their neighbours as they come
 neighbour are kept): a missing link is a gap, and a published head names one
 link that must be there with its digest. Lines without ``anchor`` are events
 not sealed when the export ran; older exports have none and still verify.
+
+An archive file (:mod:`jobledger.archive`) is an export of whole jobs with a
+header line first, ``{"archive": {"cutoff", "events", "format", "jobs"}}``:
+every job must start at version 1, the counts must match, and its links are a
+sparse part of the anchor, so gaps between them are not problems.
 """
 
 from __future__ import annotations
@@ -101,9 +106,15 @@ def verify_export(lines: Iterable[str | bytes], head: Head | None = None) -> Ver
     #: job -> (the version its next line must have, the hash it must chain from)
     expected: dict[str, tuple[int, str]] = {}
     last_position = 0
+    archive: dict[str, Any] | None = None
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
+        if number == 1:
+            archive = _archive_header(line)
+            if archive is not None:
+                links.sparse = True
+                continue
         record = _parse_line(line, number, report)
         if record is None:
             continue
@@ -127,7 +138,8 @@ def verify_export(lines: Iterable[str | bytes], head: Head | None = None) -> Ver
         if recomputed != record["hash"]:
             report.add(job_id, version, BAD_HASH)
         # A job first seen past version 1 continues an earlier export: nothing to link to.
-        link = expected.get(job_id) or ((1, GENESIS) if version == 1 else None)
+        first = version == 1 or archive is not None  # an archive holds whole histories
+        link = expected.get(job_id) or ((1, GENESIS) if first else None)
         if link is not None and (version, record["prev_hash"]) != link:
             report.add(job_id, version, broken_link(*link, version, record["prev_hash"]))
         expected[job_id] = (version + 1, record["hash"])
@@ -138,7 +150,34 @@ def verify_export(lines: Iterable[str | bytes], head: Head | None = None) -> Ver
             links.add(link, record)
     report.jobs = len(expected)
     links.finish(head)
+    if archive is not None and (archive["jobs"], archive["events"]) != (report.jobs, report.events):
+        report.add(
+            "?",
+            None,
+            f"the archive's header promises {archive['jobs']} jobs and {archive['events']} "
+            f"events; the file holds {report.jobs} and {report.events}",
+        )
     return report
+
+
+#: The ``format`` of an archive's header line.
+ARCHIVE_FORMAT = "jobledger-archive/1"
+
+
+def _archive_header(line: str | bytes) -> dict[str, Any] | None:
+    """The header of an archive file, if ``line`` is one."""
+    try:
+        record = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(record, dict) or set(record) != {"archive"}:
+        return None
+    header = record["archive"]
+    if not isinstance(header, dict) or header.get("format") != ARCHIVE_FORMAT:
+        return None
+    if not (_is_int(header.get("jobs")) and _is_int(header.get("events"))):
+        return None
+    return header
 
 
 def _parse_line(line: str | bytes, number: int, report: VerifyReport) -> dict[str, Any] | None:
@@ -216,6 +255,7 @@ class _Links:
         self.seen: dict[int, str] = {}  # head.seq -> its digest, once seen
         self.highest = 0
         self.head_seq = None if head is None else head.seq
+        self.sparse = False  # an archive's links: gaps between them are expected
 
     def add(self, link: dict[str, Any], record: dict[str, Any]) -> None:
         report = self.report
@@ -254,6 +294,9 @@ class _Links:
     def finish(self, head: Head | None) -> None:
         """Report the gaps, and check ``head``; ``report.head`` is the last link."""
         report = self.report
+        if self.sparse:
+            self._finish_sparse(head)
+            return
         for seq, (_, job_id, version) in sorted(self.prevs.items()):
             report.add(job_id, version, f"anchor link {seq - 1} is missing (link {seq} follows it)")
         last = self.digests.pop(self.highest, None)
@@ -274,6 +317,20 @@ class _Links:
                 "?", None, f"the published head's link {head.seq} is gone (the export {ends})"
             )
         elif self.seen.get(head.seq) != head.digest:
+            report.add(
+                "?",
+                None,
+                f"anchor link {head.seq} is not the published head: history up to it was rewritten",
+            )
+
+    def _finish_sparse(self, head: Head | None) -> None:
+        """An archive's end: no gaps to report; a head must be among its links."""
+        report = self.report
+        if head is None:
+            return
+        if head.seq not in self.seen:
+            report.add("?", None, f"the published head's link {head.seq} is not in this archive")
+        elif self.seen[head.seq] != head.digest:
             report.add(
                 "?",
                 None,

@@ -51,7 +51,8 @@ class VerifyReport:
     """What :func:`verify` found. ``problems`` holds the first :data:`MAX_PROBLEMS`.
 
     ``sealed`` counts the anchor's links, ``unsealed`` the events not sealed yet (the
-    tail after the sealer's checkpoint), ``head`` is the anchor's last link.
+    tail after the sealer's checkpoint), ``head`` is the anchor's last link, ``archived``
+    the events archival removed (:mod:`jobledger.archive`).
     """
 
     jobs: int = 0
@@ -62,6 +63,7 @@ class VerifyReport:
     sealed: int = 0
     unsealed: int = 0
     head: Head | None = None
+    archived: int = 0
 
     @property
     def ok(self) -> bool:

@@ -2,7 +2,7 @@
 
 One module per concern: ``settings`` (what the group's options set), ``params``
 (option types), ``output`` (tables, JSON, reports, progress) and the commands by
-what they do (``query``, ``operate``, ``recover``, ``audit``, ``anchor``, ``db``,
+what they do (``query``, ``operate``, ``recover``, ``audit``, ``anchor``, ``archive``, ``db``,
 ``demo``, ``web``).
 
 Commands import what they use (the ledger, Alembic, Rich, redis-py) in their own
@@ -19,7 +19,7 @@ import click
 from .. import terminal
 from ..database import DEFAULT_URL
 from ..errors import LedgerError
-from . import anchor, audit, db, demo, operate, query, recover, web
+from . import anchor, archive, audit, db, demo, operate, query, recover, web
 from .params import PerQueue, Seconds
 from .settings import Settings
 
@@ -67,6 +67,8 @@ for _command in (
     audit.verify_export,
     anchor.seal,
     anchor.head,
+    archive.archive,
+    archive.archives,
     web.web,
 ):
     cli.add_command(_command)

@@ -7,10 +7,11 @@ cleanly (``signals.sigterm_exits``) and progress goes to stderr.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import io
 import os
 import sys
-from typing import Any, BinaryIO
+from typing import Any
 
 import click
 
@@ -85,8 +86,14 @@ def export(settings: Settings, since: int | None) -> None:
 @click.argument("path", type=click.File("rb"))  # bytes: a line that is not UTF-8 is a problem
 @click.option("--json", "as_json", is_flag=True, help="The report as one JSON object.")
 @_head_option
-def verify_export(path: BinaryIO, as_json: bool, head: Any) -> None:
-    """Check an exported file (hashes, chains, anchor) without any database; exit 1 on problems."""
+def verify_export(path: Any, as_json: bool, head: Any) -> None:
+    """Check an exported or archive file (hashes, chains, anchor) without any database.
+
+    Exit 1 on problems. A gzip file (an archive) is read decompressed.
+    """
     from .. import audit  # noqa: PLC0415
 
-    output.report(audit.verify_export(path, head=head), as_json, "verify-export")
+    lines: Any = path
+    if path.peek(2)[:2] == b"\x1f\x8b":  # gzip's magic: an archive (jobledger archive)
+        lines = gzip.GzipFile(fileobj=path, mode="rb")
+    output.report(audit.verify_export(lines, head=head), as_json, "verify-export")

@@ -82,15 +82,15 @@ def payload(text: str) -> Any:
     raise click.BadParameter(reason, param_hint="--data")
 
 
-def instant(value: str | None) -> datetime | None:
-    """An ISO-8601 instant (``Z`` or an offset; UTC if neither) for ``--at``."""
+def instant(value: str | None, option: str = "--at") -> datetime | None:
+    """An ISO-8601 instant (``Z`` or an offset; UTC if neither) for ``--at`` (or ``option``)."""
     if value is None:
         return None
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
         raise click.BadParameter(
-            f"{value!r} is not an ISO-8601 time (e.g. 2026-11-26T12:00:00Z)", param_hint="--at"
+            f"{value!r} is not an ISO-8601 time (e.g. 2026-11-26T12:00:00Z)", param_hint=option
         ) from None
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
 

@@ -19,6 +19,8 @@ from jobledger.cli import cli, main
 
 #: The CLI's whole surface: a command added or removed should be a decision.
 COMMANDS = {
+    ("archive",),
+    ("archives",),
     ("cancel",),
     ("db",),
     ("db", "current"),

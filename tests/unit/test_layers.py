@@ -53,6 +53,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "stats",
             "redelivery",
             "sealer",
+            "archive",
             "aio",
         },
     ),
