@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -162,5 +163,12 @@ def canonical_time(moment: datetime) -> str:
         raise ValueError("timestamps must be timezone-aware")
     if moment.tzinfo is not timezone.utc:
         moment = moment.astimezone(timezone.utc)
-    # isoformat is several times faster than strftime; in UTC it ends in "+00:00".
-    return moment.isoformat(timespec="microseconds")[:-6] + "Z"
+    # Formatting the fields with % is several times faster than strftime, and than
+    # isoformat, whose time zone handling costs more than the digits.
+    return _CANONICAL_TIME % _time_fields(moment)
+
+
+_CANONICAL_TIME = "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ"
+_time_fields = operator.attrgetter(
+    "year", "month", "day", "hour", "minute", "second", "microsecond"
+)

@@ -126,6 +126,10 @@ def _result_processor(type_: Any, dialect: Dialect) -> Callable[[Any], Any] | No
 # One-step versions of UtcDateTime's processors (SQLAlchemy's own are a chain of
 # three calls); used only if they give exactly SQLAlchemy's results on the probes.
 _UTC = timezone.utc
+# Formatting the fields with ``%`` takes a third of ``replace(tzinfo=None).isoformat()``'s
+# time (``replace`` alone costs more than the formatting); the probes check the output.
+_STORED_TEXT = "%04d-%02d-%02d %02d:%02d:%02d.%06d"
+_fields = operator.attrgetter("year", "month", "day", "hour", "minute", "second", "microsecond")
 
 
 def _stores_text(dialect: Dialect) -> bool:
@@ -143,7 +147,7 @@ def _fast_datetime_bind(dialect: Dialect) -> Callable[[Any], Any]:
             raise ValueError("jobledger stores only timezone-aware datetimes")
         value = value.astimezone(_UTC)
         if as_text:  # SQLAlchemy's SQLite storage format, microseconds always written
-            return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+            return _STORED_TEXT % _fields(value)
         return value
 
     return bind
@@ -156,7 +160,10 @@ def _fast_datetime_result(dialect: Dialect) -> Callable[[Any], Any]:
         if value is None:
             return None
         if from_text:
-            value = datetime.fromisoformat(value)
+            try:  # stored in UTC without an offset: one parse, no replace()
+                return datetime.fromisoformat(value + "+00:00")
+            except (TypeError, ValueError):  # not the stored format: the general path
+                value = datetime.fromisoformat(value)
         if value.tzinfo is None:
             return value.replace(tzinfo=_UTC)  # type: ignore[no-any-return]
         return value.astimezone(_UTC)  # type: ignore[no-any-return]

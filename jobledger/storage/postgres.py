@@ -18,6 +18,7 @@ COPY (:mod:`jobledger.audit.postgres`).
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
@@ -130,6 +131,7 @@ class PostgresCommands(CommandStatements):
     """One-statement writes, and the COPY streams of a batch."""
 
     def __init__(self, backend: Backend, dialect: Dialect) -> None:
+        dialect = positional(dialect)
         source = write_layout()
         moved = guarded_update().returning(jobs.c.job_id)
         self.load = DriverStatement(load_statement(backend.clock()), dialect, ("job_id",))
@@ -194,6 +196,20 @@ class PostgresCommands(CommandStatements):
                 ([*self.events_rows.row(event_row(event)), tx_id] for event, _ in pairs),
             ),
         )
+
+
+def positional(dialect: Dialect) -> Dialect:
+    """``dialect``, compiling ``%s`` placeholders where it would compile ``%(name)s``.
+
+    The driver then takes a command's values as the list they already are: named
+    placeholders cost a dict per statement, which psycopg turns back into a list
+    (the same SQL otherwise; why: ``benchmarks/README.md``, issue 13).
+    """
+    if dialect.paramstyle != "pyformat":
+        return dialect
+    copied = copy.copy(dialect)
+    copied.paramstyle, copied.positional = "format", True
+    return copied
 
 
 def _status_binds() -> dict[str, Any]:
