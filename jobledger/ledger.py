@@ -448,6 +448,10 @@ class Ledger:
         """Every process that holds a claim now."""
         return self._store.claim_holders()
 
+    def claims_per_holder(self) -> dict[str, int]:
+        """How many jobs each process that holds a claim now holds."""
+        return self._store.claims_per_holder()
+
     def claims_held_by(self, holders: Collection[str]) -> list[HeldClaim]:
         """The claimed jobs of ``holders``, each with the database clock's ``now``."""
         return self._store.claims_held_by(holders)

@@ -87,6 +87,15 @@ class Reads:
         )
         return {row.claimed_by for row in self._all(query)}
 
+    def claims_per_holder(self) -> dict[str, int]:
+        """How many jobs each holder has claimed, from the partial holder index alone."""
+        query = (
+            select(jobs.c.claimed_by, func.count())
+            .where(jobs.c.claimed_by.is_not(None))
+            .group_by(jobs.c.claimed_by)
+        )
+        return dict(self._all(query))
+
     def claims_held_by(self, holders: Collection[str]) -> list[HeldClaim]:
         """The claimed jobs of ``holders`` (one IN list: the caller bounds it)."""
         query = select(

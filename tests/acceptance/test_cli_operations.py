@@ -50,6 +50,25 @@ def test_processes_lists_live_workers_and_their_jobs(url: str) -> None:
             assert worker.identity in run_cli("--database-url", url, "processes").stdout
 
 
+def test_processes_counts_the_claims_of_dead_holders_without_listing_them(url: str) -> None:
+    dead_one, dead_two = new_identity(host="gone"), new_identity(host="gone")
+    with Ledger(url) as ledger:
+        ledger.enqueue_many(["mine", "lost-1", "lost-2", "lost-3", "waiting"])
+        ledger.claim("lost-1", dead_one)
+        ledger.claim("lost-2", dead_one)
+        ledger.claim("lost-3", dead_two)
+        assert ledger.claims_per_holder() == {dead_one: 2, dead_two: 1}
+        with Worker(ledger, SqlLiveness(ledger, ttl=30)) as worker:
+            worker.claim("mine")
+            assert ledger.claims_per_holder() == {dead_one: 2, dead_two: 1, worker.identity: 1}
+            listed = run_cli("--database-url", url, "processes", "--json")
+            (process,) = [json.loads(line) for line in listed.stdout.splitlines()]
+            assert (process["identity"], process["held"]) == (worker.identity, ["mine"])
+            table = run_cli("--database-url", url, "processes").stdout
+    assert "3 claimed jobs are held by 2 processes that are not alive" in table
+    assert "lost-" not in table
+
+
 def test_recover_once_abandons_the_dead_and_reports(url: str) -> None:
     with Ledger(url) as ledger:
         ledger.enqueue("orphan")
