@@ -155,7 +155,11 @@ def processes(settings: Settings, as_json: bool) -> None:
     orphaned = set(counts) - {p.identity for p in live}
     if orphaned:
         count = sum(counts[h] for h in orphaned)
-        click.echo(f"{count} claimed jobs are held by {len(orphaned)} processes that are not alive")
+        jobs_are = "1 claimed job is" if count == 1 else f"{count} claimed jobs are"
+        holders = "1 process" if len(orphaned) == 1 else f"{len(orphaned)} processes"
+        click.echo(
+            f"{jobs_are} held by {holders} that {'is' if len(orphaned) == 1 else 'are'} not alive"
+        )
 
 
 def _held_jobs(ledger: Ledger, holders: list[str]) -> dict[str, list[str]]:
