@@ -175,20 +175,27 @@ def test_four_processes_of_two_hundred_coroutines_claim_each_job_once(postgres_u
 
     from tests.conftest import truncate_all
 
-    truncate_all(postgres_url)
-    with Ledger(postgres_url) as ledger:
-        ledger.enqueue_many(JOBS)
     context = multiprocessing.get_context("spawn")
-    ready = context.Manager().Barrier(4)
-    with context.Pool(4) as pool:
-        results = pool.starmap(
-            _race_in_a_process, [(postgres_url, seed, ready) for seed in range(4)]
-        )
-    wins = Counter(job_id for outcomes in results for job_id in outcomes if job_id is not None)
-    assert wins == dict.fromkeys(JOBS, 1)
-    assert sum(1 for outcomes in results if any(outcomes)) > 1  # the race was real
-    with Ledger(postgres_url) as ledger:
-        assert ledger.verify().ok
+    winners = 0
+    # On 2 CPUs one process can claim all 50 jobs before the others are scheduled: each
+    # round must be correct, and in at least one of them the processes really raced.
+    for _ in range(3):
+        truncate_all(postgres_url)
+        with Ledger(postgres_url) as ledger:
+            ledger.enqueue_many(JOBS)
+        ready = context.Manager().Barrier(4)
+        with context.Pool(4) as pool:
+            results = pool.starmap(
+                _race_in_a_process, [(postgres_url, seed, ready) for seed in range(4)]
+            )
+        outcomes = [job_id for won in results for job_id in won if job_id is not None]
+        assert Counter(outcomes) == dict.fromkeys(JOBS, 1)
+        with Ledger(postgres_url) as ledger:
+            assert ledger.verify().ok
+        winners = sum(1 for won in results if any(won))
+        if winners > 1:
+            break
+    assert winners > 1  # the race was real
 
 
 # -- cancellation ---------------------------------------------------------------------------------
