@@ -30,6 +30,9 @@ class LoopThread:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
 
     def close(self) -> None:
+        # The default executor's threads (``asyncio.to_thread``) end with the loop's thread:
+        # a test that forks (the audit's workers) asserts that no other thread runs.
+        self.run(self.loop.shutdown_default_executor())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
         self.loop.close()

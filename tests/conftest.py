@@ -111,9 +111,10 @@ def ledger(database_url: str) -> Iterator[Ledger]:
         yield ledger
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def loop_thread() -> Iterator[LoopThread]:
-    """One event loop on a thread, shared by the tests that drive the async API."""
+    """One event loop on a thread, shared by a module's tests that drive the async API; gone
+    (with its executor's threads) after the module, so later modules may fork safely."""
     loops = LoopThread()
     yield loops
     loops.close()

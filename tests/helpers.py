@@ -22,10 +22,12 @@ from jobledger.identity import new_identity
 from jobledger.liveness import ProcessInfo
 from jobledger.projection import fold
 from jobledger.records import Event
-from jobledger.schema import events, jobs
+from jobledger.schema import anchor, events, jobs
+from jobledger.sealer import Sealer
 from jobledger.storage.rows import status_values
 
 if TYPE_CHECKING:
+    from jobledger import Ledger
     from jobledger.redelivery import Redeliverer
 
 #: The ``jobledger`` command of the environment running the tests.
@@ -105,6 +107,23 @@ def ledger_cli(url: str, *args: str, stdin: str | None = None) -> subprocess.Com
         timeout=120,
         check=False,
     )
+
+
+def count_rows(ledger: Ledger, table: Any) -> int:
+    with ledger.engine.connect() as conn:
+        count: int = conn.execute(select(func.count()).select_from(table)).scalar_one()
+    return count
+
+
+def seal_all(ledger: Ledger, sealer: Sealer | None = None, timeout: float = 60.0) -> Sealer:
+    """Seal until every event is sealed: on PostgreSQL, open transactions anywhere on the
+    server (another test's, in another database) hold the sealer's horizon back a while."""
+    sealer = sealer or Sealer(ledger)
+    deadline = time.monotonic() + timeout
+    while sealer.run_once() >= 0 and count_rows(ledger, anchor) < count_rows(ledger, events):
+        assert time.monotonic() < deadline, "the sealer did not catch up"
+        time.sleep(0.02)
+    return sealer
 
 
 def terminate_cleanly(process: subprocess.Popen[str]) -> str:

@@ -30,23 +30,25 @@ def assert_no_secret(*texts: str) -> None:
             assert word not in text, text
 
 
-def dead_database_urls() -> list[str]:
-    port = free_port()  # nothing listens there
-    return [
-        f"postgresql://u@127.0.0.1:{port}/x?password=Sup3rTopSecret",
-        f"postgresql://u@127.0.0.1:{port}/x?sslpassword=s3cret&password=Sup3r",
-        f"postgresql://u:Sup3r@TopSecret@127.0.0.1:{port}/x",
-        f"postgresql://u:Sup3r/TopSecret@127.0.0.1:{port}/x",
-    ]
+#: URLs of servers that do not exist, with secrets in every place a URL can carry one; the
+#: port is filled in when a test runs, so the test ids stay the same from run to run (the
+#: parallel runner collects the tests once per worker, and the lists must agree).
+DEAD_DATABASE_URLS = (
+    "postgresql://u@127.0.0.1:{port}/x?password=Sup3rTopSecret",
+    "postgresql://u@127.0.0.1:{port}/x?sslpassword=s3cret&password=Sup3r",
+    "postgresql://u:Sup3r@TopSecret@127.0.0.1:{port}/x",
+    "postgresql://u:Sup3r/TopSecret@127.0.0.1:{port}/x",
+)
+DEAD_REDIS_URLS = (
+    "redis://:Sup3r@TopSecret@127.0.0.1:{port}/15",
+    "redis://127.0.0.1:{port}/15?password=Sup3rTopSecret",
+    "redis://127.0.0.1:{port}/15?password=Sup3r@TopSecret",
+)
 
 
-def dead_redis_urls() -> list[str]:
-    port = free_port()
-    return [
-        f"redis://:Sup3r@TopSecret@127.0.0.1:{port}/15",
-        f"redis://127.0.0.1:{port}/15?password=Sup3rTopSecret",
-        f"redis://127.0.0.1:{port}/15?password=Sup3r@TopSecret",
-    ]
+def dead(template: str) -> str:
+    """``template`` at a port nothing listens on."""
+    return template.format(port=free_port())
 
 
 @pytest.fixture
@@ -56,16 +58,17 @@ def sqlite_url(tmp_path: Path, sqlite_template: Path) -> str:
     return f"sqlite:///{path}"
 
 
-@pytest.mark.parametrize("url", dead_database_urls())
-def test_database_error_lines_hide_the_password(url: str) -> None:
-    done = run_cli("--database-url", url, "jobs", timeout=30)
+@pytest.mark.parametrize("template", DEAD_DATABASE_URLS)
+def test_database_error_lines_hide_the_password(template: str) -> None:
+    done = run_cli("--database-url", dead(template), "jobs", timeout=30)
     assert done.returncode != 0
     assert done.stderr.startswith("error: "), done.stderr
     assert_no_secret(done.stdout, done.stderr)
 
 
-@pytest.mark.parametrize("url", dead_redis_urls())
-def test_redis_error_lines_hide_the_password(url: str, sqlite_url: str) -> None:
+@pytest.mark.parametrize("template", DEAD_REDIS_URLS)
+def test_redis_error_lines_hide_the_password(template: str, sqlite_url: str) -> None:
+    url = dead(template)
     done = run_cli("--database-url", sqlite_url, "--redis-url", url, "processes", timeout=30)
     assert done.returncode != 0
     assert "error: Redis at redis://" in done.stderr
@@ -104,7 +107,7 @@ def test_a_long_running_command_warns_of_a_password_on_its_command_line(
 
 
 def test_reprs_hide_passwords(sqlite_url: str) -> None:
-    for url in dead_database_urls():
+    for url in map(dead, DEAD_DATABASE_URLS):
         try:
             ledger = Ledger(url)  # no connection is made until the first command
         except ConfigurationError as exc:  # the unencoded "@": refused, and said so
@@ -113,14 +116,15 @@ def test_reprs_hide_passwords(sqlite_url: str) -> None:
             continue
         assert_no_secret(repr(ledger), repr(SqlLiveness(ledger)))
         ledger.close()
-    for url in dead_redis_urls():
+    for url in map(dead, DEAD_REDIS_URLS):
         liveness = RedisLiveness(url)
         assert_no_secret(repr(liveness))
         liveness.close()
 
 
-@pytest.mark.parametrize("url", dead_redis_urls())
-def test_projector_logs_hide_the_password(url: str, sqlite_url: str) -> None:
+@pytest.mark.parametrize("template", DEAD_REDIS_URLS)
+def test_projector_logs_hide_the_password(template: str, sqlite_url: str) -> None:
+    url = dead(template)
     process = subprocess.Popen(
         [JOBLEDGER, "--database-url", sqlite_url, "--redis-url", url, "recover"],
         stdout=subprocess.PIPE,

@@ -28,7 +28,7 @@ from jobledger.database import engine_for
 from jobledger.schema import archives, events
 from jobledger.sealer import Sealer
 from jobledger.testing import scratch_database
-from tests.helpers import JOBLEDGER
+from tests.helpers import JOBLEDGER, seal_all
 
 #: Events of the generated ledger (dated from 2026-01-01, one minute apart per job).
 EVENTS = 10_000
@@ -56,7 +56,7 @@ def _filled(url: str) -> str:
     populate([engine], EVENTS)
     engine.dispose()
     with Ledger(url) as ledger:
-        Sealer(ledger, batch_size=10_000).run_once()
+        seal_all(ledger, Sealer(ledger, batch_size=10_000))
     return url
 
 

@@ -28,7 +28,7 @@ from jobledger.errors import InvalidHead
 from jobledger.identity import new_identity
 from jobledger.schema import anchor, checkpoints, events, jobs
 from jobledger.sealer import Anchor, Sealer
-from tests.helpers import append_in
+from tests.helpers import append_in, seal_all
 
 A = new_identity()
 
@@ -44,23 +44,6 @@ def _populate(ledger: Ledger) -> None:
     ledger.enqueue("last")
 
 
-def _count(ledger: Ledger, table: Any) -> int:
-    with ledger.engine.connect() as conn:
-        count: int = conn.execute(select(func.count()).select_from(table)).scalar_one()
-    return count
-
-
-def _seal_all(ledger: Ledger, sealer: Sealer | None = None, timeout: float = 30.0) -> Sealer:
-    """Seal until every event is sealed (on PostgreSQL, other sessions' open
-    transactions anywhere on the server hold the horizon back for a while)."""
-    sealer = sealer or Sealer(ledger)
-    deadline = time.monotonic() + timeout
-    while sealer.run_once() >= 0 and _count(ledger, anchor) < _count(ledger, events):
-        assert time.monotonic() < deadline, "the sealer did not catch up"
-        time.sleep(0.02)
-    return sealer
-
-
 def _sql(ledger: Ledger, *statements: Any) -> None:
     with ledger.engine.begin() as conn:
         for statement in statements:
@@ -74,7 +57,7 @@ def _anchor_problems(report: VerifyReport) -> list[str]:
 @pytest.fixture
 def sealed(ledger: Ledger) -> Ledger:
     _populate(ledger)
-    _seal_all(ledger)
+    seal_all(ledger)
     return ledger
 
 
@@ -94,7 +77,7 @@ def test_an_unsealed_tail_is_counted_not_a_problem(sealed: Ledger) -> None:
     report = sealed.verify()
     assert report.ok, report.problems
     assert (report.sealed, report.unsealed) == (8, 2)
-    _seal_all(sealed)
+    seal_all(sealed)
     assert sealed.verify().unsealed == 0
 
 
@@ -219,14 +202,14 @@ def test_a_missing_link_in_the_middle_is_detected(sealed: Ledger) -> None:
 def _reseal_from_scratch(ledger: Ledger) -> None:
     """What an attacker with write access does to hide a rewrite: seal it all again."""
     CatchUp(ledger, Anchor()).reset()
-    _seal_all(ledger)
+    seal_all(ledger)
 
 
 def test_a_published_head_catches_a_rewrite_resealed_from_scratch(sealed: Ledger) -> None:
     head = sealed.verify().head
     assert head is not None
     sealed.enqueue("after")
-    _seal_all(sealed)
+    seal_all(sealed)
     assert sealed.verify(head=head).ok  # history grew past the head: fine
     _delete_job(sealed)
     sealed.enqueue("cover-1")  # as many events as were deleted, so link 8 exists again
@@ -298,7 +281,7 @@ def test_two_sealers_at_once_seal_each_event_once(ledger: Ledger) -> None:
         for thread in threads:
             thread.join()
     assert errors == []
-    _seal_all(ledger)
+    seal_all(ledger)
     report = ledger.verify()
     assert report.ok, report.problems
     assert report.sealed == report.events == 150
@@ -314,7 +297,7 @@ def test_commit_order_not_position_order_is_sealed(ledger: Ledger) -> None:
         ledger.enqueue("early")  # ... a younger one takes the lower position
         append_in(slow, "late")
         transaction.commit()
-    _seal_all(ledger)
+    seal_all(ledger)
     with ledger.engine.connect() as conn:
         sealed = conn.execute(select(anchor.c.job_id).order_by(anchor.c.seq)).scalars().all()
         by_position = conn.execute(select(events.c.job_id).order_by(events.c.position)).scalars()
@@ -417,7 +400,7 @@ def test_old_exports_and_since_exports_verify_without_links(sealed: Ledger) -> N
 def test_hostile_job_ids_seal_and_verify(ledger: Ledger) -> None:
     for job_id in ("back\\slash", "\\N", "ünï", "日本", 'quoted"', "sp ace"):
         ledger.enqueue(job_id)
-    _seal_all(ledger)
+    seal_all(ledger)
     report = ledger.verify()
     assert report.ok, report.problems
     assert report.sealed == 6

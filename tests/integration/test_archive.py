@@ -28,23 +28,9 @@ from jobledger.identity import new_identity
 from jobledger.schema import anchor, anchor_bridges, archives, events, jobs
 from jobledger.sealer import Sealer
 from jobledger.stats import QueueStat, QueueStats
+from tests.helpers import count_rows, seal_all
 
 A = new_identity()
-
-
-def _count(ledger: Ledger, table: Any) -> int:
-    with ledger.engine.connect() as conn:
-        count: int = conn.execute(select(func.count()).select_from(table)).scalar_one()
-    return count
-
-
-def _seal_all(ledger: Ledger, timeout: float = 30.0) -> None:
-    """Seal every event (other sessions' transactions on PostgreSQL may hold it back a while)."""
-    sealer = Sealer(ledger)
-    deadline = time.monotonic() + timeout
-    while sealer.run_once() >= 0 and _count(ledger, anchor) < _count(ledger, events):
-        assert time.monotonic() < deadline, "the sealer did not catch up"
-        time.sleep(0.02)
 
 
 def _stats(ledger: Ledger) -> CatchUp:
@@ -101,7 +87,7 @@ def _now(ledger: Ledger) -> datetime:
 @pytest.fixture
 def busy(ledger: Ledger) -> Ledger:
     _populate(ledger)
-    _seal_all(ledger)
+    seal_all(ledger)
     _stats(ledger)
     return ledger
 
@@ -118,7 +104,7 @@ def _archive(ledger: Ledger, path: Path, **options: Any) -> ArchiveResult:
 
 def test_archival_moves_finished_jobs_out_and_verify_stays_ok(busy: Ledger, tmp_path: Path) -> None:
     before = {e.job_id: busy.history(e.job_id) for e in _all_events(busy)}
-    total = _count(busy, events)
+    total = count_rows(busy, events)
     result = _archive(busy, tmp_path / "a.jsonl.gz", batch_size=5)
     record = result.record
     assert record is not None
@@ -132,7 +118,7 @@ def test_archival_moves_finished_jobs_out_and_verify_stays_ok(busy: Ledger, tmp_
     left = {e.job_id for e in _all_events(busy)}
     assert left == set(before) - set(archived)
     assert all(busy.history(j) == before[j] for j in left)
-    assert _count(busy, events) == total - record.events
+    assert count_rows(busy, events) == total - record.events
     report = busy.verify()
     assert report.ok, report.problems
     assert report.archived == record.events
@@ -233,7 +219,7 @@ def test_a_second_archive_merges_gaps_and_verify_stays_ok(busy: Ledger, tmp_path
         claim = busy.claim(f"open-{n:02d}", A)
         busy.complete(claim)
     _populate(busy, prefix="b-")
-    _seal_all(busy)
+    seal_all(busy)
     _stats(busy)
     second = _archive(busy, tmp_path / "2.jsonl.gz", batch_size=7).record
     assert first is not None
@@ -251,7 +237,7 @@ def test_a_job_deleted_without_a_record_is_still_detected(busy: Ledger, tmp_path
     _archive(busy, tmp_path / "a.jsonl.gz")
     _finish(busy, "victim")
     busy.enqueue("after-victim")
-    _seal_all(busy)
+    seal_all(busy)
     _delete_whole_job(busy, "victim")
     problems = [str(p) for p in busy.verify().problems]
     assert any("missing before link" in p for p in problems), problems
@@ -271,7 +257,7 @@ def test_a_deleted_job_with_a_forged_bridge_but_no_record_is_detected(
     _archive(busy, tmp_path / "a.jsonl.gz")
     _finish(busy, "victim")
     busy.enqueue("after-victim")
-    _seal_all(busy)
+    seal_all(busy)
     with busy.engine.connect() as conn:
         links = conn.execute(
             select(anchor.c.seq, anchor.c.digest).where(anchor.c.job_id == "victim")
@@ -327,11 +313,11 @@ def test_a_published_head_that_was_archived_is_named_not_passed(
     ledger: Ledger, tmp_path: Path
 ) -> None:
     _finish(ledger, "early")
-    _seal_all(ledger)
+    seal_all(ledger)
     head = ledger.head()
     assert head is not None
     _populate(ledger)
-    _seal_all(ledger)
+    seal_all(ledger)
     _stats(ledger)
     _archive(ledger, tmp_path / "a.jsonl.gz")
     problems = [str(p) for p in ledger.verify(head=head).problems]
@@ -350,7 +336,7 @@ def test_a_published_head_that_was_archived_is_named_not_passed(
 def test_unsealed_and_undelivered_jobs_wait(ledger: Ledger, tmp_path: Path) -> None:
     _finish(ledger, "sealed")
     ledger.enqueue("last")
-    _seal_all(ledger)
+    seal_all(ledger)
     _finish(ledger, "not-sealed-yet")
     ledger.enqueue("later")
     result = _archive(ledger, tmp_path / "a.jsonl.gz")
@@ -359,7 +345,7 @@ def test_unsealed_and_undelivered_jobs_wait(ledger: Ledger, tmp_path: Path) -> N
     assert result.skipped == 1
     assert ledger.status("not-sealed-yet").state == "completed"
     # A projection that has not seen a job's events holds it back too.
-    _seal_all(ledger)
+    seal_all(ledger)
     CatchUp(ledger, QueueStats()).checkpoint()  # created at position 0: has seen nothing
     result = _archive(ledger, tmp_path / "b.jsonl.gz")
     assert result.record is None
@@ -371,7 +357,7 @@ def test_unsealed_and_undelivered_jobs_wait(ledger: Ledger, tmp_path: Path) -> N
 def test_the_job_holding_the_last_link_is_never_archived(ledger: Ledger, tmp_path: Path) -> None:
     _finish(ledger, "first")
     _finish(ledger, "holder")
-    _seal_all(ledger)
+    seal_all(ledger)
     result = _archive(ledger, tmp_path / "a.jsonl.gz")
     assert result.record is not None
     assert result.record.jobs == 1
@@ -380,12 +366,12 @@ def test_the_job_holding_the_last_link_is_never_archived(ledger: Ledger, tmp_pat
     assert ledger.verify().ok
     Sealer(ledger).run_once()  # the sealer still chains on from the last link
     ledger.enqueue("next")
-    _seal_all(ledger)
+    seal_all(ledger)
     assert ledger.verify().ok
 
 
 def test_bad_requests_are_refused_and_delete_nothing(busy: Ledger, tmp_path: Path) -> None:
-    total = _count(busy, events)
+    total = count_rows(busy, events)
     future = datetime.now(timezone.utc) + timedelta(hours=1)
     with pytest.raises(ArchiveError, match="in the future"):
         archive(busy, future, tmp_path / "a.jsonl.gz")
@@ -397,7 +383,7 @@ def test_bad_requests_are_refused_and_delete_nothing(busy: Ledger, tmp_path: Pat
     with pytest.raises(ArchiveError, match="exists and is no unfinished archive"):
         _archive(busy, tmp_path / "taken.jsonl.gz")
     assert (tmp_path / "taken.jsonl.gz").read_bytes() == b"someone's file"
-    assert _count(busy, events) == total
+    assert count_rows(busy, events) == total
     assert list_archives(busy) == []
     assert [name for name in os.listdir(tmp_path) if "jsonl" in name] == ["taken.jsonl.gz"]
 
@@ -421,7 +407,7 @@ def test_a_job_written_to_the_file_then_changed_stays_whole(
     claim = busy.claim("open-00", A)
     busy.complete(claim)
     busy.enqueue("last-2")
-    _seal_all(busy)
+    seal_all(busy)
     _stats(busy)
     publish = archival._publish
 
