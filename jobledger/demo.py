@@ -37,6 +37,8 @@ JOBS = 30
 WORKERS = 3
 TTL = 2.0
 JOB_SECONDS = (0.4, 0.8)
+#: How long the demo waits for a worker to hold a job it can kill.
+KILL_WITHIN = 20.0
 STYLE = {"abandoned": "bold red", "requeued": "yellow", "completed": "green", "rejected": "red"}
 
 
@@ -223,10 +225,15 @@ def _kill_one_mid_job(
     workers: dict[str, subprocess.Popen[str]],
     names: dict[str, str],
     console: Console,
-) -> str:
-    victim = next(iter(workers))
+) -> str | None:
+    """SIGKILL the first worker seen holding a job; ``None`` if none held one in time (on a
+    loaded machine a slow-starting worker may find every job taken, and finish idle)."""
     time.sleep(1.0)
-    while not any(True for _ in ledger.jobs(claimed_by=victim)):
+    deadline = time.monotonic() + KILL_WITHIN
+    while (victim := _holding_worker(ledger, workers)) is None:
+        if time.monotonic() > deadline:
+            console.print(f">>> no worker held a job within {KILL_WITHIN:.0f}s; none was killed")
+            return None
         time.sleep(0.05)
     held = [s.job_id for s in ledger.jobs(claimed_by=victim)]
     workers[victim].send_signal(signal.SIGKILL)
@@ -236,6 +243,13 @@ def _kill_one_mid_job(
         )
     )
     return victim
+
+
+def _holding_worker(ledger: Ledger, workers: dict[str, subprocess.Popen[str]]) -> str | None:
+    for identity, process in workers.items():
+        if process.poll() is None and any(True for _ in ledger.jobs(claimed_by=identity)):
+            return identity
+    return None
 
 
 def _wait_until_done(ledger: Ledger, timeout: float) -> None:
@@ -249,13 +263,14 @@ def _wait_until_done(ledger: Ledger, timeout: float) -> None:
 
 def _report(
     ledger: Ledger,
-    victim: str,
+    victim: str | None,
     names: dict[str, str],
     console: Console,
 ) -> int:
     recovered = sorted({e.job_id for e in ledger.events_after(0) if e.type == "abandoned"})
     if recovered:
-        console.rule(terminal.text(f"timeline of {recovered[0]}, orphaned by {names[victim]}"))
+        orphaned_by = names.get(victim or "", "a dead worker")
+        console.rule(terminal.text(f"timeline of {recovered[0]}, orphaned by {orphaned_by}"))
         history = ledger.history(recovered[0])
         start = history[0].recorded_at
         for event in history:

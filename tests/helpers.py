@@ -139,12 +139,15 @@ def marker_lines(marker: Path) -> list[str]:
     return marker.read_text().split() if marker.exists() else []
 
 
-def run_settled(redeliverer: Redeliverer, timeout: float = 15.0) -> None:
-    """Deliver until no committed event is held back. On PostgreSQL a transaction left open
-    anywhere on the (shared) server holds the catch-up horizon back for a while."""
+def run_settled(redeliverer: Redeliverer, timeout: float = 90.0) -> None:
+    """Deliver until no committed event is held back. On PostgreSQL a writing transaction
+    left open anywhere on the (shared) server holds the catch-up horizon back for a while:
+    another test's bulk load in its own database, on the other test worker, can take a
+    minute on a loaded machine."""
     deadline = time.monotonic() + timeout
     redeliverer.run_once()
-    while redeliverer.catchup.holdup() is not None and time.monotonic() < deadline:
+    while (holdup := redeliverer.catchup.holdup()) is not None:
+        assert time.monotonic() < deadline, f"still held back after {timeout}s: {holdup}"
         time.sleep(0.05)
         redeliverer.run_once()
 
