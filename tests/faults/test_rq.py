@@ -348,8 +348,9 @@ class _Redeliverer:
         for line in self.process.stdout:
             self.lines.put(json.loads(line))
 
-    def expect(self, event: str, timeout: float = 30.0) -> dict[str, str]:
-        """The first line saying ``event``; the lines before it go to ``self.skipped``."""
+    def expect(self, event: str, timeout: float = 90.0) -> dict[str, str]:
+        """The first line saying ``event``; the lines before it go to ``self.skipped``. The
+        wait is long: another test's open transaction can hold the catch-up back a while."""
         self.skipped = []
         try:
             while (line := self.lines.get(timeout=timeout))["event"] != event:

@@ -136,7 +136,7 @@ def test_a_taskiq_worker_records_tasks_and_a_killed_one_is_recovered(
         with Redeliverer(env.ledger, target) as redeliverer:
             # Until delivered: on the shared server, others' open transactions may hold the
             # catch-up horizon back for a while.
-            env.wait_for(lambda: bool(redeliverer.run_once() and redeliverer.delivered), 20)
+            env.wait_for(lambda: bool(redeliverer.run_once() and redeliverer.delivered), 90)
             run_settled(redeliverer)
             assert redeliverer.delivered == 1
         env.wait_for(lambda: len(marker.read_text().split()) == 2, timeout=30)

@@ -27,7 +27,7 @@ def _build(url: str) -> scale_data.Sealing:
     return scale_data.build(libpq_url(url), JOBS, holders, start, lambda _: None)
 
 
-def _seal(sealer: Sealer, expected: int, timeout: float = 30.0) -> int:
+def _seal(sealer: Sealer, expected: int, timeout: float = 90.0) -> int:
     """Seal until ``expected`` events are (other sessions' open transactions anywhere on the
     server hold the catch-up's horizon back for a while); how many were."""
     sealed, deadline = 0, time.monotonic() + timeout
