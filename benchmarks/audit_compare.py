@@ -1,0 +1,122 @@
+"""verify, rebuild and export of two checkouts of jobledger, alternating, on kept databases.
+
+    python benchmarks/audit_throughput.py --keep jl_audit_1m --rounds 1   # fill once
+    git archive main | tar -x -C /tmp/main-src
+    flock /work/wt/bench.lock python benchmarks/audit_compare.py \\
+        --keep jl_audit_1m /tmp/main-src . --rounds 3
+
+Each measurement is a fresh process importing jobledger from one checkout
+(``PYTHONPATH``), on the databases ``audit_throughput.py --keep NAME`` filled;
+the checkouts alternate in ABBA order within each round, so that a load change
+on a shared machine falls on both alike. The bare driver's COPY fetch runs in
+each round as well, as the yardstick. Rates are events/s; medians per checkout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+STEPS = ("verify", "rebuild", "export")
+
+
+def _child(url: str, step: str) -> None:
+    """In the child: run ``step`` once on ``url``; print the events per second."""
+    from jobledger import Ledger  # from the checkout on PYTHONPATH
+
+    with Ledger(url) as ledger:
+        started = time.perf_counter()
+        if step == "verify":
+            report = ledger.verify()
+            assert report.ok, report.problems[:3]
+            count = report.events
+        elif step == "rebuild":
+            count = ledger.rebuild()
+        elif step == "export":
+            with open(os.devnull, "w", encoding="utf-8") as out:
+                count = ledger.export(out)
+        else:
+            count = _fetch(url)
+        spent = time.perf_counter() - started
+        if step == "rebuild" and url.startswith("postgresql"):
+            with ledger.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+                c.exec_driver_sql("VACUUM ANALYZE jobledger_jobs")  # the old rows are dead
+    print(count / spent)
+
+
+def _fetch(url: str) -> int:
+    import psycopg
+
+    fetched = 0
+    query = (
+        "COPY (SELECT job_id, version, type, process, data, recorded_at, prev_hash, hash"
+        " FROM jobledger_events ORDER BY job_id, version) TO STDOUT"
+    )
+    with (
+        psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://", 1)) as conn,
+        conn.cursor() as cursor,
+        cursor.copy(query) as copy,
+    ):
+        while copy.read():
+            fetched += 1
+    return fetched
+
+
+def _measure(source: str, url: str, step: str) -> float:
+    env = {**os.environ, "PYTHONPATH": os.path.abspath(source)}
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", step, url],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keep", required=True, metavar="NAME")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--backend", choices=["postgresql", "sqlite"], default="postgresql")
+    parser.add_argument("--steps", default=",".join(STEPS))
+    parser.add_argument("--child", nargs=2, metavar=("STEP", "URL"), help=argparse.SUPPRESS)
+    parser.add_argument("sources", nargs="*", help="checkouts (directories holding jobledger/)")
+    args = parser.parse_args()
+    if args.child:
+        _child(args.child[1], args.child[0])
+        return
+    from common import POSTGRES_SERVER_URL  # the child needs none of it
+    from sqlalchemy.engine import make_url
+
+    server = make_url(POSTGRES_SERVER_URL).set(database=args.keep)
+    url = (
+        server.render_as_string(hide_password=False)
+        if args.backend == "postgresql"
+        else f"sqlite:////tmp/{args.keep}.db"
+    )
+    steps = args.steps.split(",")
+    rates: dict[tuple[str, str], list[float]] = {}
+    for number in range(args.rounds):
+        order = args.sources if number % 2 == 0 else args.sources[::-1]
+        line = []
+        if args.backend == "postgresql":
+            rate = _measure(args.sources[0], url, "fetch")
+            rates.setdefault(("fetch", ""), []).append(rate)
+            line.append(f"fetch {rate:,.0f}")
+        for step in steps:
+            for source in order if steps.index(step) % 2 == 0 else order[::-1]:
+                rate = _measure(source, url, step)
+                rates.setdefault((step, source), []).append(rate)
+                line.append(f"{step}[{source}] {rate:,.0f}")
+        print(f"round {number + 1} ({os.getloadavg()[0]:.2f} load): " + ", ".join(line), flush=True)
+    for (step, source), values in rates.items():
+        print(f"{step:8} {source:30} median {statistics.median(values):>10,.0f} events/s  {values}")
+
+
+if __name__ == "__main__":
+    main()
