@@ -80,7 +80,7 @@ def _measure(source: str, url: str, step: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--keep", required=True, metavar="NAME")
+    parser.add_argument("--keep", metavar="NAME", help="as given to audit_throughput.py")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--backend", choices=["postgresql", "sqlite"], default="postgresql")
     parser.add_argument("--steps", default=",".join(STEPS))
@@ -90,6 +90,8 @@ def main() -> None:
     if args.child:
         _child(args.child[1], args.child[0])
         return
+    if not args.keep or len(args.sources) < 1:
+        parser.error("--keep NAME and at least one checkout are needed")
     from common import POSTGRES_SERVER_URL  # the child needs none of it
     from sqlalchemy.engine import make_url
 
