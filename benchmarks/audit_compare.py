@@ -10,6 +10,8 @@ Each measurement is a fresh process importing jobledger from one checkout
 the checkouts alternate in ABBA order within each round, so that a load change
 on a shared machine falls on both alike. The bare driver's COPY fetch runs in
 each round as well, as the yardstick. Rates are events/s; medians per checkout.
+Client CPU is the CPU time of the measured process and its worker processes per
+event (not PostgreSQL's): less sensitive than the rate to other tenants' load.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import time
+from typing import Any
 
 STEPS = ("verify", "rebuild", "export")
 
@@ -29,23 +32,32 @@ def _child(url: str, step: str) -> None:
     from jobledger import Ledger  # from the checkout on PYTHONPATH
 
     with Ledger(url) as ledger:
+        cpu = os.times()
         started = time.perf_counter()
         if step == "verify":
             report = ledger.verify()
             assert report.ok, report.problems[:3]
             count = report.events
         elif step == "rebuild":
-            count = ledger.rebuild()
+            ledger.rebuild()  # returns the number of jobs; the rate is in events
+            count = _events(ledger)
         elif step == "export":
             with open(os.devnull, "w", encoding="utf-8") as out:
                 count = ledger.export(out)
         else:
             count = _fetch(url)
         spent = time.perf_counter() - started
+        after = os.times()
+        used = sum(after[:4]) - sum(cpu[:4])  # this process and its (joined) workers
         if step == "rebuild" and url.startswith("postgresql"):
             with ledger.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
                 c.exec_driver_sql("VACUUM ANALYZE jobledger_jobs")  # the old rows are dead
-    print(count / spent)
+    print(count / spent, used / count * 1e6)
+
+
+def _events(ledger: Any) -> int:
+    with ledger.engine.connect() as conn:
+        return int(conn.exec_driver_sql("SELECT count(*) FROM jobledger_events").scalar_one())
 
 
 def _fetch(url: str) -> int:
@@ -66,7 +78,7 @@ def _fetch(url: str) -> int:
     return fetched
 
 
-def _measure(source: str, url: str, step: str) -> float:
+def _measure(source: str, url: str, step: str) -> tuple[float, float]:
     env = {**os.environ, "PYTHONPATH": os.path.abspath(source)}
     done = subprocess.run(
         [sys.executable, __file__, "--child", step, url],
@@ -75,7 +87,8 @@ def _measure(source: str, url: str, step: str) -> float:
         text=True,
         check=True,
     )
-    return float(done.stdout.strip().splitlines()[-1])
+    rate, cpu = done.stdout.strip().splitlines()[-1].split()
+    return float(rate), float(cpu)
 
 
 def main() -> None:
@@ -103,21 +116,29 @@ def main() -> None:
     )
     steps = args.steps.split(",")
     rates: dict[tuple[str, str], list[float]] = {}
+    cpus: dict[tuple[str, str], list[float]] = {}
     for number in range(args.rounds):
         order = args.sources if number % 2 == 0 else args.sources[::-1]
         line = []
         if args.backend == "postgresql":
-            rate = _measure(args.sources[0], url, "fetch")
+            rate, cpu = _measure(args.sources[0], url, "fetch")
             rates.setdefault(("fetch", ""), []).append(rate)
+            cpus.setdefault(("fetch", ""), []).append(cpu)
             line.append(f"fetch {rate:,.0f}")
         for step in steps:
             for source in order if steps.index(step) % 2 == 0 else order[::-1]:
-                rate = _measure(source, url, step)
+                rate, cpu = _measure(source, url, step)
                 rates.setdefault((step, source), []).append(rate)
-                line.append(f"{step}[{source}] {rate:,.0f}")
+                cpus.setdefault((step, source), []).append(cpu)
+                line.append(f"{step}[{source}] {rate:,.0f} ({cpu:.1f} us)")
         print(f"round {number + 1} ({os.getloadavg()[0]:.2f} load): " + ", ".join(line), flush=True)
-    for (step, source), values in rates.items():
-        print(f"{step:8} {source:30} median {statistics.median(values):>10,.0f} events/s  {values}")
+    for key, values in rates.items():
+        step, source = key
+        print(
+            f"{step:8} {source:24} median {statistics.median(values):>9,.0f} events/s, "
+            f"client CPU {statistics.median(cpus[key]):5.2f} us/event; "
+            + ", ".join(f"{v:,.0f}" for v in values)
+        )
 
 
 if __name__ == "__main__":

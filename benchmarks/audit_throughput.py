@@ -71,7 +71,9 @@ def measure(backends: list[str], count: int, rounds: int, keep: str | None = Non
         if empty:
             started = time.perf_counter()
             populate([ledgers[b].engine for b in empty], count)
-            print(f"  {count:,} events written in {time.perf_counter() - started:.0f} s", flush=True)
+            print(
+                f"  {count:,} events written in {time.perf_counter() - started:.0f} s", flush=True
+            )
         for backend in empty:  # verify checks the anchor and export carries it, as in use
             started = time.perf_counter()
             Sealer(ledgers[backend]).run_once()

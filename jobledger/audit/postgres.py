@@ -83,6 +83,9 @@ class PostgresBulk(Bulk):
                     statement = psycopg.sql.SQL("SET TRANSACTION SNAPSHOT {}")
                     cursor.execute(statement.format(psycopg.sql.Literal(source.snapshot)))
                 prepare_postgres_session(cursor)
+                # The audit's workers are the parallelism: PostgreSQL's own parallel
+                # workers for each of their queries would only crowd the same CPUs.
+                cursor.execute("SET LOCAL max_parallel_workers_per_gather = 0")
             yield cls(conn)
             conn.rollback()
 
