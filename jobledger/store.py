@@ -234,7 +234,8 @@ class Store(Reads):
     def command_statements(self) -> dict[str, DriverStatement]:
         """The statements a command sends, by name (benchmarks run the same SQL raw)."""
         self.prepare()
-        return self._statements().by_name()
+        statements = self._statements()
+        return {**statements.by_name(), **statements.unread_by_name()}
 
     def _statements(self) -> CommandStatements:
         if self._commands is None:
