@@ -163,7 +163,7 @@ def _on_the_clock(event_prefix: str = "e_") -> Any:
     """The event's timestamp, chosen by the client, lies within tolerance of SQLite's clock
     (``'now'`` is one instant for the whole statement)."""
     stamped = bindparam(event_prefix + "recorded_at", type_=UtcDateTime)
-    seconds = literal_column(f"{CLOCK_TOLERANCE.total_seconds()!r} / 86400.0")  # in days
+    seconds: Any = literal_column(f"{CLOCK_TOLERANCE.total_seconds()!r} / 86400.0")  # in days
     off_by = func.julianday(stamped) - func.julianday(literal_column("'now'"))
     return off_by.between(-seconds, seconds)
 
