@@ -60,25 +60,41 @@ def histories(count: int) -> Iterator[tuple[list[Event], JobStatus]]:
 
 
 def _history(number: int, story: tuple[str, ...]) -> list[Event]:
-    job_id = f"job-{number:08d}"
     process = PROCESSES[number % len(PROCESSES)]
-    moment = START + timedelta(seconds=number)
-    prev_hash, attempt, token, result = GENESIS, 0, 0, []
-    for version, kind in enumerate(story, start=1):
+    start = START + timedelta(seconds=number)
+    moments, moment = [], start
+    for version in range(1, len(story) + 1):
         moment += timedelta(milliseconds=250 + 37 * version)
+        moments.append(moment)
+    queue = QUEUES[number % len(QUEUES)]
+    return chained_history(f"job-{number:08d}", story, process, moments, queue, number)
+
+
+def chained_history(
+    job_id: str,
+    story: Sequence[str],
+    actor: str,
+    moments: Sequence[datetime],
+    queue: str,
+    number: int,
+) -> list[Event]:
+    """The events of ``story`` at ``moments``, hash-chained from genesis as the ledger chains
+    them; ``actor`` holds every claim. ``number`` varies the payloads from job to job."""
+    prev_hash, attempt, token, result = GENESIS, 0, 0, []
+    for version, (kind, moment) in enumerate(zip(story, moments, strict=True), start=1):
         if kind == "claimed":
             attempt, token = attempt + 1, version
-        data = _data(kind, number, attempt, token, process)
-        actor = None if kind in ("enqueued", "requeued", "cancelled") else process
-        digest = event_hash(prev_hash, job_id, version, kind, actor, data, moment)
-        result.append(Event(-1, job_id, version, kind, actor, data, moment, prev_hash, digest))
+        data = _data(kind, queue, number, attempt, token, actor)
+        process = None if kind in ("enqueued", "requeued", "cancelled") else actor
+        digest = event_hash(prev_hash, job_id, version, kind, process, data, moment)
+        result.append(Event(-1, job_id, version, kind, process, data, moment, prev_hash, digest))
         prev_hash = digest
     return result
 
 
-def _data(kind: str, number: int, attempt: int, token: int, process: str) -> Any:
+def _data(kind: str, queue: str, number: int, attempt: int, token: int, actor: str) -> Any:
     if kind == "enqueued":
-        return {"queue": QUEUES[number % len(QUEUES)], "data": {"n": number}}
+        return {"queue": queue, "data": {"n": number}}
     if kind == "claimed":
         return {"attempt": attempt}
     if kind == "heartbeat":
@@ -88,7 +104,7 @@ def _data(kind: str, number: int, attempt: int, token: int, process: str) -> Any
     if kind == "failed":
         return {"error": "boom"}
     if kind == "abandoned":
-        return {"token": token, "holder": process, "reason": "holder vanished"}
+        return {"token": token, "holder": actor, "reason": "holder vanished"}
     return {"reason": None}
 
 

@@ -37,11 +37,11 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import psycopg
+from audit_data import chained_history
 
 from jobledger.anchor import GENESIS as ANCHOR_GENESIS
 from jobledger.anchor import NAME as ANCHOR_CHECKPOINT
 from jobledger.anchor import encoded_link_digest
-from jobledger.chain import GENESIS, event_hash
 from jobledger.encoding import canonical_string
 from jobledger.projection import fold_all
 from jobledger.records import Event, JobStatus
@@ -96,34 +96,10 @@ def history(number: int, start: datetime, holders: Sequence[str]) -> list[Event]
         actor = holders[claims % len(holders)]
     else:
         actor = FINISHED_BY[number % len(FINISHED_BY)]
-    moment = start + number * JOB_SPACING
-    prev, attempt, token, result = GENESIS, 0, 0, []
-    for version, kind in enumerate(story, start=1):
-        moment += EVENT_SPACING
-        if kind == "claimed":
-            attempt, token = attempt + 1, version
-        data = _data(kind, number, attempt, token, actor)
-        process = None if kind in ("enqueued", "requeued", "cancelled") else actor
-        digest = event_hash(prev, ident, version, kind, process, data, moment)
-        result.append(Event(None, ident, version, kind, process, data, moment, prev, digest))
-        prev = digest
-    return result
-
-
-def _data(kind: str, number: int, attempt: int, token: int, actor: str) -> Any:
-    if kind == "enqueued":
-        return {"queue": QUEUES[number % len(QUEUES)], "data": {"order": number}}
-    if kind == "claimed":
-        return {"attempt": attempt}
-    if kind == "heartbeat":
-        return {"progress": {"done": number % 100}}
-    if kind == "completed":
-        return {"result": {"ok": True}}
-    if kind == "failed":
-        return {"error": f"boom {number % 7}"}
-    if kind == "abandoned":
-        return {"token": token, "holder": actor, "reason": "holder vanished"}
-    return {"reason": None}
+    first = start + number * JOB_SPACING
+    moments = [first + EVENT_SPACING * version for version in range(1, len(story) + 1)]
+    queue = QUEUES[number % len(QUEUES)]
+    return chained_history(ident, story, actor, moments, queue, number)
 
 
 def build(

@@ -93,6 +93,20 @@ def run_cli(
     )
 
 
+def ledger_cli(url: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m jobledger.cli --database-url URL ARGS...``, as a user (or a cron job) runs
+    it, its UTF-8 output captured; never raises on failure."""
+    return subprocess.run(
+        [sys.executable, "-m", "jobledger.cli", "--database-url", url, *args],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        input=stdin,
+        timeout=120,
+        check=False,
+    )
+
+
 def terminate_cleanly(process: subprocess.Popen[str]) -> str:
     """SIGTERM, wait, and its stderr; fails unless it exited cleanly."""
     process.send_signal(signal.SIGTERM)

@@ -13,17 +13,7 @@ import time
 from pathlib import Path
 
 from jobledger import Ledger
-
-
-def jobledger(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "jobledger.cli", "--database-url", url, *args],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=120,
-        check=False,
-    )
+from tests.helpers import ledger_cli as jobledger
 
 
 def _enqueue(url: str, *job_ids: str) -> None:

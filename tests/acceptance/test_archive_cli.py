@@ -3,25 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 from jobledger import Ledger
 from jobledger.identity import new_identity
-
-
-def jobledger(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "jobledger.cli", "--database-url", url, *args],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=120,
-        check=False,
-    )
+from tests.helpers import ledger_cli as jobledger
 
 
 def _finished(url: str, *job_ids: str) -> str:

@@ -13,20 +13,9 @@ import pytest
 
 from jobledger import Ledger
 from jobledger.identity import new_identity
+from tests.helpers import ledger_cli as jobledger
 
 A = new_identity()
-
-
-def jobledger(url: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "jobledger.cli", "--database-url", url, *args],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        input=stdin,
-        timeout=120,
-        check=False,
-    )
 
 
 @pytest.fixture
