@@ -289,12 +289,14 @@ class Store(Reads):
         and decides as usual).
 
         ``now`` is this process's clock corrected by the offset the last read measured,
-        taken once the connection (and SQLite's write lock) is in hand. The write is
-        refused unless that lies within :data:`CLOCK_TOLERANCE` of the database clock as
-        it runs, and the job's row is still ``known`` (``None``: the job does not exist;
-        ``held``: a row this process wrote, checked by version and last hash; otherwise
-        every column). Also refused when the held connection turned out dead (the
-        caller's ordinary command then reconnects).
+        taken once a connection is in hand (before SQLite's write lock: a decision to
+        write nothing takes no lock; a write that waited longer than the tolerance for
+        another process's lock is refused and costs a read). The write is refused unless
+        ``now`` lies within :data:`CLOCK_TOLERANCE` of the database clock as it runs, and
+        the job's row is still ``known`` (``None``: the job does not exist; ``held``: a
+        row this process wrote, checked by version and last hash; otherwise every
+        column). Also refused when the held connection turned out dead (the caller's
+        ordinary command then reconnects).
         """
         writes = self._statements().unread
         assert writes is not None
@@ -302,17 +304,17 @@ class Store(Reads):
         step: Step | None = None
         written = False
         try:
-            if self.backend.begin_command is not None:
-                self._execute(conn, self.backend.begin_command, ())
             step = decide(self.estimated_now())
-            if step is not None:
+            if step is not None:  # nothing to write (a throttled heartbeat): no transaction
+                if self.backend.begin_command is not None:
+                    self._execute(conn, self.backend.begin_command, ())
                 steps, values = unread_write(writes, known, held, *step)
                 written = run_steps(steps, self._run, conn, values) is not None
-            if not self.autocommit:
-                if written:
-                    self._call(conn, "COMMIT", conn.commit)
-                else:
-                    self._call(conn, "ROLLBACK", conn.rollback)
+                if not self.autocommit:
+                    if written:
+                        self._call(conn, "COMMIT", conn.commit)
+                    else:
+                        self._call(conn, "ROLLBACK", conn.rollback)
         except sa_exc.IntegrityError as exc:  # UNIQUE(job_id, version), a new job's id
             self._abort(conn, exc)
             return step, False

@@ -270,9 +270,9 @@ class AsyncStore:
         sync ``Store.write_unread``: the step ``decide(now)`` gave, and whether it was
         written (``False``: refused, nothing written; the caller then reads and decides).
 
-        ``now`` is reckoned once a connection (and SQLite's write lock) is in hand: a
-        command that waited behind many others would otherwise stamp a time the clock
-        guard refuses.
+        ``now`` is reckoned once a connection (and, on SQLite, this process's turn on the
+        write lock) is in hand: a command that waited behind many others would otherwise
+        stamp a time the clock guard refuses.
         """
         lock = self.write_lock()
         if lock is None:
@@ -289,14 +289,14 @@ class AsyncStore:
         step: Step | None = None
         written = False
         try:
-            if self.backend.begin_command is not None:
-                await self._execute(conn, self.backend.begin_command, ())
             step = decide(self.estimated_now())
-            if step is not None:
+            if step is not None:  # nothing to write (a throttled heartbeat): no transaction
+                if self.backend.begin_command is not None:
+                    await self._execute(conn, self.backend.begin_command, ())
                 steps, values = unread_write(writes, known, held, *step)
                 written = await self._steps(conn, steps, values) is not None
-            if not self.autocommit:
-                await self._execute(conn, "COMMIT" if written else "ROLLBACK", ())
+                if not self.autocommit:
+                    await self._execute(conn, "COMMIT" if written else "ROLLBACK", ())
         except BaseException as exc:
             await self._abort(conn, exc)
             if isinstance(exc, sa_exc.IntegrityError):  # UNIQUE(job_id, version), a new id

@@ -178,6 +178,21 @@ def test_an_unread_write_whose_clock_is_off_stamps_with_the_database_clock(
     ledger.close()
 
 
+def test_a_throttled_heartbeat_takes_no_write_lock_before_its_read(
+    database_url: str, statements: list[str]
+) -> None:
+    """A decision to write nothing sends no unread write (and on SQLite no ``BEGIN
+    IMMEDIATE`` for one): the ordinary command alone reads and validates the claim."""
+    ledger = Ledger(database_url, heartbeat_interval=3600)
+    ledger.enqueue("j")
+    claim = ledger.claim("j", A)
+    sent = _sent_by(statements, lambda: ledger.heartbeat(claim))
+    read = ["BEGIN IMMEDIATE", "SELECT"] if database_url.startswith("sqlite") else ["SELECT"]
+    assert sent == read
+    assert [e.type for e in ledger.history("j")] == ["enqueued", "claimed"]
+    ledger.close()
+
+
 def test_an_unread_enqueue_of_an_existing_id_writes_nothing(database_url: str) -> None:
     ledger = Ledger(database_url)
     ledger.enqueue("warm")
