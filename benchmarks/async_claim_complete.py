@@ -113,7 +113,8 @@ class RawAsyncPostgres:
     def __init__(self, url: str, sql: dict[str, tuple[str, tuple[str, ...]]]) -> None:
         self.url = url
         self.load_sql, _ = sql["load"]
-        self.unread_sql, _ = sql["pg_append_unread"]
+        self.unread = sql["pg_append_unread"]
+        self.held = sql["pg_append_held"]
         self.seen: dict[str, Any] = {}
 
     async def open(self) -> None:
@@ -127,23 +128,25 @@ class RawAsyncPostgres:
     async def prepare(self, job_ids: Sequence[str]) -> None:
         conn, cursor = await self.pool.get()
         for job_id in job_ids:
-            await cursor.execute(self.load_sql, {"job_id": job_id})
+            await cursor.execute(self.load_sql, [job_id])
             (self.seen[job_id],) = await cursor.fetchall()
         self.pool.put_nowait((conn, cursor))
 
     async def one(self, job_id: str) -> None:
         seen = self.seen.pop(job_id)[1:]
-        status = await self.write(job_id, "claimed", seen)
-        await self.write(job_id, "completed", written(status))
+        status = await self.write(job_id, "claimed", seen, held=False)
+        await self.write(job_id, "completed", written(status), held=True)
 
-    async def write(self, job_id: str, kind: str, seen: list[Any]) -> dict[str, Any]:
+    async def write(self, job_id: str, kind: str, seen: list[Any], held: bool) -> dict[str, Any]:
         """The unread write after the row ``seen``, stamped once a connection is in hand
-        (as the ledger does); the status it wrote."""
+        (as the ledger does), guarded by the whole row or (``held``, a row this side wrote)
+        its last hash; the status it wrote."""
         from psycopg.types.json import Jsonb
 
         conn, cursor = await self.pool.get()
         status, event = next_values(job_id, kind, [datetime.now(timezone.utc), *seen])
-        guard = known(seen)
+        guard = {"k_last_hash": seen[13]} if held else known(seen)
+        sql, names = self.held if held else self.unread
         params = {
             **status,
             **guard,
@@ -156,7 +159,7 @@ class RawAsyncPostgres:
             "e_hash": event["hash"],
         }
         try:
-            await cursor.execute(self.unread_sql, params)
+            await cursor.execute(sql, [params[name] for name in names])
             if not await cursor.fetchall():
                 raise RuntimeError(f"baseline lost a race on {job_id}")
         finally:

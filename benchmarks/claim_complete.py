@@ -2,9 +2,10 @@
 
 One operation is ``complete(claim(job))``: two commands. The ledger side claims from
 the row the job's message would carry (as the RQ and Celery integrations do; read
-before the timing, as the publisher wrote it), so on PostgreSQL the claim and the
-holder's complete are one guarded write each, no read (whole-row and clock guard);
-on SQLite each command reads and writes in a ``BEGIN IMMEDIATE`` transaction. The
+before the timing, as the publisher wrote it), so the claim and the holder's complete
+are one guarded write each, no read: the claim guarded by the whole row and the clock,
+the complete by the claim's version, last hash and the clock. On PostgreSQL each is one
+statement; on SQLite a guarded UPDATE and the event's INSERT in ``BEGIN IMMEDIATE``. The
 "same SQL" baseline sends exactly the statements the ledger sends (their text is
 taken from ``Store.command_statements()``), with the same round trips and commits,
 straight through psycopg or sqlite3, skipping everything the ledger adds in Python:
@@ -135,6 +136,7 @@ class RawPostgres:
         self.connection = psycopg.connect(libpq_url(url), autocommit=True)
         self.load_sql, _ = sql["load"]
         self.unread_sql, self.unread_names = sql["pg_append_unread"]
+        self.held_sql, self.held_names = sql["pg_append_held"]
 
     def prepare(self, job_ids: Sequence[str]) -> None:
         """Read the rows the messages would carry, as the ledger side does (not timed)."""
@@ -147,15 +149,17 @@ class RawPostgres:
             # The claim goes out unread, guarded by the row the message carried ...
             row = [datetime.now(timezone.utc), *self.seen.pop(job_id)[1:]]
             status, event = next_values(job_id, "claimed", row)
-            self.write(self.unread_sql, job_id, status, event, known(row[1:]))
-            # ... and the holder's complete by the row the claim wrote.
+            self.write(self.unread_sql, self.unread_names, job_id, status, event, known(row[1:]))
+            # ... and the holder's complete by the version and last hash the claim wrote.
             claimed = [datetime.now(timezone.utc), *written(status)]
             status, event = next_values(job_id, "completed", claimed)
-            self.write(self.unread_sql, job_id, status, event, known(claimed[1:]))
+            guard = {"k_last_hash": claimed[14]}
+            self.write(self.held_sql, self.held_names, job_id, status, event, guard)
 
     def write(
         self,
         sql: str,
+        names: Sequence[str],
         job_id: str,
         status: dict[str, Any],
         event: dict[str, Any],
@@ -175,7 +179,7 @@ class RawPostgres:
             "e_prev_hash": event["prev_hash"],
             "e_hash": event["hash"],
         }
-        values = [params[name] for name in self.unread_names]  # the statement's bind order
+        values = [params[name] for name in names]  # the statement's bind order
         if not self.connection.execute(sql, values).fetchall():
             raise RuntimeError(f"baseline lost a race on {job_id}")
 
@@ -276,7 +280,10 @@ RAW_SIDES: dict[str, type[Any]] = {"same": RawPostgres, "limit": LimitPostgres}
 
 
 class RawSqlite:
-    """claim+complete by hand: sqlite3 with the ledger's pragmas and statements."""
+    """claim+complete by hand: sqlite3 with the ledger's pragmas and statements (each
+    command a guarded UPDATE and the event's INSERT in ``BEGIN IMMEDIATE``, no read: the
+    claim guarded by the row the message carried, the complete by the claim's version
+    and last hash)."""
 
     def __init__(self, url: str, sql: dict[str, tuple[str, tuple[str, ...]]]) -> None:
         self.connection = _sqlite_connection(url)
@@ -288,22 +295,36 @@ class RawSqlite:
         return self.connection.execute(text, tuple(values[n] for n in names))
 
     def prepare(self, job_ids: Sequence[str]) -> None:
-        """Nothing to read ahead: the ledger side reads on SQLite too."""
+        """Read the rows the messages would carry, as the ledger side does (not timed)."""
+        self.seen = {}
+        for job_id in job_ids:
+            load = self.statement("load", {**self.clock, "job_id": job_id})
+            (self.seen[job_id],) = load.fetchall()
 
     def run(self, job_ids: Sequence[str]) -> None:
         for job_id in job_ids:
-            self.command(job_id, "claimed")
-            self.command(job_id, "completed")
+            row = [_sqlite_now(), *self.seen.pop(job_id)[1:]]
+            status, event = next_values(job_id, "claimed", row)
+            self.command("sqlite_update_seen", job_id, status, event, known(row[1:]))
+            claimed = [_sqlite_now(), *written(status)]
+            status, event = next_values(job_id, "completed", claimed)
+            self.command("sqlite_update_held", job_id, status, event, {"k_last_hash": claimed[14]})
 
-    def command(self, job_id: str, kind: str) -> None:
+    def command(
+        self,
+        update: str,
+        job_id: str,
+        status: dict[str, Any],
+        event: dict[str, Any],
+        guard: dict[str, Any],
+    ) -> None:
         self.connection.execute("BEGIN IMMEDIATE")
         try:
-            (row,) = self.statement("load", {**self.clock, "job_id": job_id}).fetchall()
-            status, event = next_values(job_id, kind, row)
-            if self.statement("guarded_update", status).rowcount != 1:
+            values = {**status, **guard, "e_recorded_at": event["recorded_at"]}
+            if self.statement(update, values).rowcount != 1:
                 raise RuntimeError(f"baseline lost a race on {job_id}")
             event.update(job_id=job_id, data=json.dumps(event["data"]), tx_id=None)
-            self.statement("insert_event", event).fetchall()
+            self.statement("sqlite_insert_seen", event).fetchall()
             self.connection.execute("COMMIT")
         except BaseException:
             self.connection.execute("ROLLBACK")
@@ -311,6 +332,12 @@ class RawSqlite:
 
     def close(self) -> None:
         self.connection.close()
+
+
+def _sqlite_now() -> str:
+    """This process's clock as SQLite stores a moment (the ledger stamps its unread writes
+    so too, corrected by the offset it measured)."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 class LimitSqlite:

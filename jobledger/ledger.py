@@ -267,26 +267,33 @@ class Ledger:
         known = self._claimed_rows.get(claim.job_id)
         if known is not None:
             args = (claim, event, data, throttle)
-            written = self._unread(known, claim.job_id, decisions.as_holder, *args)
+            written = self._unread(known, claim.job_id, decisions.as_holder, *args, held=True)
             if written is not None:
                 return _Outcome(written, wrote=True)
         return self._execute(claim.job_id, decisions.as_holder, claim, event, data, throttle)
 
     def _unread(
-        self, known: JobStatus | None, job_id: str, decide: Decide[_Args], *args: Any
+        self,
+        known: JobStatus | None,
+        job_id: str,
+        decide: Decide[_Args],
+        *args: Any,
+        held: bool = False,
     ) -> JobStatus | None:
-        """``decide`` on ``known`` (the job's row, not read: remembered or handed over;
-        ``None`` for a new job) and write in one round trip, guarded by that whole row and
+        """``decide`` on ``known`` (the job's row, not read: remembered, ``held``, or handed
+        over; ``None`` for a new job) and write in one round trip, guarded by that row and
         the database clock; the status written, or ``None``, nothing written, where the
         backend cannot or the guard refused: the ordinary command then reads the job and
         decides again on what it finds."""
         store = self._store
         if not store.appends_unread:
             return None
-        step = decisions.unread(known, store.estimated_now(), job_id, decide, *args)
+        step, written = store.write_unread(
+            known, lambda now: decisions.unread(known, now, job_id, decide, *args), held
+        )
         if step is None:
             return None
-        if store.write_unread(known, *step) is None:
+        if not written:
             self._claimed_rows.pop(job_id, None)
             return None
         self._remember(step[1])

@@ -13,11 +13,11 @@ write); elsewhere two statements in a short transaction, ``BEGIN IMMEDIATE`` on
 SQLite.
 
 A writer that knows the job's row (a holder, the row it wrote last; a worker, the
-row its job system's message carried) can skip the read where the backend allows
-it (PostgreSQL, :meth:`Store.write_unread`):
-its write is guarded by that whole row, and its timestamp, taken from this
-process's clock corrected by the offset the last read measured, must lie within
-:data:`CLOCK_TOLERANCE` of the database clock as the statement runs. A refused
+row its job system's message carried) skips the read (:meth:`Store.write_unread`;
+PostgreSQL and SQLite): its write is guarded by that row (a holder's by its version
+and last hash, a handed-over row by every column), and its timestamp, taken from
+this process's clock corrected by the offset the last read measured, must lie
+within :data:`CLOCK_TOLERANCE` of the database clock as the write runs. A refused
 write writes nothing; the caller then reads and decides as usual.
 
 Commands skip SQLAlchemy's per-execution machinery (why: ``benchmarks/README.md``):
@@ -41,12 +41,18 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.pool import PoolProxiedConnection
 
 from .database import HeldConnections, raise_translated, translated_errors
+from .decisions import Step
 from .records import Event, JobStatus
-from .storage.backend import BulkCopy, CommandStatements
-from .storage.driver import DriverStatement, command_cursor, first_value
-from .storage.postgres import CLOCK_TOLERANCE
+from .storage.backend import (
+    CLOCK_TOLERANCE,
+    BulkCopy,
+    CommandStatements,
+    run_steps,
+    unread_write,
+)
+from .storage.driver import DriverStatement, command_cursor
 from .storage.reads import Reads
-from .storage.rows import event_values, status_values, unread_values, write_values
+from .storage.rows import event_values, status_values, write_values
 
 __all__ = ["CLOCK_TOLERANCE", "Command", "DriverStatement", "LostRace", "Store"]
 
@@ -228,7 +234,8 @@ class Store(Reads):
     def command_statements(self) -> dict[str, DriverStatement]:
         """The statements a command sends, by name (benchmarks run the same SQL raw)."""
         self.prepare()
-        return self._statements().by_name()
+        statements = self._statements()
+        return {**statements.by_name(), **statements.unread_by_name()}
 
     def _statements(self) -> CommandStatements:
         if self._commands is None:
@@ -267,44 +274,59 @@ class Store(Reads):
     def appends_unread(self) -> bool:
         """Whether :meth:`write_unread` can be tried: the backend has it, and a read has
         measured the clock offset."""
-        return self._clock_offset is not None and self._statements().append_unread is not None
+        return self._clock_offset is not None and self._statements().unread is not None
 
     def estimated_now(self) -> datetime:
         """The database clock as this process reckons it (see :meth:`write_unread`)."""
         assert self._clock_offset is not None
         return datetime.fromtimestamp(time.time() + self._clock_offset, _UTC)
 
-    def write_unread(self, known: JobStatus | None, event: Event, status: JobStatus) -> int | None:
-        """Write without reading first; the event's position, or ``None`` if refused.
+    def write_unread(
+        self, known: JobStatus | None, decide: Callable[[datetime], Step | None], held: bool
+    ) -> tuple[Step | None, bool]:
+        """Write without reading first: the step ``decide(now)`` gave, and whether it was
+        written (``False``: refused or not tried, nothing written; the caller then reads
+        and decides as usual).
 
-        Refused, with nothing written, unless the job's row is still ``known``
-        (every column; ``None``: the job does not exist) and ``event.recorded_at``
-        is within :data:`CLOCK_TOLERANCE` of the database clock; also when the held
-        connection turned out dead (the caller's ordinary command then reconnects).
+        ``now`` is this process's clock corrected by the offset the last read measured,
+        taken once a connection is in hand (before SQLite's write lock: a decision to
+        write nothing takes no lock; a write that waited longer than the tolerance for
+        another process's lock is refused and costs a read). The write is refused unless
+        ``now`` lies within :data:`CLOCK_TOLERANCE` of the database clock as it runs, and
+        the job's row is still ``known`` (``None``: the job does not exist; ``held``: a
+        row this process wrote, checked by version and last hash; otherwise every
+        column). Also refused when the held connection turned out dead (the caller's
+        ordinary command then reconnects).
         """
-        statements = self._statements()
-        if known is None:
-            assert statements.create_unread is not None
-            return self._unread(statements.create_unread, write_values(0, status, event))
-        assert statements.append_unread is not None
-        return self._unread(statements.append_unread, unread_values(known, status, event))
-
-    def _unread(self, statement: DriverStatement, values: tuple[Any, ...]) -> int | None:
+        writes = self._statements().unread
+        assert writes is not None
         conn, was_held = self._held.take()
+        step: Step | None = None
+        written = False
         try:
-            position = first_value(self._run(conn, statement, values))
-        except sa_exc.IntegrityError as exc:
+            step = decide(self.estimated_now())
+            if step is not None:  # nothing to write (a throttled heartbeat): no transaction
+                if self.backend.begin_command is not None:
+                    self._execute(conn, self.backend.begin_command, ())
+                steps, values = unread_write(writes, known, held, *step)
+                written = run_steps(steps, self._run, conn, values) is not None
+                if not self.autocommit:
+                    if written:
+                        self._call(conn, "COMMIT", conn.commit)
+                    else:
+                        self._call(conn, "ROLLBACK", conn.rollback)
+        except sa_exc.IntegrityError as exc:  # UNIQUE(job_id, version), a new job's id
             self._abort(conn, exc)
-            return None
+            return step, False
         except BaseException as exc:
             self._abort(conn, exc)
             if isinstance(exc, sa_exc.DBAPIError):
                 if was_held and exc.connection_invalidated:
-                    return None
+                    return step, False
                 raise_translated(exc, self.engine)
             raise
         self._held.give_back(conn)
-        return position
+        return step, written
 
     def _append(
         self, conn: PoolProxiedConnection, expected: int, event: Event, status: JobStatus

@@ -212,22 +212,27 @@ class AsyncLedger:
         known = self._claimed_rows.get(claim.job_id)
         if known is not None:
             args = (claim, event, data, throttle)
-            written = await self._unread(known, claim.job_id, decisions.as_holder, *args)
+            written = await self._unread(known, claim.job_id, decisions.as_holder, *args, held=True)
             if written is not None:
                 return _Outcome(written, wrote=True)
         return await self._execute(claim.job_id, decisions.as_holder, claim, event, data, throttle)
 
     async def _unread(
-        self, known: JobStatus | None, job_id: str, decide: Decide[_Args], *args: Any
+        self,
+        known: JobStatus | None,
+        job_id: str,
+        decide: Decide[_Args],
+        *args: Any,
+        held: bool = False,
     ) -> JobStatus | None:
-        """``decide`` on ``known`` and write in one round trip, guarded by that whole row and
-        the database clock (as ``Ledger._unread``); ``None``, nothing written, where the
-        backend cannot or the guard refused."""
+        """``decide`` on ``known`` and write in one round trip, guarded by that row (``held``:
+        one this process wrote) and the database clock, as ``Ledger._unread``; ``None``,
+        nothing written, where the backend cannot or the guard refused."""
         store = self._store
         if not store.appends_unread:
             return None
         step, written = await store.write_unread(
-            known, lambda now: decisions.unread(known, now, job_id, decide, *args)
+            known, lambda now: decisions.unread(known, now, job_id, decide, *args), held
         )
         if step is None:
             return None

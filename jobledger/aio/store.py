@@ -35,9 +35,9 @@ from ..decisions import Step
 from ..records import Event, JobStatus
 from ..schema import EVENT_FIELDS, STATUS_FIELDS, events, jobs
 from ..storage import backend_for
-from ..storage.backend import BulkCopy, CommandStatements, WriteStep
+from ..storage.backend import BulkCopy, CommandStatements, WriteStep, unread_write
 from ..storage.driver import DriverStatement
-from ..storage.rows import event_row, status_row, unread_values, write_values
+from ..storage.rows import event_row, status_row, write_values
 from ..store import LostRace
 from .connections import DEFAULT_POOL_SIZE, Connections, Driver, Result
 
@@ -250,12 +250,12 @@ class AsyncStore:
         assert result is not None
         return int(result.rows[0][0]) if result.rows else None
 
-    # -- writes without a read (PostgreSQL): a holder, a claim from a handed-over row --
+    # -- writes without a read: a holder, a claim from a handed-over row, an enqueue --------
 
     @property
     def appends_unread(self) -> bool:
-        """Whether :meth:`append_unread` can be tried: the backend has it, after a first read."""
-        return self._clock_offset is not None and self._commands.append_unread is not None
+        """Whether :meth:`write_unread` can be tried: the backend has it, after a first read."""
+        return self._clock_offset is not None and self._commands.unread is not None
 
     def estimated_now(self) -> datetime:
         """The database clock as this process reckons it (see ``Store.write_unread``)."""
@@ -263,48 +263,51 @@ class AsyncStore:
         return datetime.fromtimestamp(time.time() + self._clock_offset, _UTC)
 
     async def write_unread(
-        self, known: JobStatus | None, decide: Callable[[datetime], Step | None]
+        self, known: JobStatus | None, decide: Callable[[datetime], Step | None], held: bool
     ) -> tuple[Step | None, bool]:
-        """Write without reading first, guarded by the whole ``known`` row (``None``: a new
-        job) and the database clock (as the sync ``Store.write_unread``): the step
-        ``decide(now)`` gave, and whether it was written (``False``: refused, nothing
-        written; the caller then reads and decides).
+        """Write without reading first, guarded by ``known`` (``None``: a new job; ``held``:
+        by its version and last hash, else by every column) and the database clock, as the
+        sync ``Store.write_unread``: the step ``decide(now)`` gave, and whether it was
+        written (``False``: refused, nothing written; the caller then reads and decides).
 
-        ``now`` is reckoned once a connection is in hand: a command that waited for one
-        behind many others would otherwise stamp a time the clock guard refuses.
+        ``now`` is reckoned once a connection (and, on SQLite, this process's turn on the
+        write lock) is in hand: a command that waited behind many others would otherwise
+        stamp a time the clock guard refuses.
         """
-        commands = self._commands
-        conn, was_held = await self.connections.take()
-        step = decide(self.estimated_now())
-        if step is None:
-            self.connections.give_back(conn)
-            return None, False
-        event, status = step
-        if known is None:
-            assert commands.create_unread is not None
-            statement, values = commands.create_unread, write_values(0, status, event)
-        else:
-            assert commands.append_unread is not None
-            statement, values = commands.append_unread, unread_values(known, status, event)
-        return step, await self._unread(conn, was_held, statement, values) is not None
+        lock = self.write_lock()
+        if lock is None:
+            return await self._write_unread(known, decide, held)
+        async with lock:
+            return await self._write_unread(known, decide, held)
 
-    async def _unread(
-        self, conn: Any, was_held: bool, statement: DriverStatement, values: tuple[Any, ...]
-    ) -> int | None:
+    async def _write_unread(
+        self, known: JobStatus | None, decide: Callable[[datetime], Step | None], held: bool
+    ) -> tuple[Step | None, bool]:
+        writes = self._commands.unread
+        assert writes is not None
+        conn, was_held = await self.connections.take()
+        step: Step | None = None
+        written = False
         try:
-            result = await self._run(conn, statement, values)
-        except sa_exc.IntegrityError as exc:
-            await self._abort(conn, exc)
-            return None
+            step = decide(self.estimated_now())
+            if step is not None:  # nothing to write (a throttled heartbeat): no transaction
+                if self.backend.begin_command is not None:
+                    await self._execute(conn, self.backend.begin_command, ())
+                steps, values = unread_write(writes, known, held, *step)
+                written = await self._steps(conn, steps, values) is not None
+                if not self.autocommit:
+                    await self._execute(conn, "COMMIT" if written else "ROLLBACK", ())
         except BaseException as exc:
             await self._abort(conn, exc)
+            if isinstance(exc, sa_exc.IntegrityError):  # UNIQUE(job_id, version), a new id
+                return step, False
             if isinstance(exc, sa_exc.DBAPIError):
                 if was_held and exc.connection_invalidated:
-                    return None
+                    return step, False
                 self.raise_translated(exc)
             raise
         self.connections.give_back(conn)
-        return int(result.rows[0][0]) if result.rows else None
+        return step, written
 
     # -- batches ----------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from sqlalchemy import (
@@ -31,7 +31,11 @@ from ..errors import ConfigurationError
 from ..records import Event, JobStatus
 from ..schema import EVENT_FIELDS, STATUS_FIELDS, events, jobs
 from .driver import DriverStatement, first_value
-from .rows import StoredEvent
+from .rows import StoredEvent, held_values, unread_values, write_values
+
+#: How far a timestamp chosen by this process may lie from the database clock (an unread
+#: write's guard: :class:`UnreadWrites`).
+CLOCK_TOLERANCE = timedelta(milliseconds=100)
 
 #: How a command runs one statement: ``run(connection, statement, values)``, a cursor.
 Run = Callable[[PoolProxiedConnection, DriverStatement, tuple[Any, ...]], Any]
@@ -62,6 +66,38 @@ def run_steps(
     return first_value(cursor)
 
 
+class UnreadWrites(NamedTuple):
+    """A backend's writes sent without reading the job first (``Store.write_unread``), as
+    :class:`WriteStep` lists that the sync and the async store both send, inside the
+    backend's ``begin_command`` transaction where it has one. Each is guarded by the
+    database clock too: the event's timestamp, chosen by the client, must lie within
+    ``CLOCK_TOLERANCE`` of it as the write runs.
+
+    The values each list takes are :func:`unread_write`'s.
+    """
+
+    #: A claim from a row handed over (``jobledger.handoff``): guarded by every column of it,
+    #: since the row is a hint that may be stale or forged.
+    seen: tuple[WriteStep, ...]
+    #: A holder's write on the row this process wrote itself: guarded by its version and its
+    #: last hash, which together name that row (it is the fold of the chain ending there).
+    held: tuple[WriteStep, ...]
+    #: A new job: guarded by the clock alone (the primary key refuses an existing id).
+    create: tuple[WriteStep, ...]
+
+
+def unread_write(
+    writes: UnreadWrites, known: JobStatus | None, held: bool, event: Event, status: JobStatus
+) -> tuple[tuple[WriteStep, ...], tuple[Any, ...]]:
+    """The steps of an unread write after ``known`` (``None``: a new job) and their values;
+    ``held``: ``known`` is a row this process wrote, not one handed over."""
+    if known is None:
+        return writes.create, write_values(0, status, event)
+    if held:
+        return writes.held, held_values(known, status, event)
+    return writes.seen, unread_values(known, status, event)
+
+
 class CommandStatements:
     """A backend's command statements, compiled for one dialect.
 
@@ -72,6 +108,9 @@ class CommandStatements:
     """
 
     load: DriverStatement
+
+    #: The writes sent without reading first, where the backend has them.
+    unread: UnreadWrites | None = None
 
     @property
     def append_unread(self) -> DriverStatement | None:
@@ -97,6 +136,10 @@ class CommandStatements:
     def by_name(self) -> dict[str, DriverStatement]:
         """Every statement, by name (the benchmarks run the same SQL raw)."""
         return {name: s for name, s in vars(self).items() if isinstance(s, DriverStatement)}
+
+    def unread_by_name(self) -> dict[str, DriverStatement]:
+        """The statements of the unread writes that :meth:`by_name` does not list, by name."""
+        return {}
 
 
 @runtime_checkable
@@ -252,6 +295,23 @@ def load_statement(clock: ColumnElement[datetime]) -> Any:
 
 #: Every column of an event, position first.
 EVENT_COLUMNS = (events.c.position, *(events.c[name] for name in EVENT_FIELDS))
+
+
+def as_known() -> list[Any]:
+    """Every column of the row is what the writer decided on (the ``k_`` values): the guard
+    of a write from a row handed over (:attr:`UnreadWrites.seen`), so that a stale or forged
+    one writes nothing. The version is :func:`guarded_update`'s own guard."""
+    return [
+        jobs.c[name].is_not_distinct_from(bindparam("k_" + name, type_=jobs.c[name].type))
+        for name in STATUS_FIELDS
+        if name not in ("job_id", "version")
+    ]
+
+
+def as_held() -> Any:
+    """The row is the one this process wrote (:attr:`UnreadWrites.held`): with
+    :func:`guarded_update`'s version, its last hash."""
+    return jobs.c.last_hash == bindparam("k_last_hash", type_=jobs.c.last_hash.type)
 
 
 def guarded_update() -> Any:

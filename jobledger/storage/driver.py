@@ -138,19 +138,49 @@ def _stores_text(dialect: Dialect) -> bool:
 
 
 def _fast_datetime_bind(dialect: Dialect) -> Callable[[Any], Any]:
-    as_text = _stores_text(dialect)
+    if _stores_text(dialect):
+        return _text_datetime_bind()
 
     def bind(value: datetime | None) -> Any:
         if value is None:
             return None
+        if value.tzinfo is _UTC:  # the ledger's own instants: nothing to convert
+            return value
         if value.tzinfo is None:
             raise ValueError("jobledger stores only timezone-aware datetimes")
-        value = value.astimezone(_UTC)
-        if as_text:  # SQLAlchemy's SQLite storage format, microseconds always written
-            return _STORED_TEXT % _fields(value)
-        return value
+        return value.astimezone(_UTC)
 
     return bind
+
+
+def _text_datetime_bind() -> Callable[[Any], Any]:
+    """SQLAlchemy's SQLite storage format (microseconds always written), remembered.
+
+    A command binds the same few instants several times (the row it writes, the row its
+    guard expects, the event's time), and formatting one costs some 40 times a dict
+    look-up. Equal aware datetimes are one instant, whose UTC text is the same whatever
+    their zones; a naive one never equals an aware one, so it misses and is refused.
+    """
+    formatted: dict[datetime, str] = {}
+
+    def bind(value: datetime | None) -> Any:
+        if value is None:
+            return None
+        text = formatted.get(value)
+        if text is None:
+            if value.tzinfo is None:
+                raise ValueError("jobledger stores only timezone-aware datetimes")
+            text = _STORED_TEXT % _fields(value.astimezone(_UTC))
+            if len(formatted) >= _FORMATTED_KEPT:
+                formatted.clear()
+            formatted[value] = text
+        return text
+
+    return bind
+
+
+#: How many instants a text bind remembers (a bounded memory: cleared when full).
+_FORMATTED_KEPT = 1024
 
 
 def _fast_datetime_result(dialect: Dialect) -> Callable[[Any], Any]:

@@ -7,9 +7,10 @@ two round trips: read, write. Every event carries its writer's
 ``pg_current_xact_id()``, which catch-up readers need (``jobledger.catchup``).
 
 A writer that knows the job's row may skip the read (``Store.write_unread``):
-its write is guarded by that whole row (every column as it knows it) and by its
-timestamp lying within :data:`CLOCK_TOLERANCE` of ``now()`` as the statement runs.
-A new job's write may skip it too, guarded by the clock alone.
+its write is guarded by that row (every column of a row handed over; the version
+and last hash of one this process wrote) and by its timestamp lying within
+:data:`CLOCK_TOLERANCE` of ``now()`` as the statement runs. A new job's write may
+skip it too, guarded by the clock alone.
 
 Catch-up reads below the transaction-id horizon (why: :mod:`jobledger.catchup`);
 the audit reads in a REPEATABLE READ snapshot, in a UTC session, and in bulk by
@@ -21,7 +22,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -50,20 +51,28 @@ from sqlalchemy.sql.elements import ColumnElement
 from ..records import Event, JobStatus
 from ..schema import EVENT_FIELDS, STATUS_FIELDS, Json, UtcDateTime, Xid8, events, jobs
 from .backend import (
+    CLOCK_TOLERANCE,
     EVENT_COLUMNS,
     Backend,
     BulkAccess,
     CommandStatements,
     Run,
+    UnreadWrites,
     WriteStep,
+    as_held,
+    as_known,
     guarded_update,
     load_statement,
 )
 from .driver import DriverStatement, command_cursor
-from .rows import StoredEvent, event_row, status_row, unread_layout, write_layout
-
-#: How far a timestamp chosen by this process may lie from the database clock.
-CLOCK_TOLERANCE = timedelta(milliseconds=100)
+from .rows import (
+    StoredEvent,
+    event_row,
+    held_layout,
+    status_row,
+    unread_layout,
+    write_layout,
+)
 
 
 class PostgresBackend(Backend):
@@ -130,14 +139,19 @@ class PostgresBackend(Backend):
 class PostgresCommands(CommandStatements):
     """One-statement writes, and the COPY streams of a batch."""
 
+    unread: UnreadWrites
+
     def __init__(self, backend: Backend, dialect: Dialect) -> None:
         dialect = positional(dialect)
         source = write_layout()
         moved = guarded_update().returning(jobs.c.job_id)
         self.load = DriverStatement(load_statement(backend.clock()), dialect, ("job_id",))
         self.pg_append = DriverStatement(_append_after(moved.cte("moved")), dialect, source)
-        unread = _append_after(moved.where(_on_the_clock(), *_as_known()).cte("moved"))
+        unread = _append_after(moved.where(_on_the_clock(), *as_known()).cte("moved"))
         self.pg_append_unread = DriverStatement(unread, dialect, unread_layout())
+        held = _append_after(moved.where(_on_the_clock(), as_held()).cte("moved"))
+        # Not an attribute, so that by_name() keeps its list; unread_by_name() names it.
+        append_held = DriverStatement(held, dialect, held_layout())
         created = _created(postgresql.insert(jobs).values(_status_binds()))
         self.pg_create = DriverStatement(_append_after(created), dialect, source)
         self.append_steps = (WriteStep(self.pg_append),)
@@ -145,6 +159,11 @@ class PostgresCommands(CommandStatements):
         new_row = select(*_status_binds().values()).where(_on_the_clock())
         created_unread = _created(postgresql.insert(jobs).from_select(STATUS_FIELDS, new_row))
         self.pg_create_unread = DriverStatement(_append_after(created_unread), dialect, source)
+        self.unread = UnreadWrites(
+            seen=(WriteStep(self.pg_append_unread),),
+            held=(WriteStep(append_held),),
+            create=(WriteStep(self.pg_create_unread),),
+        )
         # A batch: the transaction's clock and id, then the rows to COPY.
         clock = select(backend.clock().label("now"), cast(func.pg_current_xact_id(), Text))
         self.batch_clock = DriverStatement(clock, dialect)
@@ -163,6 +182,9 @@ class PostgresCommands(CommandStatements):
     @property
     def create_unread(self) -> DriverStatement:
         return self.pg_create_unread
+
+    def unread_by_name(self) -> dict[str, DriverStatement]:
+        return {"pg_append_held": self.unread.held[0].statement}
 
     def batch_start(self, run: Run, conn: PoolProxiedConnection) -> tuple[datetime, Any]:
         """The batch transaction's ``now()`` and ``pg_current_xact_id()`` (as text)."""
@@ -230,20 +252,6 @@ def _on_the_clock() -> Any:
     stamped = bindparam("e_recorded_at", type_=UtcDateTime)
     tolerance: Any = literal_column(f"interval '{CLOCK_TOLERANCE.total_seconds():g} seconds'")
     return stamped.between(func.now() - tolerance, func.now() + tolerance)
-
-
-def _as_known() -> list[Any]:
-    """Every column of the row is what the writer decided on (the ``k_`` values).
-
-    The version alone would do for a row this process wrote itself; a row handed
-    over with a job system's message (``jobledger.handoff``) is checked whole, so
-    a stale or forged one writes nothing.
-    """
-    return [
-        jobs.c[name].is_not_distinct_from(bindparam("k_" + name, type_=jobs.c[name].type))
-        for name in STATUS_FIELDS
-        if name not in ("job_id", "version")  # guarded by guarded_update already
-    ]
 
 
 def _horizon() -> Any:

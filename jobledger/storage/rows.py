@@ -73,11 +73,21 @@ def write_values(expected: int, status: JobStatus, event: Event) -> tuple[Any, .
     return (expected, *status_row(status), *event_row(event))
 
 
-def unread_layout() -> tuple[str, ...]:
+def unread_layout(event_prefix: str = "e_") -> tuple[str, ...]:
     """:func:`write_layout` followed by the row the writer knows, under ``k_``."""
-    return (*write_layout(), *("k_" + name for name in STATUS_FIELDS))
+    return (*write_layout(event_prefix=event_prefix), *("k_" + name for name in STATUS_FIELDS))
+
+
+def held_layout(event_prefix: str = "e_") -> tuple[str, ...]:
+    """:func:`write_layout` followed by the last hash of the row the writer wrote itself."""
+    return (*write_layout(event_prefix=event_prefix), "k_last_hash")
 
 
 def unread_values(known: JobStatus, status: JobStatus, event: Event) -> tuple[Any, ...]:
     """What an unread write sends: :func:`write_values`, then the row it decided on."""
     return (*write_values(known.version, status, event), *status_row(known))
+
+
+def held_values(known: JobStatus, status: JobStatus, event: Event) -> tuple[Any, ...]:
+    """What a holder's unread write sends: :func:`write_values`, then the known row's hash."""
+    return (*write_values(known.version, status, event), known.last_hash)

@@ -20,15 +20,37 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Dialect, Engine, Text, bindparam, event, func, select, type_coerce
+from sqlalchemy import (
+    Dialect,
+    Engine,
+    Text,
+    bindparam,
+    event,
+    func,
+    insert,
+    literal_column,
+    select,
+    type_coerce,
+)
 from sqlalchemy.engine import URL
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql.elements import ColumnElement
 
-from ..schema import UtcDateTime, events
-from .backend import EVENT_COLUMNS, BulkAccess
-from .generic import GenericBackend
-from .rows import StoredEvent
+from ..schema import EVENT_FIELDS, STATUS_FIELDS, UtcDateTime, events, jobs
+from .backend import (
+    CLOCK_TOLERANCE,
+    EVENT_COLUMNS,
+    Backend,
+    BulkAccess,
+    UnreadWrites,
+    WriteStep,
+    as_held,
+    as_known,
+    guarded_update,
+)
+from .driver import DriverStatement
+from .generic import GenericBackend, TwoStatementCommands
+from .rows import StoredEvent, held_layout, unread_layout, write_layout
 
 #: How long a SQLite writer waits for another process's write lock before giving up.
 SQLITE_BUSY_TIMEOUT = 30.0
@@ -44,6 +66,9 @@ class SqliteBackend(GenericBackend):
 
     def clock(self) -> ColumnElement[datetime]:
         return func.strftime("%Y-%m-%d %H:%M:%f", "now", type_=UtcDateTime)
+
+    def commands(self, dialect: Dialect) -> SqliteCommands:
+        return SqliteCommands(self, dialect)
 
     def engine_options(self, url: URL) -> dict[str, Any]:
         options: dict[str, Any] = {
@@ -93,6 +118,54 @@ class SqliteBackend(GenericBackend):
 
     def bulk_access(self, dialect: Dialect) -> BulkAccess:
         return BulkAccess.SQLITE3
+
+
+class SqliteCommands(TwoStatementCommands):
+    """The two statements of a write, and the same guarded by a known row instead of a read.
+
+    SQLite has no data-modifying CTE, so an unread write is the guarded ``UPDATE`` (whose
+    ``WHERE`` holds the known row's guard and the clock's) and the event's ``INSERT``,
+    inside the command's ``BEGIN IMMEDIATE``: no read, and the same statements as the
+    ordinary write otherwise.
+    """
+
+    def __init__(self, backend: Backend, dialect: Dialect) -> None:
+        super().__init__(backend, dialect)
+        update = guarded_update().where(_on_the_clock())
+        insert_event: Any = insert(events).values(tx_id=None).returning(events.c.position)
+        seen, held = unread_layout(), held_layout()
+        self.sqlite_update_seen = DriverStatement(update.where(*as_known()), dialect, seen)
+        self.sqlite_insert_seen = DriverStatement(
+            insert_event, dialect, unread_layout(event_prefix=""), EVENT_FIELDS
+        )
+        self.sqlite_update_held = DriverStatement(update.where(as_held()), dialect, held)
+        self.sqlite_insert_held = DriverStatement(
+            insert_event, dialect, held_layout(event_prefix=""), EVENT_FIELDS
+        )
+        new_row = select(*(bindparam(name, type_=jobs.c[name].type) for name in STATUS_FIELDS))
+        create = insert(jobs).from_select(STATUS_FIELDS, new_row.where(_on_the_clock()))
+        self.sqlite_create = DriverStatement(create, dialect, write_layout(status_prefix=""))
+        self.unread = UnreadWrites(
+            seen=(
+                WriteStep(self.sqlite_update_seen, guard=True),
+                WriteStep(self.sqlite_insert_seen),
+            ),
+            held=(
+                WriteStep(self.sqlite_update_held, guard=True),
+                WriteStep(self.sqlite_insert_held),
+            ),
+            # An existing id breaks the primary key: IntegrityError, nothing written.
+            create=(WriteStep(self.sqlite_create, guard=True), WriteStep(self.insert_event)),
+        )
+
+
+def _on_the_clock(event_prefix: str = "e_") -> Any:
+    """The event's timestamp, chosen by the client, lies within tolerance of SQLite's clock
+    (``'now'`` is one instant for the whole statement)."""
+    stamped = bindparam(event_prefix + "recorded_at", type_=UtcDateTime)
+    seconds: Any = literal_column(f"{CLOCK_TOLERANCE.total_seconds()!r} / 86400.0")  # in days
+    off_by = func.julianday(stamped) - func.julianday(literal_column("'now'"))
+    return off_by.between(-seconds, seconds)
 
 
 def _stored_event(row: Any) -> StoredEvent:
