@@ -9,9 +9,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from hypothesis import strategies as st
 from sqlalchemy import Connection, func, insert, select, text
@@ -54,6 +54,9 @@ json_values = st.recursive(
 )
 
 
+T = TypeVar("T")
+
+
 def wait_for(condition: Callable[[], bool], timeout: float, step: float = 0.05) -> float:
     """Seconds until ``condition()`` held, polling every ``step``; fails after ``timeout``.
 
@@ -66,6 +69,25 @@ def wait_for(condition: Callable[[], bool], timeout: float, step: float = 0.05) 
             return time.monotonic() - started
         time.sleep(step)
     raise AssertionError(f"condition not met within {timeout}s")
+
+
+def eventually(get: Callable[[], T], done: Callable[[T], bool], within: float = 60.0) -> T:
+    """``get()``'s first result that is ``done``, or its last one after ``within`` seconds:
+    :func:`wait_for` for a value the test then asserts on (its failure shows the value)."""
+    deadline = time.monotonic() + within
+    while True:
+        result = get()
+        if done(result) or time.monotonic() > deadline:
+            return result
+        time.sleep(0.2)
+
+
+def jump_clock(ledger: Ledger, off_by: timedelta) -> None:
+    """Make ``ledger`` reckon the database clock as if this process's clock had jumped
+    ``off_by`` since its last read measured the offset."""
+    store = ledger._store
+    assert store._clock_offset is not None  # measured by a read
+    store._clock_offset += off_by.total_seconds()
 
 
 def info(identity: str | None = None, **changes: Any) -> ProcessInfo:

@@ -22,7 +22,7 @@ from jobledger.errors import StaleClaim
 from jobledger.identity import new_identity
 from jobledger.store import CLOCK_TOLERANCE
 from jobledger.testing import scratch_database
-from tests.helpers import terminate_backends
+from tests.helpers import jump_clock, terminate_backends
 
 A, B = new_identity("host-a"), new_identity("host-b")
 
@@ -106,9 +106,7 @@ def test_a_holder_whose_clock_is_off_stamps_with_the_database_clock(
     ledger = Ledger(pg_url, heartbeat_interval=0)
     ledger.enqueue("j")
     claim = ledger.claim("j", A)
-    store = ledger._store
-    assert store._clock_offset is not None
-    store._clock_offset += off_by.total_seconds()  # this process's clock jumped
+    jump_clock(ledger, off_by)
 
     ledger.heartbeat(claim)
     assert abs(ledger.history("j")[-1].recorded_at - _database_now(ledger)) < CLOCK_TOLERANCE

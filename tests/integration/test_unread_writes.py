@@ -28,6 +28,7 @@ from jobledger.aio.store import AsyncStore
 from jobledger.errors import DuplicateJob, StaleClaim
 from jobledger.identity import new_identity
 from jobledger.store import CLOCK_TOLERANCE
+from tests.helpers import jump_clock
 
 A, B = new_identity("host-a"), new_identity("host-b")
 
@@ -163,9 +164,7 @@ def test_an_unread_write_whose_clock_is_off_stamps_with_the_database_clock(
     ledger = Ledger(database_url, heartbeat_interval=0)
     ledger.enqueue("j")
     claim = ledger.claim("j", A)
-    store = ledger._store
-    assert store._clock_offset is not None
-    store._clock_offset += off_by.total_seconds()  # this process's clock jumped
+    jump_clock(ledger, off_by)
 
     sent = _sent_by(statements, lambda: ledger.heartbeat(claim))
     assert "SELECT" in sent  # refused by the clock guard, then read
