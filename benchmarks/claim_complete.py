@@ -324,7 +324,8 @@ class RawSqlite:
             if self.statement(update, values).rowcount != 1:
                 raise RuntimeError(f"baseline lost a race on {job_id}")
             event.update(job_id=job_id, data=json.dumps(event["data"]), tx_id=None)
-            self.statement("sqlite_insert_seen", event).fetchall()
+            if self.statement("sqlite_insert_seen", event).lastrowid is None:
+                raise RuntimeError(f"baseline inserted no event for {job_id}")
             self.connection.execute("COMMIT")
         except BaseException:
             self.connection.execute("ROLLBACK")

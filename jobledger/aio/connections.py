@@ -36,12 +36,13 @@ DEFAULT_POOL_SIZE = 10
 
 
 class Result:
-    """What a statement returned: its rows (if it returns any) and the rows it changed."""
+    """What a statement returned: its rows (if it returns any), the rows it changed and the
+    rowid of the row it inserted (where the driver tells)."""
 
-    __slots__ = ("rowcount", "rows")
+    __slots__ = ("lastrowid", "rowcount", "rows")
 
-    def __init__(self, rows: list[Any], rowcount: int) -> None:
-        self.rows, self.rowcount = rows, rowcount
+    def __init__(self, rows: list[Any], rowcount: int, lastrowid: int | None = None) -> None:
+        self.rows, self.rowcount, self.lastrowid = rows, rowcount, lastrowid
 
     def fetchall(self) -> list[Any]:
         return self.rows
@@ -149,7 +150,7 @@ class AiosqliteDriver(Driver):
         # rows, and leave closing the cursor to the garbage collector (no hop).
         cursor = await conn.execute(sql, parameters)
         rows = list(await cursor.fetchall()) if cursor.description is not None else []
-        return Result(rows, cursor.rowcount)
+        return Result(rows, cursor.rowcount, cursor.lastrowid)
 
     async def executemany(self, conn: Any, sql: str, rows: list[Any]) -> None:
         await conn.executemany(sql, rows)

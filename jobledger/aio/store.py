@@ -248,6 +248,8 @@ class AsyncStore:
             if step.guard and result.rowcount != 1:
                 return None
         assert result is not None
+        if steps[-1].rowid:
+            return result.lastrowid
         return int(result.rows[0][0]) if result.rows else None
 
     # -- writes without a read: a holder, a claim from a handed-over row, an enqueue --------

@@ -52,6 +52,9 @@ class WriteStep(NamedTuple):
 
     statement: DriverStatement
     guard: bool = False  # the write is refused unless this statement changed exactly one row
+    #: The event's position is the cursor's ``lastrowid`` (SQLite: the insert has no
+    #: RETURNING, which costs SQLite more than the rest of the insert), not its first row.
+    rowid: bool = False
 
 
 def run_steps(
@@ -63,7 +66,7 @@ def run_steps(
         cursor = run(conn, step.statement, values)
         if step.guard and cursor.rowcount != 1:
             return None
-    return first_value(cursor)
+    return cursor.lastrowid if steps[-1].rowid else first_value(cursor)
 
 
 class UnreadWrites(NamedTuple):

@@ -129,10 +129,12 @@ class SqliteCommands(TwoStatementCommands):
     ordinary write otherwise.
     """
 
+    positions_by_rowid = True  # the position is the rowid: no RETURNING needed
+
     def __init__(self, backend: Backend, dialect: Dialect) -> None:
         super().__init__(backend, dialect)
         update = guarded_update().where(_on_the_clock())
-        insert_event: Any = insert(events).values(tx_id=None).returning(events.c.position)
+        insert_event: Any = insert(events).values(tx_id=None)
         seen, held = unread_layout(), held_layout()
         self.sqlite_update_seen = DriverStatement(update.where(*as_known()), dialect, seen)
         self.sqlite_insert_seen = DriverStatement(
@@ -148,14 +150,17 @@ class SqliteCommands(TwoStatementCommands):
         self.unread = UnreadWrites(
             seen=(
                 WriteStep(self.sqlite_update_seen, guard=True),
-                WriteStep(self.sqlite_insert_seen),
+                WriteStep(self.sqlite_insert_seen, rowid=True),
             ),
             held=(
                 WriteStep(self.sqlite_update_held, guard=True),
-                WriteStep(self.sqlite_insert_held),
+                WriteStep(self.sqlite_insert_held, rowid=True),
             ),
             # An existing id breaks the primary key: IntegrityError, nothing written.
-            create=(WriteStep(self.sqlite_create, guard=True), WriteStep(self.insert_event)),
+            create=(
+                WriteStep(self.sqlite_create, guard=True),
+                WriteStep(self.insert_event, rowid=True),
+            ),
         )
 
 
