@@ -34,9 +34,10 @@ from .errors import (
 from .lifecycle import MOVES, TERMINAL_STATES, EventType, State
 from .policy import RecoveryPolicy
 from .projection import fold
-from .records import Claim, Event, JobStatus
+from .records import Claim, Event, JobStatus, quick_init
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Plan:
     """What a command decided: the event to append (``type=None``: nothing)."""
