@@ -42,8 +42,10 @@ def parse(text: str) -> Identity:
 
 
 def validate(text: str) -> str:
-    """``text`` itself, if it is a well-formed identity."""
-    parse(text)
+    """``text`` itself, if it is a well-formed identity (every claim checks one: the
+    match alone, without building the parts)."""
+    if type(text) is not str or _IDENTITY.match(text) is None:
+        parse(text)  # raises InvalidIdentity, as parse() says it
     return text
 
 

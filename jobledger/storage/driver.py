@@ -9,12 +9,13 @@ Why, and what it bought: ``benchmarks/README.md``, "What was slow".
 
 from __future__ import annotations
 
+import json
 import operator
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import Dialect
+from sqlalchemy import JSON, Dialect
 from sqlalchemy.pool import PoolProxiedConnection
 
 from ..schema import UtcDateTime
@@ -112,6 +113,8 @@ def _bind_processor(type_: Any, dialect: Dialect) -> Callable[[Any], Any] | None
     processor = type_.dialect_impl(dialect).bind_processor(dialect)
     if isinstance(type_, UtcDateTime) and processor is not None:
         return _verified(_fast_datetime_bind(dialect), processor, _BIND_PROBES)
+    if isinstance(type_.dialect_impl(dialect), JSON) and processor is not None:
+        return _verified(_fast_json_bind(processor), processor, _JSON_PROBES)
     return processor  # type: ignore[no-any-return]
 
 
@@ -160,27 +163,58 @@ def _text_datetime_bind() -> Callable[[Any], Any]:
     guard expects, the event's time), and formatting one costs some 40 times a dict
     look-up. Equal aware datetimes are one instant, whose UTC text is the same whatever
     their zones; a naive one never equals an aware one, so it misses and is refused.
+    The bind is the dict's own ``__getitem__``: a remembered instant costs no Python call.
+    One memory serves every statement and column, since the same instant goes to several
+    (a command's time is the event's, the row's ``updated_at`` and, say, its ``claimed_at``).
     """
-    formatted: dict[datetime, str] = {}
+    return _STORED_MOMENTS.__getitem__
 
-    def bind(value: datetime | None) -> Any:
-        if value is None:
-            return None
-        text = formatted.get(value)
-        if text is None:
-            if value.tzinfo is None:
-                raise ValueError("jobledger stores only timezone-aware datetimes")
-            text = _STORED_TEXT % _fields(value.astimezone(_UTC))
-            if len(formatted) >= _FORMATTED_KEPT:
-                formatted.clear()
-            formatted[value] = text
+
+class _StoredMoments(dict[Any, Any]):
+    """Instants (and None) to their SQLite text, formatted on a miss; a bounded memory."""
+
+    def __init__(self) -> None:
+        super().__init__({None: None})
+
+    def __missing__(self, value: datetime) -> str:
+        if value.tzinfo is None:
+            raise ValueError("jobledger stores only timezone-aware datetimes")
+        text = _STORED_TEXT % _fields(value.astimezone(_UTC))
+        if len(self) >= _FORMATTED_KEPT:
+            self.clear()
+            self[None] = None
+        self[value] = text
         return text
+
+
+def _fast_json_bind(reference: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``json.dumps`` of an event's data (a dict) by a C encoder made once.
+
+    ``json.dumps`` builds a new C encoder on every call, which costs more than encoding a
+    small payload. Anything but a dict takes SQLAlchemy's own processor. Payloads are
+    checked before they are stored (no cycles, no other types), so the encoder need not
+    look for cycles.
+    """
+    make_encoder = getattr(json.encoder, "c_make_encoder", None)
+    if make_encoder is None:
+        return reference
+    default = json.JSONEncoder().default
+    # (markers, default, encoder, indent, key_sep, item_sep, sort_keys, skipkeys, allow_nan)
+    encoder = make_encoder(
+        None, default, json.encoder.encode_basestring_ascii, None, ": ", ", ", False, False, True
+    )
+
+    def bind(value: Any) -> Any:
+        if type(value) is dict:
+            return "".join(encoder(value, 0))
+        return reference(value)
 
     return bind
 
 
 #: How many instants a text bind remembers (a bounded memory: cleared when full).
 _FORMATTED_KEPT = 1024
+_STORED_MOMENTS = _StoredMoments()
 
 
 def _fast_datetime_result(dialect: Dialect) -> Callable[[Any], Any]:
@@ -226,6 +260,14 @@ _BIND_PROBES: tuple[Any, ...] = (
     datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc),
     datetime(999, 12, 31, 23, 59, 59, 1, tzinfo=timezone(timedelta(hours=5, minutes=30))),
     datetime(2026, 7, 1, 0, 0, 0, 5, tzinfo=timezone(timedelta(hours=-7))),
+)
+_JSON_PROBES: tuple[Any, ...] = (
+    None,
+    {"attempt": 1},
+    {"result": None},
+    {"b": [1, 2.5, True, False, None, "\u00e9\n\u2028"], "a": {"z": -12, "y": 1e300}},
+    [1, "x"],
+    "text",
 )
 _TEXT_PROBES: tuple[Any, ...] = (
     None,
