@@ -12,15 +12,13 @@ not one frozen copy per event (see benchmarks/README.md).
 
 from __future__ import annotations
 
-import dataclasses
-import operator
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, Protocol
 
 from .errors import CorruptHistory
 from .lifecycle import MOVES, NEW, EventType
-from .records import JobStatus
+from .records import JobStatus, status_columns
 
 
 class EventLike(Protocol):
@@ -81,15 +79,10 @@ class Draft:
             self.updated_at,
             self.last_error,
             self.last_hash,
-        ) = _columns(status)
+        ) = status_columns(status)
 
     def freeze(self) -> JobStatus:
-        return JobStatus(*_columns(self))
-
-
-#: A status's (or a draft's) values in the order of JobStatus's fields (Draft.__init__ unpacks
-#: them in that order).
-_columns = operator.attrgetter(*(field.name for field in dataclasses.fields(JobStatus)))
+        return JobStatus(*status_columns(self))
 
 
 _Rule = Callable[[Draft, EventLike], None]

@@ -47,7 +47,6 @@ from .storage.backend import (
     CLOCK_TOLERANCE,
     BulkCopy,
     CommandStatements,
-    UnreadWrites,
     run_steps,
     unread_write,
 )
@@ -143,8 +142,6 @@ class Store(Reads):
         self._copies_batches = self.backend.copies_batches(engine.dialect)
         # Compiled on the first command: the dialect knows the server only once connected.
         self._commands: CommandStatements | None = None
-        self._unread: UnreadWrites | None = None  # the commands' unread writes, once compiled
-        self._begin = self.backend.begin_command
         #: Database clock minus this process's, in seconds, as the last read saw it.
         self._clock_offset: float | None = None
 
@@ -243,7 +240,6 @@ class Store(Reads):
     def _statements(self) -> CommandStatements:
         if self._commands is None:
             self._commands = self.backend.commands(self.engine.dialect)
-            self._unread = self._commands.unread
         return self._commands
 
     def _execute(self, conn: PoolProxiedConnection, sql: str, parameters: Any) -> Any:
@@ -278,8 +274,7 @@ class Store(Reads):
     def appends_unread(self) -> bool:
         """Whether :meth:`write_unread` can be tried: the backend has it, and a read has
         measured the clock offset."""
-        # Both are set by the first read (which compiles the statements).
-        return self._clock_offset is not None and self._unread is not None
+        return self._clock_offset is not None and self._statements().unread is not None
 
     def estimated_now(self) -> datetime:
         """The database clock as this process reckons it (see :meth:`write_unread`)."""
@@ -303,7 +298,7 @@ class Store(Reads):
         column). Also refused when the held connection turned out dead (the caller's
         ordinary command then reconnects).
         """
-        writes = self._unread
+        writes = self._statements().unread
         assert writes is not None
         conn, was_held = self._held.take()
         step: Step | None = None
@@ -311,8 +306,8 @@ class Store(Reads):
         try:
             step = decide(self.estimated_now())
             if step is not None:  # nothing to write (a throttled heartbeat): no transaction
-                if self._begin is not None:
-                    self._execute(conn, self._begin, ())
+                if self.backend.begin_command is not None:
+                    self._execute(conn, self.backend.begin_command, ())
                 steps, values = unread_write(writes, known, held, *step)
                 written = run_steps(steps, self._run, conn, values) is not None
                 if not self.autocommit:

@@ -64,14 +64,14 @@ def wait_for(condition: Callable[[], bool], timeout: float, step: float = 0.05) 
     the thing happened, and says so when it never did.
     """
     started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if condition():
-            return time.monotonic() - started
-        time.sleep(step)
-    raise AssertionError(f"condition not met within {timeout}s")
+    if not eventually(condition, bool, timeout, step):
+        raise AssertionError(f"condition not met within {timeout}s")
+    return time.monotonic() - started
 
 
-def eventually(get: Callable[[], T], done: Callable[[T], bool], within: float = 60.0) -> T:
+def eventually(
+    get: Callable[[], T], done: Callable[[T], bool], within: float = 60.0, step: float = 0.2
+) -> T:
     """``get()``'s first result that is ``done``, or its last one after ``within`` seconds:
     :func:`wait_for` for a value the test then asserts on (its failure shows the value)."""
     deadline = time.monotonic() + within
@@ -79,7 +79,7 @@ def eventually(get: Callable[[], T], done: Callable[[T], bool], within: float = 
         result = get()
         if done(result) or time.monotonic() > deadline:
             return result
-        time.sleep(0.2)
+        time.sleep(step)
 
 
 def jump_clock(ledger: Ledger, off_by: timedelta) -> None:

@@ -248,7 +248,7 @@ class AsyncStore:
             if step.guard and result.rowcount != 1:
                 return None
         assert result is not None
-        if steps[-1].rowid:
+        if not steps[-1].statement.returns_rows:
             return result.lastrowid
         return int(result.rows[0][0]) if result.rows else None
 

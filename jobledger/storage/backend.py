@@ -46,15 +46,13 @@ class WriteStep(NamedTuple):
     (:mod:`jobledger.aio`) send the same statements in the same order.
 
     The write's result is the position the last step returns (its first row's first
-    column), or ``None`` when a ``guard`` step matched no row: then the writer lost the
-    race, and the steps after it are not sent.
+    column, or the cursor's ``lastrowid`` for an insert that returns no rows), or ``None``
+    when a ``guard`` step matched no row: then the writer lost the race, and the steps
+    after it are not sent.
     """
 
     statement: DriverStatement
     guard: bool = False  # the write is refused unless this statement changed exactly one row
-    #: The event's position is the cursor's ``lastrowid`` (SQLite: the insert has no
-    #: RETURNING, which costs SQLite more than the rest of the insert), not its first row.
-    rowid: bool = False
 
 
 def run_steps(
@@ -66,7 +64,7 @@ def run_steps(
         cursor = run(conn, step.statement, values)
         if step.guard and cursor.rowcount != 1:
             return None
-    return cursor.lastrowid if steps[-1].rowid else first_value(cursor)
+    return first_value(cursor) if steps[-1].statement.returns_rows else cursor.lastrowid
 
 
 class UnreadWrites(NamedTuple):

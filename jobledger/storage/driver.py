@@ -38,6 +38,10 @@ class DriverStatement:
     ) -> None:
         compiled = statement.compile(dialect=dialect, column_keys=column_keys)
         self.sql: str = compiled.string
+        #: Whether the statement returns rows (a SELECT, or RETURNING); an insert that
+        #: returns none tells its row by the cursor's ``lastrowid``.
+        dml = compiled.isinsert or compiled.isupdate or compiled.isdelete
+        self.returns_rows: bool = not dml or bool(compiled.effective_returning)
         binds = {name: bind for bind, name in compiled.bind_names.items()}
         #: Bind names in the order the driver takes them (positional dialects) or any order.
         self.names: tuple[str, ...] = tuple(compiled.positiontup or binds)

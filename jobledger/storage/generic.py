@@ -37,8 +37,8 @@ class GenericBackend(Backend):
 class TwoStatementCommands(CommandStatements):
     """Writes in two statements, inside the command's transaction."""
 
-    #: Whether the event's insert returns its position as the cursor's ``lastrowid`` (a
-    #: rowid table) instead of by ``RETURNING``.
+    #: Whether the event's insert leaves its position to the cursor's ``lastrowid`` (a
+    #: rowid table) instead of returning it.
     positions_by_rowid = False
 
     def __init__(self, backend: Backend, dialect: Dialect) -> None:
@@ -57,9 +57,6 @@ class TwoStatementCommands(CommandStatements):
         )
         self.append_steps = (
             WriteStep(self.guarded_update, guard=True),
-            WriteStep(self.insert_event, rowid=self.positions_by_rowid),
+            WriteStep(self.insert_event),
         )
-        self.create_steps = (
-            WriteStep(self.insert_status),
-            WriteStep(self.insert_event, rowid=self.positions_by_rowid),
-        )
+        self.create_steps = (WriteStep(self.insert_status), WriteStep(self.insert_event))

@@ -7,7 +7,7 @@ import dataclasses
 import operator
 from typing import Any, NamedTuple
 
-from ..records import Event, JobStatus
+from ..records import Event, JobStatus, status_columns
 from ..schema import EVENT_FIELDS, STATUS_FIELDS
 
 # Commands build JobStatus positionally from the projection's columns.
@@ -42,7 +42,8 @@ class StoredEvent(NamedTuple):
 
 
 #: A status (or a fold's draft) and an event as tuples in column order; attrgetter runs in C.
-status_row = operator.attrgetter(*STATUS_FIELDS)
+#: JobStatus's fields are the projection's columns (checked above).
+status_row = status_columns
 event_row = operator.attrgetter(*EVENT_FIELDS)
 
 

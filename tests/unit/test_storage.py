@@ -3,6 +3,7 @@ layout of values whatever the backend."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -131,3 +132,26 @@ def test_command_statements_are_named_for_the_benchmarks() -> None:
     assert pg.append_unread is pg.by_name()["pg_append_unread"]
     assert pg.create_unread is pg.by_name()["pg_create_unread"]
     assert TwoStatementCommands(backend_named("sqlite"), sqlite.dialect()).append_unread is None
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"attempt": 1},
+        {"result": None},
+        {"b": [1, 2.5, -0.0, True, None], "a": {"z": '\u00e9\n\u2028"\\', "y": 10**30}},
+        {"markup": "<script>alert(1)</script>", "nested": [[[{"k": ""}]]]},
+        {},
+    ],
+)
+def test_sqlite_event_data_is_stored_as_sqlalchemy_would_store_it(data: Any) -> None:
+    """The event insert's data bind (a C encoder made once) writes json.dumps' text."""
+    commands = backend_named("sqlite").commands(sqlite.dialect())
+    event, status = _first_write()
+    event = Event(*[data if name == "data" else getattr(event, name) for name in EVENT_FIELDS_ALL])
+    sent = _sent(commands.insert_event, write_values(0, status, event))
+    assert sent["data"] == json.dumps(data)
+    assert not commands.insert_event.returns_rows  # the position is the cursor's lastrowid
+
+
+EVENT_FIELDS_ALL = ("position", *EVENT_FIELDS)
