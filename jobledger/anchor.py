@@ -41,13 +41,12 @@ def encoded_link_digest(
 
     The object is written in its (sorted) key order directly, as the event hash
     is (:func:`jobledger.chain.encoded_chain_hash`); ``surrogatepass`` so that a
-    tampered job id yields a mismatch rather than an exception.
+    tampered job id yields a mismatch rather than an exception. The numbers are
+    exact ``int`` values (columns' values), written as ``str`` writes them.
     """
     return _sha256(
         f'{previous}\n{{"hash":{canonical_string(hash_)},"job_id":{job_json},'
-        f'"position":{position:d},"seq":{seq:d},"version":{version:d}}}'.encode(
-            "utf-8", "surrogatepass"
-        )
+        f'"position":{position},"seq":{seq},"version":{version}}}'.encode("utf-8", "surrogatepass")
     ).hexdigest()
 
 

@@ -505,13 +505,13 @@ def _lines(conn: Connection, chosen: Any, summary: _Summary) -> Iterator[str]:
         finals[job_id] = (version, hash_)
         # The keys in sorted order, as canonical_json writes an object (and export a line).
         yield (
-            f'{{"anchor":{{"digest":"{digest}","prev":"{before or GENESIS}","seq":{seq:d}}},'
+            f'{{"anchor":{{"digest":"{digest}","prev":"{before or GENESIS}","seq":{seq}}},'
             f'"data":{canonical_json(data)},"hash":{canonical_string(hash_)},'
-            f'"job_id":{canonical_string(job_id)},"position":{position:d},'
+            f'"job_id":{canonical_string(job_id)},"position":{position},'
             f'"prev_hash":{canonical_string(prev_hash)},'
             f'"process":{"null" if process is None else canonical_string(process)},'
             f'"recorded_at":"{canonical_time(_aware(moment))}","type":{canonical_string(kind)},'
-            f'"version":{version:d}}}\n'
+            f'"version":{version}}}\n'
         )
 
 

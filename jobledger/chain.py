@@ -67,6 +67,8 @@ def encoded_chain_hash(
     (sorted) key order directly: verify and export hash every stored event, and
     building and sorting a dict per event would cost more than the hash itself.
     Verify also reuses the encoded job id and payloads across events.
+    ``version`` is an exact ``int`` (a column's value, or one added to it): it is
+    written as ``str`` writes it, which a format spec would only slow down.
 
     ``surrogatepass``: no stored event can hold a lone surrogate (payloads are
     refused before writing), so one in a tampered row must yield a mismatching
@@ -74,7 +76,7 @@ def encoded_chain_hash(
     """
     return _sha256(
         f'{prev_hash}\n{{"data":{data_json},"job_id":{job_json},"process":{process_json},'
-        f'"recorded_at":"{recorded_at}","type":{type_json},"version":{version:d}}}'.encode(
+        f'"recorded_at":"{recorded_at}","type":{type_json},"version":{version}}}'.encode(
             "utf-8", "surrogatepass"
         )
     ).hexdigest()

@@ -60,9 +60,9 @@ def export(
             process_json = "null" if process is None else strings[process]
             line(
                 f'{{{_anchor_member(row)}"data":{encoded(data)[0]},"hash":"{hash_}",'
-                f'"job_id":{canonical_string(job_id)},"position":{int(position):d},'
+                f'"job_id":{canonical_string(job_id)},"position":{int(position)},'
                 f'"prev_hash":"{prev_hash}","process":{process_json},'
-                f'"recorded_at":"{canonical(moment)}","type":{type_json},"version":{version:d}}}\n'
+                f'"recorded_at":"{canonical(moment)}","type":{type_json},"version":{version}}}\n'
             )
             if len(lines) == _LINES_PER_WRITE:
                 written += _flush(out, lines)
@@ -91,7 +91,7 @@ def _anchor_member(row: Any) -> str:
     if len(row) == 9 or row[9] is None:
         return ""
     seq, digest, previous = int(row[9]), row[10], row[11] or GENESIS
-    return f'"anchor":{{"digest":"{digest}","prev":"{previous}","seq":{seq:d}}},'
+    return f'"anchor":{{"digest":"{digest}","prev":"{previous}","seq":{seq}}},'
 
 
 #: The keys of every exported line (a sealed event's line in a full export adds "anchor").
