@@ -27,6 +27,7 @@ cannot have been rewritten and re-sealed.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import (
@@ -52,98 +53,144 @@ from . import session
 from .archived import Archived
 from .verification import MAX_PROBLEMS, VerifyReport
 
+#: Links checked between two looks at the other work verify interleaves (see AnchorCheck.steps).
+STEP = 2048
+
 
 def check_anchor(conn: Connection, report: VerifyReport, head: Head | None = None) -> None:
     """Check the anchor in ``conn``'s snapshot; ``report.events`` must hold the event count."""
-    checkpoint = conn.execute(
-        select(checkpoints.c.position, checkpoints.c.tx_id).where(checkpoints.c.name == NAME)
-    ).first()
-    archived = Archived.read(conn, report)
-    sealed, last = _check_links(conn, report, head, archived)
-    archived.finish(report)
-    report.head = last
-    if checkpoint is None:
-        report.unsealed = report.events  # nothing was ever sealed
-        if last is not None:
-            report.add("?", None, "the anchor has links but the sealer's checkpoint is gone")
-        return
-    if checkpoint.position > 0:
-        last_position = None if last is None else _position_of(conn, last.seq)
-        if last_position != checkpoint.position:
-            report.add(
-                "?",
-                None,
-                f"the sealer's checkpoint is at position {checkpoint.position} but the anchor's "
-                f"last link seals {last_position}: links were removed from the anchor's end",
-            )
-    report.unsealed = _count_past(conn, checkpoint)
-    if report.events - sealed != report.unsealed:
-        _report_unsealed(conn, report, checkpoint)
+    AnchorCheck(conn, head).finish(report)
 
 
-def _check_links(
-    conn: Connection, report: VerifyReport, head: Head | None, archived: Archived
-) -> tuple[int, Head | None]:
-    """Stream the links; how many sealed events exist as sealed, and the last link."""
-    add = report.add
-    bridges = archived.bridges
-    # One bit per position, to find a position sealed twice: a link only gets here if an
-    # event is at its position, so no position exceeds the largest event's.
-    largest = conn.execute(select(func.max(events.c.position))).scalar() or 0
-    seen = bytearray(largest // 8 + 1)
-    previous, expected, matched, last_seq, links = GENESIS, 1, 0, 0, 0
-    head_seq = None if head is None else head.seq
-    head_digest: str | None = None
-    for (
-        seq,
-        position,
-        job_id,
-        version,
-        digest,
-        event_job,
-        event_version,
-        event_hash,
-    ) in session.bulk_for(conn).links():
-        links += 1
-        if seq > expected and seq in bridges:  # archival removed links expected .. seq - 1
-            archived.missing += seq - expected
-            previous, expected = bridges.pop(seq), seq
-        if (
-            seq == expected
-            and event_job == job_id
-            and event_version == version
-            and position >= 0  # (a tampered one would index the bitmap from its end)
+class AnchorCheck:
+    """The anchor's check, in steps that other work can interleave with.
+
+    verify streams the links on its own connection while its workers check the
+    events (:func:`jobledger.audit.shards.run` takes :meth:`steps` as side work):
+    the two share nothing but the snapshot. Problems go to a report of the
+    anchor's own, which :meth:`finish` appends after the events' problems, in
+    the order the check found them.
+    """
+
+    def __init__(self, conn: Connection, head: Head | None) -> None:
+        self.report = VerifyReport()
+        self._conn, self._head = conn, head
+        self._checkpoint = conn.execute(
+            select(checkpoints.c.position, checkpoints.c.tx_id).where(checkpoints.c.name == NAME)
+        ).first()
+        self._archived = Archived.read(conn, self.report)
+        # One bit per position, to find a position sealed twice: a link only gets here if
+        # an event is at its position, so no position exceeds the largest event's.
+        largest = conn.execute(select(func.max(events.c.position))).scalar() or 0
+        self._seen = bytearray(largest // 8 + 1)
+        self._matched, self._last, self._head_digest = 0, 0, None
+        self._previous = GENESIS
+        self._stream = self._check_links()
+
+    def steps(self) -> Iterator[None]:
+        """Check the next :data:`STEP` links at each step, until all are checked."""
+        return self._stream
+
+    def finish(self, report: VerifyReport) -> None:
+        """Check what is left, then what needs ``report.events``; add it all to ``report``."""
+        for _ in self._stream:
+            pass
+        mine, archived, checkpoint = self.report, self._archived, self._checkpoint
+        archived.finish(mine)
+        last = Head(self._last, self._previous) if self._last else None
+        if self._head is not None and not (
+            self._head_digest is None and archived.report_archived_head(mine, self._head)
         ):
-            byte, mask = seen[position >> 3], 1 << (position & 7)
-            if byte & mask:
-                add(job_id, version, f"position {position} is sealed twice (link {seq})")
-            else:
-                seen[position >> 3] = byte | mask
-                matched += 1
-            recomputed = encoded_link_digest(
-                previous, seq, position, canonical_string(job_id), version, event_hash
-            )
-            if recomputed != digest:
-                add(
-                    job_id,
-                    version,
-                    f"anchor link {seq} does not match the event it seals "
-                    "(the event's hash or the link was changed)",
-                )
+            _check_head(mine, self._head, self._head_digest, last)
+        mine.head = last
+        mine.events = report.events
+        if checkpoint is None:
+            mine.unsealed = report.events  # nothing was ever sealed
+            if last is not None:
+                mine.add("?", None, "the anchor has links but the sealer's checkpoint is gone")
         else:
-            add(job_id, version, _broken(seq, expected, position, event_job, event_version))
-        previous, last_seq = digest, seq
-        if seq >= expected:
-            expected = seq + 1
-        if seq == head_seq:
-            head_digest = digest
-    report.sealed = links
-    last = Head(last_seq, previous) if last_seq else None
-    if head is not None and not (
-        head_digest is None and archived.report_archived_head(report, head)
-    ):
-        _check_head(report, head, head_digest, last)
-    return matched, last
+            self._check_checkpoint(checkpoint, last)
+        _add_anchor(report, mine)
+
+    def _check_checkpoint(self, checkpoint: Any, last: Head | None) -> None:
+        mine, conn = self.report, self._conn
+        if checkpoint.position > 0:
+            last_position = None if last is None else _position_of(conn, last.seq)
+            if last_position != checkpoint.position:
+                mine.add(
+                    "?",
+                    None,
+                    f"the sealer's checkpoint is at position {checkpoint.position} but the "
+                    f"anchor's last link seals {last_position}: links were removed from the "
+                    "anchor's end",
+                )
+        mine.unsealed = _count_past(conn, checkpoint)
+        if mine.events - self._matched != mine.unsealed:
+            _report_unsealed(conn, mine, checkpoint)
+
+    def _check_links(self) -> Iterator[None]:
+        """Stream the links, checking each; yields every :data:`STEP` links."""
+        add = self.report.add
+        archived = self._archived
+        bridges, seen = archived.bridges, self._seen
+        previous, expected, matched, last_seq, links = GENESIS, 1, 0, 0, 0
+        head_seq = None if self._head is None else self._head.seq
+        for (
+            seq,
+            position,
+            job_id,
+            version,
+            digest,
+            event_job,
+            event_version,
+            event_hash,
+        ) in session.bulk_for(self._conn).links():
+            links += 1
+            if not links % STEP:
+                yield
+            if seq > expected and seq in bridges:  # archival removed links expected .. seq - 1
+                archived.missing += seq - expected
+                previous, expected = bridges.pop(seq), seq
+            if (
+                seq == expected
+                and event_job == job_id
+                and event_version == version
+                and position >= 0  # (a tampered one would index the bitmap from its end)
+            ):
+                byte, mask = seen[position >> 3], 1 << (position & 7)
+                if byte & mask:
+                    add(job_id, version, f"position {position} is sealed twice (link {seq})")
+                else:
+                    seen[position >> 3] = byte | mask
+                    matched += 1
+                recomputed = encoded_link_digest(
+                    previous, seq, position, canonical_string(job_id), version, event_hash
+                )
+                if recomputed != digest:
+                    add(
+                        job_id,
+                        version,
+                        f"anchor link {seq} does not match the event it seals "
+                        "(the event's hash or the link was changed)",
+                    )
+            else:
+                add(job_id, version, _broken(seq, expected, position, event_job, event_version))
+            previous, last_seq = digest, seq
+            if seq >= expected:
+                expected = seq + 1
+            if seq == head_seq:
+                self._head_digest = digest
+        self.report.sealed = links
+        self._matched, self._last, self._previous = matched, last_seq, previous
+
+
+def _add_anchor(report: VerifyReport, anchor_report: VerifyReport) -> None:
+    """Append the anchor's findings to verify's report, after the events' problems."""
+    report.problem_count += anchor_report.problem_count
+    room = MAX_PROBLEMS - len(report.problems)
+    report.problems += anchor_report.problems[:room]
+    report.sealed, report.unsealed = anchor_report.sealed, anchor_report.unsealed
+    report.head, report.archived = anchor_report.head, anchor_report.archived
 
 
 def _broken(

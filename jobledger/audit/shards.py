@@ -48,7 +48,7 @@ import signal
 import stat
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection as Pipe
 from multiprocessing.connection import wait
@@ -110,7 +110,12 @@ def plan(conn: Connection, count: int, parts: int) -> list[Range]:
 
 
 def run(
-    task: Task, source: Source, ranges: list[Range], workers: int, handle: Emit
+    task: Task,
+    source: Source,
+    ranges: list[Range],
+    workers: int,
+    handle: Emit,
+    side: Iterator[None] | None = None,
 ) -> list[Any] | None:
     """Run ``task`` on every range in ``workers`` processes; the results in range order.
 
@@ -120,6 +125,10 @@ def run(
     the coordinator) as they arrive. ``None``, with nothing handled, if a worker
     could not connect: the caller then does the work itself. Any other failure
     in a worker is raised here, and the other workers are stopped.
+
+    ``side`` is work of the coordinator's own, done a step at a time while no
+    worker's message waits (see :func:`_collect`); what is left of it when the
+    workers are done is the caller's to finish.
     """
     context = multiprocessing.get_context("fork")
     pipes: list[Pipe] = []
@@ -142,7 +151,7 @@ def run(
                 return None
             if kind != "ready":
                 raise payload
-        return _collect(pipes, len(ranges), handle)
+        return _collect(pipes, len(ranges), handle, side)
     finally:
         for process in processes:
             if process.is_alive():
@@ -152,8 +161,12 @@ def run(
             pipe.close()
 
 
-def _collect(pipes: list[Pipe], count: int, handle: Emit) -> list[Any]:
-    """Hand out range numbers to idle workers and gather their results."""
+def _collect(pipes: list[Pipe], count: int, handle: Emit, side: Iterator[None] | None) -> list[Any]:
+    """Hand out range numbers to idle workers and gather their results.
+
+    Between messages the coordinator takes steps of ``side``: a step is short, so
+    a worker that finished a range waits at most one step for its next.
+    """
     results: list[Any] = [None] * count
     pending = iter(range(count))
     working: dict[int, int] = {}  # id(pipe) -> the range it works on
@@ -167,7 +180,10 @@ def _collect(pipes: list[Pipe], count: int, handle: Emit) -> list[Any]:
 
     busy = [pipe for pipe in pipes if next_range(pipe)]
     while busy:
-        for pipe in wait(busy):
+        ready = wait(busy, timeout=None if side is None else 0)
+        if not ready and side is not None and next(side, _OVER) is _OVER:
+            side = None
+        for pipe in ready:
             assert isinstance(pipe, Pipe)
             kind, payload = _receive(pipe)
             if kind == "done":
@@ -179,6 +195,10 @@ def _collect(pipes: list[Pipe], count: int, handle: Emit) -> list[Any]:
             else:
                 handle(kind, payload)
     return results
+
+
+#: What ``next`` returns from side work that is over.
+_OVER = object()
 
 
 def _receive(pipe: Pipe) -> tuple[str, Any]:

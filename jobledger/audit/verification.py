@@ -95,11 +95,12 @@ def verify(
     PostgreSQL all read the snapshot of this call's transaction; the report is
     the same however the work was split.
 
-    Then the ledger-wide anchor is checked in the same snapshot
+    The ledger-wide anchor is checked in the same snapshot
     (:mod:`jobledger.audit.anchored`), and with ``head`` that its link
-    ``head.seq`` still has ``head.digest``.
+    ``head.seq`` still has ``head.digest``; with workers, by this process while
+    they check the events. Its problems follow the events'.
     """
-    from .anchored import check_anchor  # noqa: PLC0415 (it imports this module)
+    from .anchored import AnchorCheck  # noqa: PLC0415 (it imports this module)
 
     with session.snapshot(engine) as conn:
         bulk = session.bulk_for(conn)
@@ -107,11 +108,14 @@ def verify(
         tracker = session.Tracker(progress, total)
         task = functools.partial(_verify_range, batch_size=session.BATCH_SIZE)
         plan = session.worker_plan(conn, total, workers)
-        reports = shards.run(task, *plan, tracker.handle) if plan is not None else None
+        anchor = AnchorCheck(conn, head)
+        reports = None
+        if plan is not None:
+            reports = shards.run(task, *plan, tracker.handle, anchor.steps())
         if reports is None:
             reports = [task(bulk, None, None, tracker.handle)]
         report = _merged(reports)
-        check_anchor(conn, report, head)
+        anchor.finish(report)
     tracker.finish()
     return report
 

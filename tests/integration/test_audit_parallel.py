@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -18,11 +18,12 @@ from sqlalchemy import delete, insert, update
 
 from jobledger import Ledger, audit
 from jobledger import names as name_rules
-from jobledger.audit import session, shards, verification
+from jobledger.audit import anchored, session, shards, verification
 from jobledger.audit.bulk import CoreBulk
 from jobledger.errors import CorruptHistory, DatabaseUnavailable
 from jobledger.identity import new_identity
-from jobledger.schema import events, jobs
+from jobledger.schema import anchor, events, jobs
+from tests.helpers import seal_all
 from tests.integration.test_audit import (
     _delete_last,
     _delete_middle,
@@ -120,6 +121,41 @@ def test_an_intact_ledger_verifies_in_workers(busy: Ledger, forked: list[bool]) 
     assert report == audit.verify(busy.engine, workers=1)
     assert seen[-1] == (report.events, report.events)
     assert forked == [True]
+
+
+def test_the_anchor_is_checked_while_the_workers_check_the_events(
+    busy: Ledger, forked: list[bool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seal_all(busy)
+    _sql(busy, update(anchor).where(anchor.c.seq == 5).values(digest="0" * 64))
+    _sql(busy, delete(anchor).where(anchor.c.seq == 9))
+    _edit_data(busy)
+    monkeypatch.setattr(anchored, "STEP", 1)  # a look at the workers after every link
+    alone = audit.verify(busy.engine, workers=1)
+    messages = [str(p) for p in alone.problems]
+    assert any("anchor link 5 does not match" in m for m in messages), messages
+    assert any("anchor links 9 are missing" in m for m in messages), messages
+    steps: list[int] = []  # steps of the anchor's check taken before the workers were done
+    forked_run = shards.run
+
+    def run(*args: Any) -> Any:
+        *arguments, side = args
+        taken = 0
+
+        def counted() -> Iterator[None]:
+            nonlocal taken
+            for step in side:
+                taken += 1
+                yield step
+
+        result = forked_run(*arguments, counted())
+        steps.append(taken)
+        return result
+
+    monkeypatch.setattr(shards, "run", run)
+    assert audit.verify(busy.engine, workers=2) == alone
+    assert forked == [True]
+    assert steps[0] > 0
 
 
 def test_the_first_problems_are_kept_however_the_work_is_split(
