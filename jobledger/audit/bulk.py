@@ -53,10 +53,14 @@ from ..schema import EVENT_FIELDS, STATUS_FIELDS, anchor, events, jobs
 from ..storage.rows import status_row
 from .shards import Source
 
-#: What ``by_position(anchored=True)`` joins to each event: its link, and the link before.
-ANCHOR_JOIN = (
-    f" LEFT JOIN {anchor.name} link ON link.position = e.position"
-    f" LEFT JOIN {anchor.name} previous ON previous.seq = link.seq - 1"
+#: What ``by_position(anchored=True)`` joins to each event: its link.
+ANCHOR_JOIN = f" LEFT JOIN {anchor.name} link ON link.position = e.position"
+#: The columns it adds: the link's ``seq`` and ``digest``, and the digest of the link
+#: before, looked up by ``seq`` for each sealed event. Joined instead, PostgreSQL plans to
+#: hash both anchors and sort the result on disk, at twice the server's time per event.
+ANCHOR_COLUMNS = (
+    ", e.position, link.seq, link.digest, (SELECT previous.digest"
+    f" FROM {anchor.name} previous WHERE previous.seq = link.seq - 1)"
 )
 
 #: The anchor's links in seal order, each with the event at its position (NULLs if none):

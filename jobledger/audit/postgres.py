@@ -22,6 +22,7 @@ from ..schema import EVENT_FIELDS, STATUS_FIELDS, events, jobs
 from ..storage.postgres import copy_sql
 from ..storage.rows import status_row
 from .bulk import (
+    ANCHOR_COLUMNS,
     ANCHOR_JOIN,
     LINKS_SQL,
     PADDING,
@@ -110,7 +111,7 @@ class PostgresBulk(Bulk):
             for name in EVENT_FIELDS
         )
         if anchored:
-            columns += ", e.position, link.seq, link.digest, previous.digest"
+            columns += ANCHOR_COLUMNS
             source = f"{events.name} e{ANCHOR_JOIN}"
         else:
             columns += ", e.position"

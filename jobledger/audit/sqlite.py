@@ -19,6 +19,7 @@ from ..schema import EVENT_FIELDS, STATUS_FIELDS, events, jobs
 from ..storage.rows import status_row
 from ..storage.sqlite import SQLITE_BUSY_TIMEOUT
 from .bulk import (
+    ANCHOR_COLUMNS,
     ANCHOR_JOIN,
     LINKS_SQL,
     NUMBERS,
@@ -92,7 +93,7 @@ class SqliteBulk(Bulk):
     def by_position(self, since: int | None, anchored: bool = False) -> Iterator[Row]:
         columns = ", ".join(f"e.{name}" for name in EVENT_FIELDS)
         if anchored:
-            columns += ", e.position, link.seq, link.digest, previous.digest"
+            columns += ANCHOR_COLUMNS
             source = f"{events.name} e{ANCHOR_JOIN}"
         else:
             columns += ", e.position"
