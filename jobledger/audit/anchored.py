@@ -27,7 +27,7 @@ cannot have been rewritten and re-sealed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 from sqlalchemy import (
@@ -91,6 +91,11 @@ class AnchorCheck:
         """Check the next :data:`STEP` links at each step, until all are checked."""
         return self._stream
 
+    def close(self) -> None:
+        """Stop an unfinished check: its stream holds the connection (a COPY on PostgreSQL)
+        until it is closed, and a rollback would wait for it forever."""
+        self._stream.close()
+
     def finish(self, report: VerifyReport) -> None:
         """Check what is left, then what needs ``report.events``; add it all to ``report``."""
         for _ in self._stream:
@@ -128,7 +133,7 @@ class AnchorCheck:
         if mine.events - self._matched != mine.unsealed:
             _report_unsealed(conn, mine, checkpoint)
 
-    def _check_links(self) -> Iterator[None]:
+    def _check_links(self) -> Generator[None, None, None]:
         """Stream the links, checking each; yields every :data:`STEP` links."""
         add = self.report.add
         archived = self._archived

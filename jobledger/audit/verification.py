@@ -9,6 +9,7 @@ uses. A report keeps the first :data:`MAX_PROBLEMS` problems in job order.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from dataclasses import dataclass, field
 from typing import Any
@@ -108,14 +109,14 @@ def verify(
         tracker = session.Tracker(progress, total)
         task = functools.partial(_verify_range, batch_size=session.BATCH_SIZE)
         plan = session.worker_plan(conn, total, workers)
-        anchor = AnchorCheck(conn, head)
-        reports = None
-        if plan is not None:
-            reports = shards.run(task, *plan, tracker.handle, anchor.steps())
-        if reports is None:
-            reports = [task(bulk, None, None, tracker.handle)]
-        report = _merged(reports)
-        anchor.finish(report)
+        with contextlib.closing(AnchorCheck(conn, head)) as anchor:
+            reports = None
+            if plan is not None:
+                reports = shards.run(task, *plan, tracker.handle, anchor.steps())
+            if reports is None:
+                reports = [task(bulk, None, None, tracker.handle)]
+            report = _merged(reports)
+            anchor.finish(report)
     tracker.finish()
     return report
 

@@ -158,6 +158,32 @@ def test_the_anchor_is_checked_while_the_workers_check_the_events(
     assert steps[0] > 0
 
 
+def test_a_failing_worker_stops_the_anchor_check_too(
+    ledger: Ledger, forked: list[bool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The anchor's stream is open when a worker fails: verify raises the worker's error
+    and lets go of the stream. On PostgreSQL it is a COPY too large for the socket's
+    buffers, so the server waits to send more, and a rollback would wait for it forever."""
+    ledger.enqueue_many([f"job-{n}" for n in range(30_000)])
+    seal_all(ledger)
+    monkeypatch.setattr(anchored, "STEP", 1)
+    forked_run = shards.run
+
+    def fail(*_: Any) -> None:
+        raise RuntimeError("a worker failed")
+
+    def run(*args: Any) -> Any:
+        _, *arguments, side = args
+        next(side)  # the first link checked: the stream is open
+        return forked_run(fail, *arguments, side)
+
+    monkeypatch.setattr(shards, "run", run)
+    with pytest.raises(RuntimeError, match="a worker failed"):
+        audit.verify(ledger.engine, workers=2)
+    monkeypatch.setattr(shards, "run", forked_run)
+    assert audit.verify(ledger.engine, workers=2).ok
+
+
 def test_the_first_problems_are_kept_however_the_work_is_split(
     busy: Ledger, forked: list[bool], monkeypatch: pytest.MonkeyPatch
 ) -> None:
