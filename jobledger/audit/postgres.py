@@ -162,7 +162,7 @@ def prepare_postgres_session(cursor: Any) -> None:
     Compiling these queries costs more than the compiled plans save. The audit's own
     workers are the parallelism, and the coordinator checks the anchor beside them:
     PostgreSQL's parallel workers for any of their queries would only crowd the same
-    CPUs (the anchor's join took twice the CPU time in parallel, hashed and sorted).
+    CPUs (the anchor's join, hashed and sorted in parallel, took 1.5 times the CPU time).
     """
     cursor.execute("SET LOCAL TIME ZONE 'UTC'")
     cursor.execute("SET LOCAL DateStyle = 'ISO, YMD'")
