@@ -108,16 +108,15 @@ class AnchorCheck:
         ):
             _check_head(mine, self._head, self._head_digest, last)
         mine.head = last
-        mine.events = report.events
         if checkpoint is None:
             mine.unsealed = report.events  # nothing was ever sealed
             if last is not None:
                 mine.add("?", None, "the anchor has links but the sealer's checkpoint is gone")
         else:
-            self._check_checkpoint(checkpoint, last)
+            self._check_checkpoint(checkpoint, last, report.events)
         _add_anchor(report, mine)
 
-    def _check_checkpoint(self, checkpoint: Any, last: Head | None) -> None:
+    def _check_checkpoint(self, checkpoint: Any, last: Head | None, events: int) -> None:
         mine, conn = self.report, self._conn
         if checkpoint.position > 0:
             last_position = None if last is None else _position_of(conn, last.seq)
@@ -130,7 +129,7 @@ class AnchorCheck:
                     "anchor's end",
                 )
         mine.unsealed = _count_past(conn, checkpoint)
-        if mine.events - self._matched != mine.unsealed:
+        if events - self._matched != mine.unsealed:
             _report_unsealed(conn, mine, checkpoint)
 
     def _check_links(self) -> Generator[None, None, None]:
@@ -191,9 +190,7 @@ class AnchorCheck:
 
 def _add_anchor(report: VerifyReport, anchor_report: VerifyReport) -> None:
     """Append the anchor's findings to verify's report, after the events' problems."""
-    report.problem_count += anchor_report.problem_count
-    room = MAX_PROBLEMS - len(report.problems)
-    report.problems += anchor_report.problems[:room]
+    report.add_problems(anchor_report)
     report.sealed, report.unsealed = anchor_report.sealed, anchor_report.unsealed
     report.head, report.archived = anchor_report.head, anchor_report.archived
 

@@ -53,15 +53,25 @@ from ..schema import EVENT_FIELDS, STATUS_FIELDS, anchor, events, jobs
 from ..storage.rows import status_row
 from .shards import Source
 
-#: What ``by_position(anchored=True)`` joins to each event: its link.
-ANCHOR_JOIN = f" LEFT JOIN {anchor.name} link ON link.position = e.position"
-#: The columns it adds: the link's ``seq`` and ``digest``, and the digest of the link
-#: before, looked up by ``seq`` for each sealed event. Joined instead, PostgreSQL plans to
-#: hash both anchors and sort the result on disk, at 1.4 times the server's time.
-ANCHOR_COLUMNS = (
-    ", e.position, link.seq, link.digest, (SELECT previous.digest"
-    f" FROM {anchor.name} previous WHERE previous.seq = link.seq - 1)"
-)
+
+def position_query(event_columns: str, anchored: bool, where: str) -> str:
+    """The query of :meth:`Bulk.by_position`: ``event_columns`` (each backend reads them its
+    own way) and the position, with ``anchored`` the link's ``seq`` and ``digest`` and the
+    previous link's digest, for the events ``where`` selects (on ``e``), in position order.
+
+    The previous link's digest is looked up by ``seq`` for each sealed event: joined
+    instead, PostgreSQL plans to hash both anchors and sort the result on disk, at 1.4
+    times the server's time.
+    """
+    columns, source = f"{event_columns}, e.position", f"{events.name} e"
+    if anchored:
+        columns += (
+            ", link.seq, link.digest, (SELECT previous.digest"
+            f" FROM {anchor.name} previous WHERE previous.seq = link.seq - 1)"
+        )
+        source += f" LEFT JOIN {anchor.name} link ON link.position = e.position"
+    return f"SELECT {columns} FROM {source}{where} ORDER BY e.position"
+
 
 #: The anchor's links in seal order, each with the event at its position (NULLs if none):
 #: ``(seq, position, job_id, version, digest, event's job_id, version, hash)``.

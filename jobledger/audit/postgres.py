@@ -22,8 +22,6 @@ from ..schema import EVENT_FIELDS, STATUS_FIELDS, events, jobs
 from ..storage.postgres import copy_sql
 from ..storage.rows import status_row
 from .bulk import (
-    ANCHOR_COLUMNS,
-    ANCHOR_JOIN,
     LINKS_SQL,
     PADDING,
     PROJECTION_TAIL,
@@ -31,6 +29,7 @@ from .bulk import (
     Bulk,
     EventRow,
     Row,
+    position_query,
     where_clause,
 )
 from .shards import Source
@@ -107,13 +106,7 @@ class PostgresBulk(Bulk):
             f"e.{name}" if name in ("job_id", "version") else f"e.{name}::text"
             for name in EVENT_FIELDS
         )
-        if anchored:
-            columns += ANCHOR_COLUMNS
-            source = f"{events.name} e{ANCHOR_JOIN}"
-        else:
-            columns += ", e.position"
-            source = f"{events.name} e"
-        select_sql = f"SELECT {columns} FROM {source}{where} ORDER BY e.position"
+        select_sql = position_query(columns, anchored, where)
         query = sql.SQL(f"COPY ({select_sql}) TO STDOUT").format(since=sql.Literal(since))
         with self._conn.cursor() as cursor, cursor.copy(query):
             yield from _copy_rows(_copy_out(self._conn), self._encoding)

@@ -19,8 +19,6 @@ from ..schema import EVENT_FIELDS, STATUS_FIELDS, events, jobs
 from ..storage.rows import status_row
 from ..storage.sqlite import SQLITE_BUSY_TIMEOUT
 from .bulk import (
-    ANCHOR_COLUMNS,
-    ANCHOR_JOIN,
     LINKS_SQL,
     NUMBERS,
     PADDING,
@@ -28,6 +26,7 @@ from .bulk import (
     Batch,
     Bulk,
     Row,
+    position_query,
     where_clause,
 )
 from .shards import Source
@@ -92,13 +91,7 @@ class SqliteBulk(Bulk):
 
     def by_position(self, since: int | None, anchored: bool = False) -> Iterator[Row]:
         columns = ", ".join(f"e.{name}" for name in EVENT_FIELDS)
-        if anchored:
-            columns += ANCHOR_COLUMNS
-            source = f"{events.name} e{ANCHOR_JOIN}"
-        else:
-            columns += ", e.position"
-            source = f"{events.name} e"
-        query = f"SELECT {columns} FROM {source} WHERE e.position > ? ORDER BY e.position"
+        query = position_query(columns, anchored, " WHERE e.position > ?")
         return iter(self._conn.execute(query, (-1 if since is None else since,)))
 
     def links(self) -> Iterator[Row]:

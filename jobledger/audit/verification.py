@@ -75,6 +75,11 @@ class VerifyReport:
         if len(self.problems) < MAX_PROBLEMS:
             self.problems.append(Problem(job_id, version, message))
 
+    def add_problems(self, other: VerifyReport) -> None:
+        """``other``'s problems after these, kept up to :data:`MAX_PROBLEMS`, all counted."""
+        self.problem_count += other.problem_count
+        self.problems += other.problems[: MAX_PROBLEMS - len(self.problems)]
+
 
 def verify(
     engine: Engine,
@@ -273,7 +278,5 @@ def _merged(reports: list[VerifyReport]) -> VerifyReport:
         merged.jobs += part.jobs
         merged.events += part.events
         merged.projection_rows += part.projection_rows
-        merged.problem_count += part.problem_count
-        room = MAX_PROBLEMS - len(merged.problems)
-        merged.problems += part.problems[:room]
+        merged.add_problems(part)
     return merged

@@ -48,23 +48,22 @@ class DriverStatement:
         self._positional = bool(dialect.positional)
         # Literals the statement carries (SQLite's strftime format, a NULL tx_id) are
         # processed once, here; the caller supplies every other value.
-        self._fixed: dict[str, Any] = {}
-        self._processors: list[tuple[int, Callable[[Any], Any]]] = []
+        fixed: dict[str, Any] = {}
+        processors: list[tuple[int, Callable[[Any], Any]]] = []
         for index, name in enumerate(self.names):
             bind = binds[name]
             process = _bind_processor(bind.type, dialect)
             if not bind.required:
                 value = bind.effective_value
-                self._fixed[name] = process(value) if process is not None else value
+                fixed[name] = process(value) if process is not None else value
             elif process is not None:
-                self._processors.append((index, process))
+                processors.append((index, process))
         # Fixed values ride at the end of the caller's tuple.
-        self._tail = tuple(self._fixed.values())
-        where = {name: i for i, name in enumerate((*source, *self._fixed))}
-        self._pick = _tuple_getter([where[name] for name in self.names])
+        where = {name: i for i, name in enumerate((*source, *fixed))}
+        pick = _tuple_getter([where[name] for name in self.names])
         #: The processed values, in the order of :attr:`names`: ``row(values)``.
         self.row: Callable[[tuple[Any, ...]], list[Any]] = _row_function(
-            self._pick, self._tail, self._processors
+            pick, tuple(fixed.values()), processors
         )
         columns = getattr(statement, "selected_columns", ())
         self._readers = [
