@@ -117,8 +117,10 @@ class FaultEnv:
 
     def projector(self, ttl: float = TTL, **options: Any) -> RecoveryProjector:
         """A recovery projector sweeping every 0.2 s in a background thread."""
-        made = RecoveryProjector(self.ledger, self.liveness(ttl), interval=0.2, **options)
-        thread = threading.Thread(target=made.run_forever, kwargs={"handle_signals": False})
+        made = RecoveryProjector(
+            self.ledger, self.liveness(ttl), interval=0.2, handle_signals=False, **options
+        )
+        thread = threading.Thread(target=made.run_forever)
         thread.start()
         self.projectors.append((made, thread))
         return made

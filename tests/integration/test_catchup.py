@@ -238,10 +238,8 @@ def test_a_held_back_runner_says_why(
 ) -> None:
     ledger = private_postgres
     monkeypatch.setattr("jobledger.catchup.HOLDUP_REPORT_INTERVAL", 0.05)
-    stop = threading.Event()
-    runner = threading.Thread(
-        target=CatchUp(ledger, Recorder()).run_forever, args=(stop, 0.02), daemon=True
-    )
+    catchup = CatchUp(ledger, Recorder(), poll_interval=0.02)
+    runner = threading.Thread(target=catchup.run_forever, daemon=True)
     with ledger.engine.connect() as slow, caplog.at_level("WARNING", "jobledger.catchup"):
         slow_tx = slow.begin()
         slow.execute(select(func.pg_current_xact_id()))
@@ -249,7 +247,7 @@ def test_a_held_back_runner_says_why(
         runner.start()
         wait_for(lambda: "waits behind" in caplog.text, timeout=10, step=0.02)
         slow_tx.commit()
-    stop.set()
+    catchup.stop()
     runner.join(10)
     assert "projection 'recorder': 1 committed event waits behind the open transaction" in (
         caplog.text
@@ -279,16 +277,17 @@ def test_concurrent_writers_and_a_long_transaction_deliver_everything_once_in_or
 ) -> None:
     ledger = private_postgres
     url = ledger.engine.url.render_as_string(hide_password=False)
-    stop = threading.Event()
     failures: list[BaseException] = []
+    # two runners compete for the same checkpoint
+    catchups = [CatchUp(ledger, Recorder(), batch_size=7, poll_interval=0.01) for _ in range(2)]
 
-    def run() -> None:  # two runners compete for the same checkpoint
+    def run(catchup: CatchUp) -> None:
         try:
-            CatchUp(ledger, Recorder(), batch_size=7).run_forever(stop, poll_interval=0.01)
+            catchup.run_forever()
         except BaseException as exc:
             failures.append(exc)
 
-    runners = [threading.Thread(target=run) for _ in range(2)]
+    runners = [threading.Thread(target=run, args=(catchup,)) for catchup in catchups]
     for thread in runners:
         thread.start()
     with ledger.engine.connect() as slow:
@@ -308,7 +307,8 @@ def test_concurrent_writers_and_a_long_transaction_deliver_everything_once_in_or
     assert all(writer.wait(60) == 0 for writer in writers)
     expected = _positions(ledger)
     wait_for(lambda: len(_delivered(ledger)) >= len(expected), timeout=60)
-    stop.set()
+    for catchup in catchups:
+        catchup.stop()
     for thread in runners:
         thread.join(30)
     assert failures == []
