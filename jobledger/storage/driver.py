@@ -16,6 +16,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import JSON, Dialect
+from sqlalchemy.engine.interfaces import BindTyping
 from sqlalchemy.pool import PoolProxiedConnection
 
 from ..schema import UtcDateTime
@@ -114,8 +115,29 @@ def _bind_processor(type_: Any, dialect: Dialect) -> Callable[[Any], Any] | None
     if isinstance(type_, UtcDateTime) and processor is not None:
         return _verified(_fast_datetime_bind(dialect), processor, _BIND_PROBES)
     if isinstance(type_.dialect_impl(dialect), JSON) and processor is not None:
+        if dialect.bind_typing is BindTyping.RENDER_CASTS:
+            # Every bind is cast in the SQL (``%s::JSONB``): the server parses JSON text
+            # into the type, so the text the driver would send for its wrapper will do.
+            processor = _json_as_sent(processor)
         return _verified(_fast_json_bind(processor), processor, _JSON_PROBES)
     return processor  # type: ignore[no-any-return]
+
+
+def _json_as_sent(reference: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """The JSON text the driver sends for ``reference``'s result.
+
+    psycopg's processor wraps the value (``Jsonb``), and psycopg encodes the wrapped
+    value with the wrapper's ``dumps`` or ``json.dumps`` as it sends it: encoding it
+    once with a C encoder made once saves that call (it builds a new encoder each time).
+    """
+
+    def sent(value: Any) -> Any:
+        wrapper = reference(value)
+        if not hasattr(wrapper, "obj"):
+            return wrapper
+        return (getattr(wrapper, "dumps", None) or json.dumps)(wrapper.obj)
+
+    return sent
 
 
 def _result_processor(type_: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
