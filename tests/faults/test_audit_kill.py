@@ -200,11 +200,26 @@ def _frozen_mid_run(coordinator: subprocess.Popen[bytes]) -> list[int]:
     assert _until(time.monotonic() + 60, lambda: len(children(coordinator.pid)) == 2), (
         "workers never ran"
     )
-    coordinator.send_signal(signal.SIGSTOP)
-    workers = children(coordinator.pid)
-    # Seen just after the fork, they may not have let go of what they inherited yet.
-    _until(time.monotonic() + 2, lambda: not _sharedsockets(coordinator.pid, workers))
+    for _ in range(_FREEZE_TRIES):
+        coordinator.send_signal(signal.SIGSTOP)
+        workers = children(coordinator.pid)
+        # Seen just after the fork, they may not have let go of what they inherited yet.
+        if _let_go(coordinator.pid, workers):
+            break
+        # Stopped between forking the second worker and closing its copy of that worker's
+        # pipe end (a loaded machine can hold a parent there): let it close it, stop it again.
+        coordinator.send_signal(signal.SIGCONT)
+        time.sleep(0.01)
     return workers
+
+
+#: How often the coordinator may be caught between a fork and its next line.
+_FREEZE_TRIES = 3
+
+
+def _let_go(coordinator: int, workers: list[int]) -> bool:
+    """Whether the workers soon hold none of the coordinator's sockets."""
+    return _until(time.monotonic() + 2, lambda: not _sharedsockets(coordinator, workers))
 
 
 #: Runs the CLI as ``-m jobledger.cli`` does, on a platform that is not Linux
