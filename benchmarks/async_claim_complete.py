@@ -21,6 +21,7 @@ Blocks alternate (ABBA) and a rate is jobs per median block time, as everywhere 
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -141,8 +142,6 @@ class RawAsyncPostgres:
         """The unread write after the row ``seen``, stamped once a connection is in hand
         (as the ledger does), guarded by the whole row or (``held``, a row this side wrote)
         its last hash; the status it wrote."""
-        from psycopg.types.json import Jsonb
-
         conn, cursor = await self.pool.get()
         status, event = next_values(job_id, kind, [datetime.now(timezone.utc), *seen])
         guard = {"k_last_hash": seen[13]} if held else known(seen)
@@ -153,7 +152,7 @@ class RawAsyncPostgres:
             "e_version": event["version"],
             "e_type": status["j_state"],
             "e_process": PROCESS,
-            "e_data": Jsonb(event["data"]),
+            "e_data": json.dumps(event["data"]),  # as the ledger: text, cast by the SQL
             "e_recorded_at": event["recorded_at"],
             "e_prev_hash": event["prev_hash"],
             "e_hash": event["hash"],

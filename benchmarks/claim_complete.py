@@ -165,8 +165,6 @@ class RawPostgres:
         event: dict[str, Any],
         guard: dict[str, Any],
     ) -> None:
-        from psycopg.types.json import Jsonb
-
         kind = status["j_state"]
         params = {
             **status,
@@ -174,7 +172,7 @@ class RawPostgres:
             "e_version": event["version"],
             "e_type": kind,
             "e_process": PROCESS,
-            "e_data": Jsonb(event["data"]),
+            "e_data": json.dumps(event["data"]),  # as the ledger: text, cast by the SQL
             "e_recorded_at": event["recorded_at"],
             "e_prev_hash": event["prev_hash"],
             "e_hash": event["hash"],
