@@ -155,3 +155,22 @@ def test_sqlite_event_data_is_stored_as_sqlalchemy_would_store_it(data: Any) -> 
 
 
 EVENT_FIELDS_ALL = ("position", *EVENT_FIELDS)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"attempt": 1},
+        {"b": [1, 2.5, -0.0, True, None], "a": {"z": '\u00e9\n\u2028"\\', "y": 10**30}},
+        {},
+    ],
+)
+def test_postgresql_event_data_is_sent_as_the_json_text_psycopg_would_send(data: Any) -> None:
+    """Text, cast to JSONB by the statement: what psycopg's Jsonb wrapper would send, once."""
+    dialect = create_engine("postgresql+psycopg://").dialect
+    append = backend_named("postgresql").commands(dialect).by_name()["pg_append"]
+    event, status = _first_write()
+    event = Event(*[data if name == "data" else getattr(event, name) for name in EVENT_FIELDS_ALL])
+    sent = _sent(append, write_values(0, status, event))
+    assert sent["e_data"] == json.dumps(data)  # psycopg's Jsonb dumper: json.dumps(obj)
+    assert "%s::JSONB" in append.sql
