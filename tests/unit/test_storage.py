@@ -78,8 +78,10 @@ def test_a_sqlite_file_that_is_missing_is_named(tmp_path: Path) -> None:
     assert backend_named("postgresql").missing_file(make_url("postgresql://h/db")) is None
 
 
-def _first_write() -> tuple[Event, JobStatus]:
-    data = {"queue": "q", "data": None}
+def _first_write(data: Any = None) -> tuple[Event, JobStatus]:
+    """A new job's first event (carrying ``data``, an enqueue's by default) and row."""
+    if data is None:
+        data = {"queue": "q", "data": None}
     event = Event(-1, "j", 1, "enqueued", "p", data, NOW, GENESIS, "h" * 64)
     status = JobStatus(
         "j", "q", "enqueued", 1, 0, None, None, NOW, None, None, None, NOW, None, "h" * 64
@@ -147,14 +149,10 @@ def test_command_statements_are_named_for_the_benchmarks() -> None:
 def test_sqlite_event_data_is_stored_as_sqlalchemy_would_store_it(data: Any) -> None:
     """The event insert's data bind (a C encoder made once) writes json.dumps' text."""
     commands = backend_named("sqlite").commands(sqlite.dialect())
-    event, status = _first_write()
-    event = Event(*[data if name == "data" else getattr(event, name) for name in EVENT_FIELDS_ALL])
+    event, status = _first_write(data)
     sent = _sent(commands.insert_event, write_values(0, status, event))
     assert sent["data"] == json.dumps(data)
     assert not commands.insert_event.returns_rows  # the position is the cursor's lastrowid
-
-
-EVENT_FIELDS_ALL = ("position", *EVENT_FIELDS)
 
 
 @pytest.mark.parametrize(
@@ -169,8 +167,7 @@ def test_postgresql_event_data_is_sent_as_the_json_text_psycopg_would_send(data:
     """Text, cast to JSONB by the statement: what psycopg's Jsonb wrapper would send, once."""
     dialect = create_engine("postgresql+psycopg://").dialect
     append = backend_named("postgresql").commands(dialect).by_name()["pg_append"]
-    event, status = _first_write()
-    event = Event(*[data if name == "data" else getattr(event, name) for name in EVENT_FIELDS_ALL])
+    event, status = _first_write(data)
     sent = _sent(append, write_values(0, status, event))
     assert sent["e_data"] == json.dumps(data)  # psycopg's Jsonb dumper: json.dumps(obj)
     assert "%s::JSONB" in append.sql
