@@ -27,10 +27,12 @@ def _orphan_jobs(backend: Backend, count: int, ttl: float = 0.5) -> str:
 
 
 def test_dead_holder_jobs_are_abandoned_and_requeued(backend: Backend) -> None:
-    holder = _orphan_jobs(backend, 3)
-    projector = RecoveryProjector(backend.ledger, backend.liveness(ttl=0.5), grace=0.2)
+    # A TTL of 1 s: with 0.5 s, one slow fsync of the SQLite lease store on a loaded machine
+    # (0.2 s, over BLOCKED_SHARE of the TTL) rightly made the sweep distrust every lapse.
+    holder = _orphan_jobs(backend, 3, ttl=1.0)
+    projector = RecoveryProjector(backend.ledger, backend.liveness(ttl=1.0), grace=0.2)
     assert projector.run_once() == []  # still alive
-    time.sleep(0.7)
+    time.sleep(1.2)
     recovered = projector.run_once()
     assert sorted(r.job_id for r in recovered) == ["orphan-0", "orphan-1", "orphan-2"]
     assert all(r.requeued and r.holder == holder for r in recovered)
