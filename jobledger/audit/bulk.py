@@ -54,21 +54,32 @@ from ..storage.rows import status_row
 from .shards import Source
 
 
-def position_query(event_columns: str, anchored: bool, where: str) -> str:
+def position_query(event_columns: str, anchored: bool, where: str, window: bool = False) -> str:
     """The query of :meth:`Bulk.by_position`: ``event_columns`` (each backend reads them its
     own way) and the position, with ``anchored`` the link's ``seq`` and ``digest`` and the
     previous link's digest, for the events ``where`` selects (on ``e``), in position order.
 
     The previous link's digest is looked up by ``seq`` for each sealed event: joined
     instead, PostgreSQL plans to hash both anchors and sort the result on disk, at 1.4
-    times the server's time.
+    times the server's time. With ``window`` it comes from the row before where that row
+    holds link ``seq - 1``, as it nearly always does (the sealer seals in commit order,
+    which is position order but for concurrent writers), and is looked up only where not:
+    on PostgreSQL that takes 0.8 times the server's time of a lookup per row; SQLite
+    buffers the window's rows and takes 1.4 times as long as without it.
     """
     columns, source = f"{event_columns}, e.position", f"{events.name} e"
     if anchored:
-        columns += (
-            ", link.seq, link.digest, (SELECT previous.digest"
-            f" FROM {anchor.name} previous WHERE previous.seq = link.seq - 1)"
+        previous = (
+            f"(SELECT previous.digest FROM {anchor.name} previous"
+            " WHERE previous.seq = link.seq - 1)"
         )
+        if window:
+            previous = (
+                "CASE WHEN lag(link.seq) OVER byposition = link.seq - 1"
+                f" THEN lag(link.digest) OVER byposition ELSE {previous} END"
+            )
+            where += " WINDOW byposition AS (ORDER BY e.position)"
+        columns += f", link.seq, link.digest, {previous}"
         source += f" LEFT JOIN {anchor.name} link ON link.position = e.position"
     return f"SELECT {columns} FROM {source}{where} ORDER BY e.position"
 

@@ -106,7 +106,7 @@ class PostgresBulk(Bulk):
             f"e.{name}" if name in ("job_id", "version") else f"e.{name}::text"
             for name in EVENT_FIELDS
         )
-        select_sql = position_query(columns, anchored, where)
+        select_sql = position_query(columns, anchored, where, window=True)
         query = sql.SQL(f"COPY ({select_sql}) TO STDOUT").format(since=sql.Literal(since))
         with self._conn.cursor() as cursor, cursor.copy(query):
             yield from _copy_rows(_copy_out(self._conn), self._encoding)

@@ -303,6 +303,12 @@ def test_commit_order_not_position_order_is_sealed(ledger: Ledger) -> None:
         by_position = conn.execute(select(events.c.job_id).order_by(events.c.position)).scalars()
         assert (sealed, by_position.all()) == (["late", "early"], ["early", "late"])
     assert ledger.verify().ok
+    # Each line's previous link is not the line before's: it is looked up.
+    records = _exported(ledger)
+    assert [(r["job_id"], r["anchor"]["seq"]) for r in records] == [("early", 2), ("late", 1)]
+    assert records[0]["anchor"]["prev"] == records[1]["anchor"]["digest"]
+    report = audit.verify_export(_lines(records), head=ledger.head())
+    assert report.ok, report.problems
 
 
 def test_the_checkpoint_follows_the_last_link(sealed: Ledger) -> None:
