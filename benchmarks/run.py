@@ -62,6 +62,8 @@ BENCHMARKS: list[tuple[str, list[Row]]] = [
             )
         ],
     ),
+    # A mass death: a sweep ending thousands of dead claims.
+    ("mass_recovery", []),
     (
         "detection_latency",
         [

@@ -19,7 +19,8 @@ import logging
 import time
 import warnings
 from collections import deque
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -34,12 +35,15 @@ from .observers import RecoveryObserver
 from .policy import RecoveryPolicy
 from .runner import Runner
 from .storage.reads import HeldClaim
-from .takeover import end_dead_claim
+from .takeover import Ended, end_dead_claim
 
 log = logging.getLogger("jobledger.recovery")
 
 #: Longest wait between sweeps while liveness or the database is unavailable, in seconds.
 MAX_BACKOFF = 30.0
+#: Dead claims ended at once by default (``abandon_concurrency``), where the database takes
+#: concurrent writers; SQLite takes one writer at a time, so there it is 1.
+DEFAULT_ABANDON_CONCURRENCY = 4
 _NOT_GIVEN: Any = object()  # run_forever's deprecated handle_signals was not passed
 
 
@@ -80,11 +84,23 @@ class _Orphan:
     attempt: int
 
 
+#: How ending a dead claim went: the orphan, the reason, the end (``None``: the claim had
+#: ended already) and the error that stopped it, if one did.
+_Ending = tuple[_Orphan, str, "Ended | None", "BaseException | None"]
+
+
 class RecoveryProjector(Runner):
     """Appends ``abandoned`` for claims whose holder's liveness record lapsed.
 
     A :class:`~jobledger.runner.Runner`: by default (``handle_signals=None``)
     SIGTERM and SIGINT stop :meth:`run_forever` when it runs in the main thread.
+
+    ``abandon_concurrency`` claims are ended at once, each in its own transaction on its
+    own connection (threads), so that a mass death is recovered at the database's pace,
+    not one round trip after another. Each is guarded as when alone, so a claim that
+    ended meanwhile, or that another projector ended first, is still left alone. The
+    decisions are counted, logged and returned in the order the claims were found.
+    Default: :data:`DEFAULT_ABANDON_CONCURRENCY`, 1 on SQLite.
     """
 
     def __init__(
@@ -101,9 +117,14 @@ class RecoveryProjector(Runner):
         handle_signals: bool | None = None,
         clock: Callable[[], float] = time.monotonic,
         observer: RecoveryObserver | None = None,
+        abandon_concurrency: int | None = None,
     ) -> None:
         super().__init__(handle_signals=handle_signals)
         bounds.seconds(interval, "interval")
+        if abandon_concurrency is None:
+            sqlite = ledger.engine.dialect.name == "sqlite"
+            abandon_concurrency = 1 if sqlite else DEFAULT_ABANDON_CONCURRENCY
+        bounds.count(abandon_concurrency, "abandon_concurrency")
         if grace is not None:
             bounds.seconds(grace, "grace", zero=True)
         if not 0 < mass_death_share <= 1 or mass_death_minimum < 1:
@@ -115,6 +136,7 @@ class RecoveryProjector(Runner):
         self.grace = liveness.ttl if grace is None else grace
         self.mass_death_share = mass_death_share
         self.mass_death_minimum = mass_death_minimum
+        self.abandon_concurrency = abandon_concurrency
         self.identity = identity or new_identity()
         self.counters = Counters()
         #: Told of every sweep, pause and decision (metrics, health: :mod:`jobledger.ops`).
@@ -302,34 +324,95 @@ class RecoveryProjector(Runner):
         if orphans and not self._watch.trusts(self.liveness.incarnation()):
             self._outcome = self._watch.cause
             return []  # the backend lost its records during this sweep: they prove nothing
-        recoveries = []
+        doomed = []
         for orphan in orphans:
             if second[orphan.holder]:
                 log.info("holder %s is back; leaving %r alone", orphan.holder, orphan.job_id)
-                continue
-            recovery = self._abandon(orphan, f"holder {orphan.holder} is not alive")
-            if recovery is not None:
-                recoveries.append(recovery)
-        return recoveries
+            else:
+                doomed.append((orphan, f"holder {orphan.holder} is not alive"))
+        return self._abandon_all(doomed)
 
     def _recover_hung(self, live_holders: set[str]) -> list[Recovery]:
         policy = self.policy
         if policy.heartbeat_timeout is None and not policy.heartbeat_timeout_by_queue:
             return []
-        recoveries = []
+        hung = []
         for row in self._claimed_rows(live_holders):
             timeout = policy.timeout_for(row.queue)
             if timeout is not None and row.now - row.seen >= timedelta(seconds=timeout):
-                recovery = self._abandon(_orphan(row), "heartbeat-timeout", hung=True)
-                if recovery is not None:
-                    recoveries.append(recovery)
+                hung.append((_orphan(row), "heartbeat-timeout"))
+        return self._abandon_all(hung, hung=True)
+
+    # -- acting --------------------------------------------------------------------------
+
+    def _abandon_all(self, doomed: list[tuple[_Orphan, str]], hung: bool = False) -> list[Recovery]:
+        """End each ``(orphan, reason)``'s claim; the recoveries, in ``doomed``'s order.
+
+        After a failure no more claims are started; those already under way are still
+        counted and logged, then the first failure is raised.
+        """
+        recoveries: list[Recovery] = []
+        failure: BaseException | None = None
+        for orphan, reason, ended, error in self._ending(doomed):
+            self.observer.orphan_found(orphan.queue)
+            if error is not None:
+                failure = failure or error
+                continue
+            recovery = self._account(orphan, reason, ended, hung)
+            if recovery is not None:
+                recoveries.append(recovery)
+        if failure is not None:
+            raise failure
         return recoveries
 
-    def _abandon(self, orphan: _Orphan, reason: str, hung: bool = False) -> Recovery | None:
-        self.observer.orphan_found(orphan.queue)
-        ended = end_dead_claim(
+    def _ending(self, doomed: list[tuple[_Orphan, str]]) -> Iterator[_Ending]:
+        """Each ``(orphan, reason)`` with its claim's end or the error that stopped it, in
+        order; none is started after one failed."""
+        workers = min(self.abandon_concurrency, len(doomed))
+        if workers > 1:
+            yield from self._ending_at_once(doomed, workers)
+            return
+        for orphan, reason in doomed:
+            error: BaseException | None
+            try:
+                ended, error = self._end(orphan, reason), None
+            except Exception as exc:  # the caller raises it
+                ended, error = None, exc
+            yield orphan, reason, ended, error
+            if error is not None:
+                return
+
+    def _ending_at_once(self, doomed: list[tuple[_Orphan, str]], workers: int) -> Iterator[_Ending]:
+        """:meth:`_ending`, ``workers`` claims at a time (threads)."""
+        waiting = iter(doomed)
+        pending: deque[tuple[tuple[_Orphan, str], Future[Ended | None]]] = deque()
+        with ThreadPoolExecutor(workers, thread_name_prefix="jobledger-abandon") as pool:
+
+            def start_next() -> None:
+                pair = next(waiting, None)
+                if pair is not None:
+                    pending.append((pair, pool.submit(self._end, *pair)))
+
+            for _ in range(2 * workers):  # a few ahead, so that no thread waits for work
+                start_next()
+            failed = False
+            while pending:
+                (orphan, reason), future = pending.popleft()
+                error = future.exception()  # waits for it
+                failed = failed or error is not None
+                if not failed:
+                    start_next()
+                yield orphan, reason, None if error is not None else future.result(), error
+
+    def _end(self, orphan: _Orphan, reason: str) -> Ended | None:
+        return end_dead_claim(
             self.ledger, orphan.job_id, orphan.token, reason, by=self.identity, policy=self.policy
         )
+
+    def _account(
+        self, orphan: _Orphan, reason: str, ended: Ended | None, hung: bool
+    ) -> Recovery | None:
+        """Count, observe and log how ``orphan``'s claim ended; its recovery, if it did."""
         if ended is None:
             self.counters.lost_races += 1
             self.observer.lost_race(orphan.queue)

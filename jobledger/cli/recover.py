@@ -87,6 +87,12 @@ if TYPE_CHECKING:
     help="Per-queue heartbeat timeout.",
 )
 @click.option(
+    "--abandon-concurrency",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Dead claims ended at once, each in its own transaction [default: 4; 1 on SQLite].",
+)
+@click.option(
     "--redeliver",
     default=None,
     metavar="rq|celery:MODULE:ATTR|taskiq:MODULE:ATTR",
@@ -153,6 +159,7 @@ def recover(
     queue_max_attempts: tuple[tuple[str, int], ...],
     heartbeat_timeout: float | None,
     queue_heartbeat_timeout: tuple[tuple[str, float], ...],
+    abandon_concurrency: int | None,
     redeliver: str | None,
     rq_url: str | None,
     seal: bool,
@@ -199,7 +206,13 @@ def recover(
         observer = ops.observe(ledger, metrics_interval, cleanup) if ops is not None else None
         liveness = settings.liveness(ledger, ttl)
         projector = RecoveryProjector(
-            ledger, liveness, policy, interval=interval, grace=grace, observer=observer
+            ledger,
+            liveness,
+            policy,
+            interval=interval,
+            grace=grace,
+            observer=observer,
+            abandon_concurrency=abandon_concurrency,
         )
         target = make_target(ledger) if make_target is not None else None
         redeliverer = None

@@ -82,6 +82,22 @@ def test_recover_once_abandons_the_dead_and_reports(url: str) -> None:
     assert "abandoned" in done.stderr  # every decision is logged
 
 
+def test_recover_ends_dead_claims_several_at_once(url: str) -> None:
+    ids = [f"orphan-{i}" for i in range(12)]
+    with Ledger(url) as ledger:
+        ledger.enqueue_many(ids)
+        for job_id in ids:
+            ledger.claim(job_id, new_identity(host="gone"))
+    args = ("--database-url", url, "recover", "--once", "--ttl", "1", "--grace", "0", "--json")
+    done = run_cli(*args, "--abandon-concurrency", "4")
+    assert done.returncode == 0, done.stderr
+    decisions = [json.loads(line) for line in done.stdout.splitlines()]
+    assert sorted(d["job_id"] for d in decisions) == sorted(ids)
+    refused = run_cli(*args, "--abandon-concurrency", "0")
+    assert refused.returncode == 2
+    assert "--abandon-concurrency" in refused.stderr
+
+
 def test_operators_requeue_and_cancel(url: str) -> None:
     with Ledger(url) as ledger:
         ledger.enqueue_many(["failed", "waiting", "more"])

@@ -6,9 +6,14 @@ import shutil
 import threading
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from jobledger import Ledger, RecoveryPolicy, RecoveryProjector, RedisLiveness, Worker
+from jobledger.errors import ConfigurationError, UnknownJob
 from jobledger.identity import new_identity
 from tests.conftest import Backend
 from tests.helpers import info
@@ -91,7 +96,8 @@ def test_concurrent_projectors_abandon_each_claim_once(backend: Backend) -> None
     _orphan_jobs(backend, 40, ttl=0.3)
     time.sleep(0.5)
     projectors = [
-        RecoveryProjector(backend.ledger, backend.liveness(ttl=0.3), grace=0) for _ in range(3)
+        RecoveryProjector(backend.ledger, backend.liveness(ttl=0.3), grace=0, abandon_concurrency=4)
+        for _ in range(3)
     ]
     barrier = threading.Barrier(len(projectors))
 
@@ -109,6 +115,66 @@ def test_concurrent_projectors_abandon_each_claim_once(backend: Backend) -> None
         types = Counter(e.type for e in backend.ledger.history(f"orphan-{i}"))
         assert types["abandoned"] == 1
         assert types["requeued"] == 1
+
+
+def _dead_claims(ledger: Ledger, count: int, holders: int = 3) -> list[str]:
+    """Jobs claimed by processes that never registered (dead to every projector)."""
+    identities = [new_identity() for _ in range(holders)]
+    ids = [f"dead-{i:03d}" for i in range(count)]
+    ledger.enqueue_many(ids)
+    for n, job_id in enumerate(ids):
+        ledger.claim(job_id, identities[n % holders])
+    return ids
+
+
+def test_dead_claims_are_ended_several_at_once(backend: Backend) -> None:
+    ids = _dead_claims(backend.ledger, 30)
+    projector = RecoveryProjector(
+        backend.ledger, backend.liveness(), grace=0, abandon_concurrency=4
+    )
+    recovered = projector.run_once()
+    assert sorted(r.job_id for r in recovered) == ids
+    for recovery in recovered:
+        history = backend.ledger.history(recovery.job_id)
+        assert [e.type for e in history] == ["enqueued", "claimed", "abandoned", "requeued"]
+        assert history[2].data["holder"] == recovery.holder == history[1].process
+        assert recovery.token == history[1].version
+        assert recovery.requeued
+    assert (projector.counters.abandoned, projector.counters.requeued) == (30, 30)
+    assert projector.run_once() == []
+
+
+class _OneUnknownJob(RecoveryProjector):
+    """Finds in its first sweep, first, the dead claim of a job that does not exist."""
+
+    def _orphans(self, holders: Any) -> list[Any]:
+        found = super()._orphans(holders)
+        if self.counters.sweeps == 0:
+            found.insert(0, replace(found[0], job_id="no-such-job"))
+        return found
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_a_failed_abandon_stops_the_sweep_and_what_was_done_is_counted(
+    backend: Backend, concurrency: int
+) -> None:
+    ids = _dead_claims(backend.ledger, 30)
+    projector = _OneUnknownJob(
+        backend.ledger, backend.liveness(), grace=0, abandon_concurrency=concurrency
+    )
+    with pytest.raises(UnknownJob):
+        projector.run_once()
+    ended = [j for j in ids if backend.ledger.status(j).state == "enqueued"]
+    assert projector.counters.abandoned == len(ended)
+    # The claims already under way when it failed were ended; no other was started.
+    assert len(ended) <= 2 * concurrency - 1
+    assert len(projector.run_once()) == 30 - len(ended)  # the next sweep ends the rest
+
+
+@pytest.mark.parametrize("concurrency", [0, -1, True, 2.0, "4"])
+def test_abandon_concurrency_must_be_a_positive_int(backend: Backend, concurrency: Any) -> None:
+    with pytest.raises(ConfigurationError, match="abandon_concurrency must be an integer >= 1"):
+        RecoveryProjector(backend.ledger, backend.liveness(), abandon_concurrency=concurrency)
 
 
 def test_hung_job_of_a_live_worker(backend: Backend) -> None:
