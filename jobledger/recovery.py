@@ -16,6 +16,7 @@ sweep does, expires it on the spot.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import warnings
 from collections import deque
@@ -44,6 +45,10 @@ MAX_BACKOFF = 30.0
 #: Dead claims ended at once by default (``abandon_concurrency``), where the database takes
 #: concurrent writers; SQLite takes one writer at a time, so there it is 1.
 DEFAULT_ABANDON_CONCURRENCY = 4
+#: Dead claims handed to the threads ahead of the one reported next.
+_ABANDON_WINDOW = 1000
+#: What a thread returns for a claim it did not start, after another failed.
+_NOT_STARTED = object()
 _NOT_GIVEN: Any = object()  # run_forever's deprecated handle_signals was not passed
 
 
@@ -383,26 +388,44 @@ class RecoveryProjector(Runner):
                 return
 
     def _ending_at_once(self, doomed: list[tuple[_Orphan, str]], workers: int) -> Iterator[_Ending]:
-        """:meth:`_ending`, ``workers`` claims at a time (threads)."""
+        """:meth:`_ending`, ``workers`` claims at a time (threads).
+
+        Up to :data:`_ABANDON_WINDOW` claims wait for a thread, so that one slow claim (a
+        lock wait, a slow trigger) holds up one thread, not the others. Once one failed, no
+        thread starts another; those that had started are still reported.
+        """
+        stop = threading.Event()
+
+        def end(orphan: _Orphan, reason: str) -> object:  # Ended, None or _NOT_STARTED
+            if stop.is_set():
+                return _NOT_STARTED
+            try:
+                return self._end(orphan, reason)
+            except Exception:
+                stop.set()
+                raise
+
         waiting = iter(doomed)
-        pending: deque[tuple[tuple[_Orphan, str], Future[Ended | None]]] = deque()
-        with ThreadPoolExecutor(workers, thread_name_prefix="jobledger-abandon") as pool:
-
-            def start_next() -> None:
-                pair = next(waiting, None)
-                if pair is not None:
-                    pending.append((pair, pool.submit(self._end, *pair)))
-
-            for _ in range(2 * workers):  # a few ahead, so that no thread waits for work
-                start_next()
-            failed = False
-            while pending:
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="jobledger-abandon")
+        pending: deque[tuple[tuple[_Orphan, str], Future[Any]]] = deque()
+        try:
+            while True:
+                while len(pending) < _ABANDON_WINDOW and not stop.is_set():
+                    pair = next(waiting, None)
+                    if pair is None:
+                        break
+                    pending.append((pair, pool.submit(end, *pair)))
+                if not pending:
+                    return
                 (orphan, reason), future = pending.popleft()
                 error = future.exception()  # waits for it
-                failed = failed or error is not None
-                if not failed:
-                    start_next()
-                yield orphan, reason, None if error is not None else future.result(), error
+                if error is not None:
+                    yield orphan, reason, None, error
+                elif (ended := future.result()) is not _NOT_STARTED:
+                    yield orphan, reason, ended, None
+        finally:
+            stop.set()  # the claims not started yet are not started (an early close)
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def _end(self, orphan: _Orphan, reason: str) -> Ended | None:
         return end_dead_claim(
