@@ -207,6 +207,8 @@ def test_search_and_verify(page: object, served: Served) -> None:
     p.goto(served.base + "/")  # type: ignore[attr-defined]
     p.fill("input[name=q]", "orph")  # type: ignore[attr-defined]
     p.press("input[name=q]", "Enter")  # type: ignore[attr-defined]
+    # Enter starts a navigation: read the results once the search page shows them.
+    p.wait_for_selector("#search-results a")  # type: ignore[attr-defined]
     assert p.locator("#search-results a").all_inner_texts() == ["orphan-1"]  # type: ignore[attr-defined]
     p.goto(served.base + "/verify")  # type: ignore[attr-defined]
     p.wait_for_selector("#verify-result", timeout=20_000)  # type: ignore[attr-defined]
