@@ -209,7 +209,7 @@ class Pages:
     # -- pages -------------------------------------------------------------------------
 
     def overview(self, request: Request) -> Response:
-        return self.render(request, "overview.html", view=self.board.overview())
+        return self.render(request, "overview.html", view=self.board.overview(ROWS))
 
     def attention(self, request: Request) -> Response:
         return self.render(request, "attention.html", view=self.board.attention())

@@ -67,11 +67,12 @@ class Holder:
 class Overview:
     queues: list[QueueStat]
     states: dict[str, int]
-    processes: list[Holder]
+    processes: list[Holder]  # the live processes by identity (the first ones, when capped)
     dead_holders: list[Holder]
     counted_through: int | None  # the event position the queue figures include
     last_position: int
     ttl: float
+    live: int = 0  # how many processes are alive, listed or not
 
 
 @dataclass(frozen=True)
@@ -117,13 +118,16 @@ class Board:
 
     # -- overview ---------------------------------------------------------------------
 
-    def overview(self) -> Overview:
+    def overview(self, process_rows: int | None = None) -> Overview:
+        """Jobs per queue and state, the live processes (with ``process_rows``, only the
+        first ones by identity: a page of 25,000 rows helps nobody), and dead holders."""
         queues = QueueStats.read(self.engine)
         states: dict[str, int] = {state.value: 0 for state in State}
         for stat in queues:
             states[stat.state] = states.get(stat.state, 0) + stat.jobs
         holders = self.holders()
-        live = self.liveness.processes()
+        every = sorted(self.liveness.processes(), key=lambda p: p.identity)
+        live = every if process_rows is None else every[:process_rows]
         remaining = self.liveness.remaining([p.identity for p in live]) if live else {}
         held = {h.identity: h.held for h in holders}
         processes = [
@@ -134,7 +138,7 @@ class Board:
                 info=p,
                 refreshed_ago=_refreshed_ago(self.liveness.ttl, remaining.get(p.identity)),
             )
-            for p in sorted(live, key=lambda p: p.identity)
+            for p in live
         ]
         return Overview(
             queues=queues,
@@ -144,6 +148,7 @@ class Board:
             counted_through=self._checkpoint(QueueStats.name),
             last_position=self.ledger.last_position(),
             ttl=self.liveness.ttl,
+            live=len(every),
         )
 
     def holders(self) -> list[Holder]:

@@ -15,8 +15,9 @@ from starlette.testclient import TestClient
 
 from jobledger import Ledger, RedisLiveness
 from jobledger.cli import cli
+from jobledger.identity import new_identity
 from jobledger.liveness import MemoryLiveness, ProcessInfo
-from jobledger.web.reads import Settings
+from jobledger.web.reads import ROWS, Settings
 from jobledger.web.serve import View, build
 
 from ..conftest import truncate_all
@@ -272,6 +273,24 @@ def test_redis_liveness_shows_live_processes_and_their_age(told: tuple, redis_ur
     finally:
         liveness.unregister(story.live)
         liveness.close()
+
+
+def test_the_overview_lists_the_first_live_processes_and_counts_them_all(
+    told: tuple, view: View
+) -> None:
+    _, liveness, _ = told
+    before = [p.identity for p in liveness.processes()]
+    now = datetime.now(timezone.utc)
+    extra = [new_identity(host="many") for _ in range(ROWS)]
+    for identity in extra:
+        liveness.register(ProcessInfo(identity, "many", int(identity.split(":")[1]), now))
+    everyone = sorted([*before, *extra])
+    client = TestClient(view.app)
+    page = client.get("/").text
+    assert cells(page, "processes", "data-identity") == everyone[:ROWS]
+    assert f"The first {ROWS} of {len(everyone)} live processes, by identity." in page
+    listed = client.get("/api/overview").json()["processes"]
+    assert [p["identity"] for p in listed] == everyone  # the API lists every one
 
 
 def test_dot_ids_are_reached_through_the_query(told: tuple, view: View) -> None:
