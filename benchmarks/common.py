@@ -19,10 +19,12 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
+from jobledger.liveness import ProcessInfo, RedisLiveness
 from jobledger.testing import DEFAULT_POSTGRES_URL, scratch_database
 
 POSTGRES_SERVER_URL = os.environ.get("JOBLEDGER_BENCH_POSTGRES_URL", DEFAULT_POSTGRES_URL)
@@ -183,3 +185,25 @@ def sqlite_database() -> Iterator[str]:
 def libpq_url(url: str) -> str:
     """A SQLAlchemy ``postgresql+psycopg://`` URL as plain libpq connection string."""
     return url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+def register_alive(liveness: RedisLiveness, holders: Sequence[str]) -> None:
+    """Every one of ``holders`` alive for the liveness TTL, pipelined, and Redis an hour old
+    (a Redis younger than the TTL is not trusted to know who is dead)."""
+    now = datetime.now(timezone.utc)
+    client = liveness.client
+    for start in range(0, len(holders), 5000):
+        pipe = client.pipeline(transaction=False)
+        for identity in holders[start : start + 5000]:
+            host, pid, _ = identity.split(":")
+            info = ProcessInfo(identity, host, int(pid), now)
+            pipe.set(
+                liveness.key(info.identity),
+                f'{{"host":"{info.host}","pid":{info.pid},'
+                f'"started_at":"{now.isoformat()}","quiet":false,"busy":20}}',
+                px=int(liveness.ttl * 1000),
+            )
+            pipe.sadd("{jobledger}:processes", identity)
+        pipe.execute()
+    born = int(time.time() * 1000) - 3_600_000
+    client.set("{jobledger}:epoch", f"bench@{born}")

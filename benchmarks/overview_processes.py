@@ -15,9 +15,9 @@ import argparse
 import statistics
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
+from common import register_alive
 from starlette.testclient import TestClient
 
 from jobledger import Ledger, RedisLiveness
@@ -36,7 +36,9 @@ def measure(processes: int, requests: int) -> tuple[float, int]:
         ledger.migrate()
         ledger.enqueue_many(f"job-{n}" for n in range(100))
         liveness = RedisLiveness(redis.url, ttl=600)
-        _register(liveness, processes)
+        register_alive(
+            liveness, [new_identity(host=f"host-{n % 50}", pid=1000 + n) for n in range(processes)]
+        )
         client = TestClient(build(ledger, liveness, catch_up=False, verify_every=0).app)
         client.get("/")  # warm-up
         times = []
@@ -46,18 +48,6 @@ def measure(processes: int, requests: int) -> tuple[float, int]:
             times.append(time.perf_counter() - started)
         liveness.close()
     return statistics.median(times), len(page.content)
-
-
-def _register(liveness: RedisLiveness, count: int) -> None:
-    now = datetime.now(timezone.utc).isoformat()
-    pipe = liveness.client.pipeline(transaction=False)
-    for n in range(count):
-        identity = new_identity(host=f"host-{n % 50}", pid=1000 + n)
-        host, pid, _ = identity.split(":")
-        info = f'{{"host":"{host}","pid":{pid},"started_at":"{now}","quiet":false,"busy":2}}'
-        pipe.set(liveness.key(identity), info, px=600_000)
-        pipe.sadd("{jobledger}:processes", identity)
-    pipe.execute()
 
 
 def main() -> None:

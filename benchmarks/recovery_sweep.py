@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import statistics
 import time
-from datetime import datetime, timezone
 
-from common import Row, Settings, postgres_database
+from common import Row, Settings, postgres_database, register_alive
 from sqlalchemy import text
 
 from jobledger import Ledger, RecoveryProjector, RedisLiveness
 from jobledger.identity import new_identity
-from jobledger.liveness import ProcessInfo
 from jobledger.testing import RedisServer
 
 JOBS, HOLDERS = 100_000, 5_000
@@ -48,10 +46,9 @@ def measure(sweeps: int) -> tuple[float, float]:
     with postgres_database("jobledger_sweep") as url, RedisServer() as redis:
         ledger = Ledger(url)
         liveness = RedisLiveness(redis.url, ttl=600)
-        holders = _register(liveness)
+        holders = [new_identity(host=f"host-{n % 50}", pid=1000 + n) for n in range(HOLDERS)]
+        register_alive(liveness, holders)
         _claimed_jobs(ledger, holders)
-        born = int(time.time() * 1000) - 3_600_000  # a Redis that has been up for an hour
-        liveness.client.set("{jobledger}:epoch", f"bench@{born}")
         projector = RecoveryProjector(ledger, liveness)
         projector.run_once()  # warm caches and the baseline of live processes
         times = []
@@ -62,24 +59,6 @@ def measure(sweeps: int) -> tuple[float, float]:
         ledger.close()
         liveness.close()
     return statistics.median(times), max(times)
-
-
-def _register(liveness: RedisLiveness) -> list[str]:
-    holders = [new_identity(host=f"host-{n % 50}", pid=1000 + n) for n in range(HOLDERS)]
-    now = datetime.now(timezone.utc)
-    pipe = liveness.client.pipeline(transaction=False)
-    for identity in holders:
-        host, pid, _ = identity.split(":")
-        info = ProcessInfo(identity, host, int(pid), now)
-        pipe.set(
-            liveness.key(identity),
-            f'{{"host":"{info.host}","pid":{info.pid},'
-            f'"started_at":"{now.isoformat()}","quiet":false,"busy":20}}',
-            px=600_000,
-        )
-        pipe.sadd("{jobledger}:processes", identity)
-    pipe.execute()
-    return holders
 
 
 def _claimed_jobs(ledger: Ledger, holders: list[str]) -> None:

@@ -34,7 +34,6 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -50,13 +49,13 @@ from common import (
     libpq_url,
     percentile,
     postgres_database,
+    register_alive,
 )
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
 
 from jobledger import Ledger, RecoveryProjector, RedisLiveness
 from jobledger.database import parse_url
-from jobledger.liveness import ProcessInfo
 from jobledger.testing import RedisServer, free_port
 
 #: The benchmark's own database; another name keeps a second ledger (e.g. a small trial run).
@@ -251,28 +250,6 @@ def claim_rows(url: str, settings: Settings, events: int) -> list[Row]:
 # -- 2. the recovery sweep --------------------------------------------------------------
 
 LIVENESS_TTL = 600.0
-
-
-def register_alive(liveness: RedisLiveness, holders: Sequence[str]) -> None:
-    """Every one of ``holders`` alive for ``LIVENESS_TTL``, pipelined, and Redis an hour old
-    (a Redis younger than the TTL is not trusted to know who is dead)."""
-    now = datetime.now(timezone.utc)
-    client = liveness.client
-    for start in range(0, len(holders), 5000):
-        pipe = client.pipeline(transaction=False)
-        for identity in holders[start : start + 5000]:
-            host, pid, _ = identity.split(":")
-            info = ProcessInfo(identity, host, int(pid), now)
-            pipe.set(
-                liveness.key(info.identity),
-                f'{{"host":"{info.host}","pid":{info.pid},'
-                f'"started_at":"{now.isoformat()}","quiet":false,"busy":20}}',
-                px=int(LIVENESS_TTL * 1000),
-            )
-            pipe.sadd("{jobledger}:processes", identity)
-        pipe.execute()
-    born = int(time.time() * 1000) - 3_600_000
-    client.set("{jobledger}:epoch", f"bench@{born}")
 
 
 def holders_of(url: str) -> list[str]:
