@@ -127,6 +127,12 @@ class FaultEnv:
 
     wait_for = staticmethod(wait_for)
 
+    def settled(self, projector: RecoveryProjector) -> None:
+        """Wait for the sweep under way to finish: it counts what it ended only after its
+        commits, so a state seen in the database can be ahead of the counters."""
+        before = projector.counters.sweeps
+        wait_for(lambda: projector.counters.sweeps > before, timeout=5)
+
     def types(self, job_id: str) -> list[str]:
         return [e.type for e in self.ledger.history(job_id)]
 

@@ -58,6 +58,7 @@ def test_long_sigstop_is_abandoned_and_the_zombie_refused(fault_env: FaultEnv) -
     identity = worker.expect("claimed")["identity"]
     worker.signal(signal.SIGSTOP)
     env.wait_for(lambda: env.ledger.status("frozen").state == "enqueued", timeout=TTL + 5)
+    env.settled(projector)
     assert projector.counters.abandoned == 1
     worker.signal(signal.SIGCONT)
 

@@ -189,6 +189,7 @@ def test_killed_rq_worker_and_horse_are_recovered_while_rq_says_started(
     history = env.ledger.history(job.id)
     assert [e.type for e in history][:3] == ["enqueued", "claimed", "abandoned"]
     assert history[2].data["holder"] == str(holder)
+    env.settled(projector)
     assert projector.counters.abandoned == 1
     # RQ itself still believes the job is running.
     assert Job.fetch(job.id, connection=connection).get_status() == JobStatus.STARTED

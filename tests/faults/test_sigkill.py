@@ -37,6 +37,7 @@ def test_killed_worker_jobs_are_abandoned_and_requeued(fault_env: FaultEnv) -> N
         assert history[2].data["holder"] == identity
         assert identity in history[2].data["reason"]
         assert history[2].process == projector.identity
+    env.settled(projector)
     assert projector.counters.abandoned == len(JOBS)
     latencies = list(projector.counters.latencies)
     assert len(latencies) == len(JOBS)
@@ -53,12 +54,8 @@ def test_two_projectors_abandon_each_claim_exactly_once(fault_env: FaultEnv) -> 
     worker.signal(signal.SIGKILL)
     worker.kill()
     env.wait_for(lambda: {s.state for s in env.ledger.jobs()} == {"enqueued"}, timeout=TTL + 5)
-    projectors = (first, second)
-    before = [p.counters.sweeps for p in projectors]
-    # The next sweep each one finishes is the one it was in, if any: wait for both.
-    env.wait_for(
-        lambda: all(p.counters.sweeps > n for p, n in zip(projectors, before, strict=True)), 5
-    )
+    env.settled(first)
+    env.settled(second)
     for job_id in jobs:
         counts = Counter(env.types(job_id))
         assert counts["abandoned"] == 1, env.types(job_id)
