@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, TypeVar, runtime_checkable
 
+from .. import bounds
+
 #: Seconds a process stays alive without refreshing its record.
 DEFAULT_TTL = 15.0
 #: Identities per round trip when thousands are asked about at once: keys per Redis
@@ -94,6 +96,22 @@ class Liveness(Protocol):
 
     def close(self) -> None:
         """Release connections."""
+
+
+def first_live(liveness: Liveness, limit: int) -> tuple[list[ProcessInfo], int]:
+    """The first ``limit`` live processes by identity, and how many are alive in all.
+
+    A backend with a ``first_processes(limit)`` (Redis and SQL) reads only those records
+    and counts the rest; of any other, every record is read. The count is taken in the
+    same read as the list on SQL, a moment apart on Redis: never fewer than those listed.
+    """
+    bounds.count(limit, "limit", minimum=0)
+    read_first = getattr(liveness, "first_processes", None)
+    if read_first is not None:
+        first, live = read_first(limit)
+        return first, max(live, len(first))
+    every = sorted(liveness.processes(), key=lambda info: info.identity)
+    return every[:limit], len(every)
 
 
 _Backend = TypeVar("_Backend", bound="LivenessBackend")

@@ -194,6 +194,28 @@ class RedisLiveness(LivenessBackend):
         values = self._each(identities, "get")
         return [_decode(identity, v) for identity, v in zip(identities, values, strict=True) if v]
 
+    def first_processes(self, limit: int) -> tuple[list[ProcessInfo], int]:
+        """The first ``limit`` live processes by identity, and how many are alive in all.
+
+        The registry is read whole (identities only); records are read ``limit`` at a time
+        until enough are found alive, and the rest are only counted, by ``EXISTS``.
+        """
+        identities = sorted(self.known())
+        with self._translated():
+            pipe = self.client.pipeline(transaction=False)
+            for chunk in chunked(identities):
+                pipe.exists(*(self.key(identity) for identity in chunk))
+            live = sum(pipe.execute())
+        first: list[ProcessInfo] = []
+        step = max(limit, 1)
+        for start in range(0, len(identities), step):
+            if len(first) >= limit:
+                break
+            batch = identities[start : start + step]
+            values = self._each(batch, "get")
+            first += [_decode(i, v) for i, v in zip(batch, values, strict=True) if v]
+        return first[:limit], live
+
     def known(self) -> set[str]:
         with self._translated():
             return {_text(member) for member in self.client.smembers(self._registry)}

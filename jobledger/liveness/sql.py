@@ -29,7 +29,7 @@ from collections.abc import Collection, Iterator
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Engine, delete, insert, select, update
+from sqlalchemy import Connection, Engine, Row, Select, delete, func, insert, select, update
 from sqlalchemy.engine import URL
 from sqlalchemy.schema import CreateIndex, CreateTable
 
@@ -224,13 +224,18 @@ class SqlLiveness(LivenessBackend):
     def processes(self) -> list[ProcessInfo]:
         with self._transaction(write=False) as conn:
             now = self._now(conn)
-            rows = conn.execute(
-                select(processes).where(processes.c.expires_at > now).order_by(processes.c.identity)
-            ).all()
-        return [
-            ProcessInfo(r.identity, r.host, r.pid, r.started_at, bool(r.quiet), r.busy)
-            for r in rows
-        ]
+            rows = conn.execute(_live_query(now)).all()
+        return [_info(row) for row in rows]
+
+    def first_processes(self, limit: int) -> tuple[list[ProcessInfo], int]:
+        """The first ``limit`` live processes by identity, and how many are alive in all."""
+        with self._transaction(write=False) as conn:
+            now = self._now(conn)
+            rows = conn.execute(_live_query(now).limit(limit)).all()
+            live = conn.execute(
+                select(func.count()).select_from(processes).where(processes.c.expires_at > now)
+            ).scalar_one()
+        return [_info(row) for row in rows], live
 
     def known(self) -> set[str]:
         with self._transaction(write=False) as conn:
@@ -255,3 +260,12 @@ class SqlLiveness(LivenessBackend):
         """Dispose of the engines made here from URLs; an Engine or Ledger given is left alone."""
         for engine in self._made:
             engine.dispose()
+
+
+def _live_query(now: datetime) -> Select[Any]:
+    """The live processes' lease rows, by identity."""
+    return select(processes).where(processes.c.expires_at > now).order_by(processes.c.identity)
+
+
+def _info(row: Row[Any]) -> ProcessInfo:
+    return ProcessInfo(row.identity, row.host, row.pid, row.started_at, bool(row.quiet), row.busy)

@@ -24,6 +24,7 @@ from ..errors import CorruptHistory
 from ..ledger import Ledger
 from ..lifecycle import EventType, State
 from ..liveness import Liveness, ProcessInfo
+from ..liveness.base import first_live
 from ..names import checked_lookup
 from ..records import Event, JobStatus
 from ..schema import checkpoints, events, jobs
@@ -126,8 +127,11 @@ class Board:
         for stat in queues:
             states[stat.state] = states.get(stat.state, 0) + stat.jobs
         holders = self.holders()
-        every = sorted(self.liveness.processes(), key=lambda p: p.identity)
-        live = every if process_rows is None else every[:process_rows]
+        if process_rows is None:
+            live = sorted(self.liveness.processes(), key=lambda p: p.identity)
+            count = len(live)
+        else:
+            live, count = first_live(self.liveness, process_rows)
         remaining = self.liveness.remaining([p.identity for p in live]) if live else {}
         held = {h.identity: h.held for h in holders}
         processes = [
@@ -148,7 +152,7 @@ class Board:
             counted_through=self._checkpoint(QueueStats.name),
             last_position=self.ledger.last_position(),
             ttl=self.liveness.ttl,
-            live=len(every),
+            live=count,
         )
 
     def holders(self) -> list[Holder]:

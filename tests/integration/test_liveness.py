@@ -12,6 +12,7 @@ from redis.cluster import RedisCluster
 from jobledger import RedisLiveness
 from jobledger.errors import ConfigurationError, LivenessUnavailable
 from jobledger.identity import new_identity
+from jobledger.liveness.base import first_live
 from jobledger.testing import free_port
 from tests.conftest import Backend
 from tests.helpers import info
@@ -70,6 +71,26 @@ def test_many_identities_at_once(backend: Backend) -> None:
     answer = liveness.alive([p.identity for p in registered] + strangers)
     assert sum(answer.values()) == 20
     assert len(answer) == 6020
+
+
+def test_the_first_live_processes_and_how_many_are_alive(backend: Backend) -> None:
+    # Lapsed records that sort first: the backend must read past them, not list them.
+    lapsing = backend.liveness(ttl=0.5)
+    for _ in range(3):
+        lapsing.register(info(new_identity(host="a-lapsed")))
+    time.sleep(0.6)
+    liveness = backend.liveness(ttl=30)
+    for n in range(12):
+        liveness.register(info(new_identity(host="b-live"), busy=n))
+    every = liveness.processes()
+    assert len(every) == 12
+    assert len(liveness.known()) == 15  # the lapsed are still known, not yet forgotten
+    assert first_live(liveness, 5) == (every[:5], 12)
+    assert first_live(liveness, 12) == (every, 12)
+    assert first_live(liveness, 100) == (every, 12)
+    assert first_live(liveness, 0) == ([], 12)
+    with pytest.raises(ConfigurationError, match="limit"):
+        first_live(liveness, -1)
 
 
 def test_incarnation_is_stable_while_nothing_happens(backend: Backend) -> None:

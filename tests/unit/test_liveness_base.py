@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
+import pytest
+
 from jobledger import RedisLiveness, SqlLiveness
-from jobledger.liveness import DEFAULT_TTL, Liveness
-from jobledger.liveness.base import CHUNK, LivenessBackend, chunked
+from jobledger.errors import ConfigurationError
+from jobledger.liveness import DEFAULT_TTL, Liveness, MemoryLiveness, ProcessInfo
+from jobledger.liveness.base import CHUNK, LivenessBackend, chunked, first_live
+from tests.helpers import info
 
 
 class _Remembering(LivenessBackend):
@@ -79,3 +83,23 @@ def test_redis_liveness_closes_the_client_it_made() -> None:
     liveness.client.close = lambda: closed.append(True)  # type: ignore[method-assign]
     liveness.close()
     assert closed == [True]
+
+
+class _Unordered(MemoryLiveness):
+    """A backend of the protocol alone: no first_processes, and processes() in any order."""
+
+    def processes(self) -> list[ProcessInfo]:
+        return list(reversed(super().processes()))
+
+
+def test_first_live_of_a_backend_without_its_own_read_sorts_every_record() -> None:
+    liveness = _Unordered(ttl=DEFAULT_TTL)
+    registered = [info() for _ in range(5)]
+    for record in registered:
+        liveness.register(record)
+    by_identity = sorted(registered, key=lambda record: record.identity)
+    assert not hasattr(liveness, "first_processes")
+    assert first_live(liveness, 2) == (by_identity[:2], 5)
+    assert first_live(liveness, 9) == (by_identity, 5)
+    with pytest.raises(ConfigurationError, match="limit must be an integer >= 0"):
+        first_live(liveness, True)
