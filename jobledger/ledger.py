@@ -463,6 +463,10 @@ class Ledger:
         """The claimed jobs of ``holders``, each with the database clock's ``now``."""
         return self._store.claims_held_by(holders)
 
+    def held_job_ids(self, holders: Collection[str]) -> dict[str, list[str]]:
+        """The ids of the jobs each of ``holders`` has claimed, in id order."""
+        return self._store.held_job_ids(holders)
+
     def replay_job(self, job_id: str, until: datetime) -> JobStatus | None:
         """``job_id``'s status as of ``until`` (database clock); ``None`` if it had no event
         by then."""

@@ -15,15 +15,25 @@ import click
 
 from .. import terminal, timeline
 from ..lifecycle import State
+from ..liveness.base import first_live
 from ..records import JobStatus
 from . import output, params
 from .settings import Settings, pass_settings
 
 if TYPE_CHECKING:
     from ..ledger import Ledger
+    from ..liveness import Liveness, ProcessInfo
 
 #: Live identities per read of their claims: one IN list of this many.
 _HOLDERS_PER_READ = 1000
+
+_LIMIT = click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=100,
+    show_default=True,
+    help="At most this many (0: all).",
+)
 
 
 @click.command()
@@ -31,13 +41,7 @@ _HOLDERS_PER_READ = 1000
     "--state", type=click.Choice([state.value for state in State]), help="Only jobs in this state."
 )
 @click.option("--queue", default=None, help="Only jobs of this queue.")
-@click.option(
-    "--limit",
-    type=click.IntRange(min=0),
-    default=100,
-    show_default=True,
-    help="At most this many (0: all).",
-)
+@_LIMIT
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @pass_settings
 def jobs(
@@ -120,21 +124,30 @@ def history(settings: Settings, job_id: str, as_json: bool) -> None:
 
 
 @click.command()
+@_LIMIT
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @pass_settings
-def processes(settings: Settings, as_json: bool) -> None:
-    """Live processes: identity, age, quiet flag, busy count and the jobs they hold."""
+def processes(settings: Settings, limit: int, as_json: bool) -> None:
+    """Live processes by identity: age, quiet flag, busy count and the jobs they hold."""
     with settings.ledger() as ledger:
         liveness = settings.liveness(ledger)
         try:
-            live = liveness.processes()
+            shown, live = _live_processes(liveness, limit)
             counts = ledger.claims_per_holder()
-            held = _held_jobs(ledger, [p.identity for p in live if p.identity in counts])
+            held = _held_jobs(ledger, [p.identity for p in shown if p.identity in counts])
+            alive = liveness.alive(list(counts))
+            orphaned = [holder for holder in counts if not alive[holder]]
         finally:
             liveness.close()
+    if len(shown) < live:
+        title = f"The first {len(shown)} of {live} live processes, by identity (--limit 0: all)"
+    else:
+        title = f"{live} live processes"
     if as_json:
-        for info in live:
+        for info in shown:
             click.echo(output.to_json({**asdict(info), "held": held.get(info.identity, [])}))
+        if len(shown) < live:
+            click.echo(title, err=True)
         return
     rows = [
         [
@@ -145,14 +158,9 @@ def processes(settings: Settings, as_json: bool) -> None:
             ", ".join(held.get(p.identity, [])[:5])
             + (" …" if len(held.get(p.identity, [])) > 5 else ""),
         ]
-        for p in live
+        for p in shown
     ]
-    output.table(
-        f"{len(live)} live processes",
-        ["identity", "age", "quiet", "busy", "holds"],
-        rows,
-    )
-    orphaned = set(counts) - {p.identity for p in live}
+    output.table(title, ["identity", "age", "quiet", "busy", "holds"], rows)
     if orphaned:
         count = sum(counts[h] for h in orphaned)
         jobs_are = "1 claimed job is" if count == 1 else f"{count} claimed jobs are"
@@ -162,17 +170,24 @@ def processes(settings: Settings, as_json: bool) -> None:
         )
 
 
+def _live_processes(liveness: Liveness, limit: int) -> tuple[list[ProcessInfo], int]:
+    """The first ``limit`` live processes by identity (0: all), and how many are alive."""
+    if limit == 0:
+        every = sorted(liveness.processes(), key=lambda info: info.identity)
+        return every, len(every)
+    return first_live(liveness, limit)
+
+
 def _held_jobs(ledger: Ledger, holders: list[str]) -> dict[str, list[str]]:
     """The ids of the jobs each of ``holders`` has claimed, in id order.
 
-    Only live holders' claims are read, through the holder index, a bounded IN list at a
-    time: the claims of dead holders (perhaps a million after an outage) are only counted.
+    Only the listed holders' claims are read, through the holder index, a bounded IN list
+    at a time: the claims of the others (perhaps a million after an outage) are only counted.
     """
     held: dict[str, list[str]] = {}
     for start in range(0, len(holders), _HOLDERS_PER_READ):
-        for claim in ledger.claims_held_by(holders[start : start + _HOLDERS_PER_READ]):
-            held.setdefault(claim.claimed_by, []).append(claim.job_id)
-    return {holder: sorted(job_ids) for holder, job_ids in held.items()}
+        held.update(ledger.held_job_ids(holders[start : start + _HOLDERS_PER_READ]))
+    return held
 
 
 @click.command()

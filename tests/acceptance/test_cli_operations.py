@@ -12,7 +12,7 @@ import pytest
 from jobledger import Ledger, SqlLiveness, Worker
 from jobledger.identity import new_identity
 from jobledger.testing import free_port
-from tests.helpers import run_cli
+from tests.helpers import info, run_cli
 
 
 def test_enqueue_and_list(url: str) -> None:
@@ -67,6 +67,33 @@ def test_processes_counts_the_claims_of_dead_holders_without_listing_them(url: s
             table = run_cli("--database-url", url, "processes").stdout
     assert "3 claimed jobs are held by 2 processes that are not alive" in table
     assert "lost-" not in table
+
+
+def test_processes_lists_the_first_live_ones_and_says_how_many_there_are(url: str) -> None:
+    identities = sorted(new_identity(host="many") for _ in range(3))
+    with Ledger(url) as ledger:
+        ledger.enqueue_many([f"job-{n}" for n in range(3)])
+        liveness = SqlLiveness(ledger, ttl=30)
+        for n, identity in enumerate(identities):
+            liveness.register(info(identity))
+            ledger.claim(f"job-{n}", identity)
+        first = run_cli("--database-url", url, "processes", "--limit", "2", "--json")
+        every = run_cli("--database-url", url, "processes", "--limit", "0", "--json")
+        table = run_cli("--database-url", url, "processes", "--limit", "2").stdout
+        refused = run_cli("--database-url", url, "processes", "--limit", "-1")
+    listed = [json.loads(line) for line in first.stdout.splitlines()]
+    assert [(p["identity"], p["held"]) for p in listed] == [
+        (identities[0], ["job-0"]),
+        (identities[1], ["job-1"]),
+    ]
+    assert "The first 2 of 3 live processes" in first.stderr
+    assert [json.loads(line)["identity"] for line in every.stdout.splitlines()] == identities
+    assert every.stderr == ""
+    assert "The first 2 of 3 live processes" in table
+    assert identities[2] not in table
+    assert "not alive" not in table  # the third is alive, only not listed
+    assert refused.returncode == 2
+    assert "--limit" in refused.stderr
 
 
 def test_recover_once_abandons_the_dead_and_reports(url: str) -> None:
