@@ -226,16 +226,24 @@ def _kill_one_mid_job(
     names: dict[str, str],
     console: Console,
 ) -> str | None:
-    """SIGKILL the first worker seen holding a job; ``None`` if none held one in time (on a
-    loaded machine a slow-starting worker may find every job taken, and finish idle)."""
+    """SIGKILL the first worker found holding a job, stopped first so that it still holds it
+    when killed; ``None`` if none held one in time (on a loaded machine a slow-starting
+    worker may find every job taken, and finish idle)."""
     time.sleep(1.0)
     deadline = time.monotonic() + KILL_WITHIN
-    while (victim := _holding_worker(ledger, workers)) is None:
+    while True:
+        victim = _holding_worker(ledger, workers)
+        if victim is not None:
+            # Stopped, it cannot complete what it holds between this read and the kill.
+            workers[victim].send_signal(signal.SIGSTOP)
+            held = [s.job_id for s in ledger.jobs(claimed_by=victim)]
+            if held:
+                break
+            workers[victim].send_signal(signal.SIGCONT)
         if time.monotonic() > deadline:
             console.print(f">>> no worker held a job within {KILL_WITHIN:.0f}s; none was killed")
             return None
         time.sleep(0.05)
-    held = [s.job_id for s in ledger.jobs(claimed_by=victim)]
     workers[victim].send_signal(signal.SIGKILL)
     console.print(
         terminal.text(
