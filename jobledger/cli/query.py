@@ -22,7 +22,6 @@ from .settings import Settings, pass_settings
 
 if TYPE_CHECKING:
     from ..ledger import Ledger
-    from ..liveness import Liveness, ProcessInfo
 
 #: Live identities per read of their claims: one IN list of this many.
 _HOLDERS_PER_READ = 1000
@@ -132,7 +131,7 @@ def processes(settings: Settings, limit: int, as_json: bool) -> None:
     with settings.ledger() as ledger:
         liveness = settings.liveness(ledger)
         try:
-            shown, live = _live_processes(liveness, limit)
+            shown, live = first_live(liveness, limit or None)  # --limit 0: all
             counts = ledger.claims_per_holder()
             held = _held_jobs(ledger, [p.identity for p in shown if p.identity in counts])
             alive = liveness.alive(list(counts))
@@ -168,14 +167,6 @@ def processes(settings: Settings, limit: int, as_json: bool) -> None:
         click.echo(
             f"{jobs_are} held by {holders} that {'is' if len(orphaned) == 1 else 'are'} not alive"
         )
-
-
-def _live_processes(liveness: Liveness, limit: int) -> tuple[list[ProcessInfo], int]:
-    """The first ``limit`` live processes by identity (0: all), and how many are alive."""
-    if limit == 0:
-        every = sorted(liveness.processes(), key=lambda info: info.identity)
-        return every, len(every)
-    return first_live(liveness, limit)
 
 
 def _held_jobs(ledger: Ledger, holders: list[str]) -> dict[str, list[str]]:

@@ -98,16 +98,18 @@ class Liveness(Protocol):
         """Release connections."""
 
 
-def first_live(liveness: Liveness, limit: int) -> tuple[list[ProcessInfo], int]:
-    """The first ``limit`` live processes by identity, and how many are alive in all.
+def first_live(liveness: Liveness, limit: int | None) -> tuple[list[ProcessInfo], int]:
+    """The first ``limit`` live processes by identity (``None``: all), and how many are
+    alive in all.
 
     A backend with a ``first_processes(limit)`` (Redis and SQL) reads only those records
     and counts the rest; of any other, every record is read. The count is taken in the
     same read as the list on SQL, a moment apart on Redis: never fewer than those listed.
     """
-    bounds.count(limit, "limit", minimum=0)
+    if limit is not None:
+        bounds.count(limit, "limit", minimum=0)
     read_first = getattr(liveness, "first_processes", None)
-    if read_first is not None:
+    if limit is not None and read_first is not None:
         first, live = read_first(limit)
         return first, max(live, len(first))
     every = sorted(liveness.processes(), key=lambda info: info.identity)

@@ -127,11 +127,7 @@ class Board:
         for stat in queues:
             states[stat.state] = states.get(stat.state, 0) + stat.jobs
         holders = self.holders()
-        if process_rows is None:
-            live = sorted(self.liveness.processes(), key=lambda p: p.identity)
-            count = len(live)
-        else:
-            live, count = first_live(self.liveness, process_rows)
+        live, count = first_live(self.liveness, process_rows)
         remaining = self.liveness.remaining([p.identity for p in live]) if live else {}
         held = {h.identity: h.held for h in holders}
         processes = [
